@@ -1,0 +1,1 @@
+"""Fusion components: cross-modal attention (StereoMM, trained and memory-efficient) and weighted concatenation."""

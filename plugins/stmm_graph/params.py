@@ -1,0 +1,66 @@
+"""Parameter models of the graph components (pydantic only: imported at CLI start-up)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class RadiusGraphParams(BaseModel):
+    """Connect spots closer than a radius (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    radius: float | None = Field(
+        None,
+        gt=0.0,
+        description="radius in full-resolution pixels; None = radius_factor × median nearest-neighbour distance",
+    )
+    radius_factor: float = Field(
+        1.5,
+        gt=0.0,
+        le=100.0,
+        description="used when radius is None; 1.5 gives the 6 neighbours of a Visium hex lattice "
+        "(the 4 neighbours of a square grid)",
+    )
+
+
+class KnnGraphParams(BaseModel):
+    """Connect each spot to its k nearest spots, then symmetrise (union)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(6, ge=1, le=1000, description="neighbours per spot before symmetrisation")
+
+
+class VGAEParams(BaseModel):
+    """Variational graph autoencoder with a feature decoder (StereoMM's graph model, fixed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conv: Literal["gcn", "gat", "sage"] = Field("gcn", description="graph layer family of every layer")
+    hidden: list[int] = Field([256], min_length=1, max_length=8, description="encoder hidden widths")
+    latent: int = Field(32, ge=1, le=4096, description="latent width L")
+    activation: Literal["elu", "relu"] = Field("elu", description="activation between graph layers")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each hidden encoder layer")
+    kl_weight: float = Field(
+        1e-3, ge=0.0, le=1e3, description="weight of the KL term (mean over nodes of the sum over latent dims)"
+    )
+    decoder: Literal["feature"] = Field(
+        "feature", description="feature decoder (graph layers, linear output) trained with MSE"
+    )
+    dec: bool = Field(False, description="run DEC refinement (Xie et al. 2016) after the autoencoder stage")
+    dec_weight: float = Field(0.1, ge=0.0, le=1e3, description="weight γ of KL(P‖Q) in the DEC stage")
+    dec_alpha: float = Field(1.0, gt=0.0, le=100.0, description="Student-t degrees of freedom α")
+    dec_update_interval: int = Field(10, ge=1, le=10_000, description="steps between target (P) updates")
+    dec_tol: float = Field(
+        1e-3, ge=0.0, le=1.0, description="stop DEC when fewer than this fraction of labels change"
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h < 1 or h > 65536 for h in v):
+            raise ValueError("hidden widths must be between 1 and 65536")
+        return v

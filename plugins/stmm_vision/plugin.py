@@ -1,0 +1,21 @@
+"""Registers the bundled image encoders (timm ResNet / ViT). Metadata only: timm is imported on first use."""
+
+from __future__ import annotations
+
+from stmm_core import hookimpl
+from stmm_core.catalogue import ComponentInfo
+from stmm_vision.params import ResNet50Params, TimmEncoderParams, ViTParams
+
+IMPL = "stmm_vision.encoders:TimmImageEncoder"
+
+
+@hookimpl
+def stmm_components():
+    return [
+        ComponentInfo("resnet50", "image_encoder", IMPL, ResNet50Params,
+                      "ResNet-50 (timm), global-average-pooled 2048-d features", aliases=("resnet",)),
+        ComponentInfo("vit", "image_encoder", IMPL, ViTParams,
+                      "Vision Transformer (timm; any ViT name or hf-hub: id), pooled features + patch tokens"),
+        ComponentInfo("timm", "image_encoder", IMPL, TimmEncoderParams,
+                      "any timm model or hf-hub:org/name@rev, pooled features"),
+    ]

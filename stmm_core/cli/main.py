@@ -1,0 +1,77 @@
+"""The ``stmm`` command. Start-up imports no torch/timm/PyG/scanpy: heavy work is imported inside commands.
+
+Data goes to stdout; logs, progress and errors to stderr. User errors end in one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stmm_core import __version__
+
+app = typer.Typer(
+    name="stmm",
+    help="stmm: multimodal spatial transcriptomics pipelines from interchangeable plug-ins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stmm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """stmm: multimodal spatial transcriptomics pipelines from interchangeable plug-ins."""
+
+
+def _register() -> None:
+    from stmm_core.cli import compose_cmd, demo_cmd, fit_cmd, plugins_cmd
+
+    for module in (plugins_cmd, compose_cmd, fit_cmd, demo_cmd):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: turns :class:`~stmm_core.errors.StmmError` into one line on stderr."""
+    import click
+
+    from stmm_core.errors import StmmError
+
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("stmm: aborted", err=True)
+        return 130
+    except StmmError as exc:
+        typer.echo(f"stmm: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("stmm: interrupted", err=True)
+        return 130
+    except MemoryError:
+        typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
+        return 3
+    return int(rv) if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

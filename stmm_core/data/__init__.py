@@ -1,0 +1,1 @@
+"""Sections (counts + coordinates + image), readers, lazy images and tiling."""

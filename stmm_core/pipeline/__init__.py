@@ -1,0 +1,1 @@
+"""Pipeline runners: turn a validated spec and a section into an embedding, domains and a model."""

@@ -1,0 +1,198 @@
+"""The graph-fusion pipeline (StereoMM and relatives).
+
+section → gene features (N, D_g) ┐
+        → image features (N, D_i) ├→ fusion (trainable) → graph model (VGAE) → embedding μ (N, L) → task
+        → spatial graph (2, E)   ┘
+Fusion and graph model are trained jointly, full batch, float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stmm_core.errors import StmmError
+from stmm_core.profiling import StageProfiler
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from stmm_core.data.section import Section
+    from stmm_core.spec import PipelineSpec
+
+log = logging.getLogger("stmm")
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produces (written to a run folder by :mod:`stmm_core.pipeline.outputs`)."""
+
+    spec: "PipelineSpec"
+    embedding: np.ndarray  # (N, L) float32, posterior mean
+    labels: np.ndarray | None  # (N,) int64
+    history: list[dict[str, float]]
+    state_dict: dict[str, "torch.Tensor"]
+    profile: StageProfiler
+    info: dict[str, Any] = field(default_factory=dict)
+    gene_state: dict[str, Any] | None = None
+
+
+def _build(slot: str, spec: "PipelineSpec") -> Any:
+    from stmm_core.plugins import get_catalogue
+    from stmm_core.spec import PIPELINE_SLOTS
+
+    ref = spec.components.get(slot)
+    if ref is None:
+        return None
+    kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
+    return get_catalogue().get(kind, ref.name).build(ref.params)
+
+
+def fit_graph_fusion(
+    spec: "PipelineSpec",
+    section: "Section",
+    *,
+    n_domains: int | None,
+    device: str = "cpu",
+    cache: Any | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Fit the pipeline on one section and return the embedding, the domains and the trained weights."""
+    import torch
+
+    from stmm_core.interfaces import GraphContext
+    from stmm_core.pipeline.image_features import encode_section, standardise
+    from stmm_core.progress import progress_bar
+    from stmm_core.seeding import seed_everything
+
+    if n_domains is not None and not 1 <= n_domains <= section.n_spots:
+        raise StmmError(f"--n-domains {n_domains} is not possible with {section.n_spots} spots; use 1…{section.n_spots}")
+    seed = spec.train.seed
+    prof = StageProfiler()
+    info: dict[str, Any] = {"n_spots": section.n_spots, "n_genes": section.n_genes, "device": device}
+
+    seed_everything(seed)
+    with prof.stage("gene features"):
+        gene_enc = _build("gene", spec)
+        gene_x = np.asarray(gene_enc.fit_transform(section), dtype=np.float32)
+    info["gene_dim"] = int(gene_x.shape[1])
+
+    img_x = None
+    if spec.components.get("image") is not None:
+        if section.image is None:
+            raise StmmError(
+                f"the spec has an image encoder but section {section.name!r} has no image: give the image "
+                "(--image PATH --scale S) or compose without one (--image none)"
+            )
+        with prof.stage("image features"):
+            seed_everything(seed)  # random-init encoders are reproducible
+            img_enc = _build("image", spec)
+            raw, img_info = encode_section(section, img_enc, spec.tiles, device=device, cache=cache,
+                                           progress=progress)
+            img_x = standardise(raw)
+            del img_enc
+        info["image"] = img_info
+        info["image_dim"] = int(img_x.shape[1])
+
+    with prof.stage("graph"):
+        builder = _build("builder", spec)
+        graph = builder.build(section.coords, section.spot_diameter)
+    info["graph"] = {"edges": graph.n_edges, "mean_degree": round(graph.mean_degree(), 3), **graph.meta}
+
+    with prof.stage("train"):
+        seed_everything(seed)
+        fusion = _build("fusion", spec)
+        model = _build("graph", spec)
+        fusion.setup(None if img_x is None else img_x.shape[1], gene_x.shape[1])
+        t_img = None if img_x is None else torch.from_numpy(img_x).to(device)
+        t_gene = torch.from_numpy(gene_x).to(device)
+        target = fusion.target(t_img, t_gene).detach()
+        model.setup(fusion.out_dim, target.shape[1], section.n_spots)
+        fusion.to(device)
+        model.to(device)
+        ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots)
+        params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
+        history: list[dict[str, float]] = []
+
+        def step(epoch: int) -> dict[str, float]:
+            fusion.train()
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            out = model(fusion(t_img, t_gene, ctx), ctx)
+            terms = model.loss(out, target)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise StmmError(
+                    f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
+                    f"(now {spec.train.lr}) with --set train.lr=…"
+                )
+            loss.backward()
+            if spec.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip)
+            opt.step()
+            return {"epoch": epoch, **{k: float(v.detach()) for k, v in terms.items()}}
+
+        total = spec.train.epochs + spec.train.dec_epochs
+        with progress_bar(total=total, desc="train", unit="epoch", enabled=progress) as bar:
+            for epoch in range(spec.train.epochs):
+                history.append(step(epoch))
+                bar.update(1)
+                if epoch % 20 == 0:
+                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            if spec.train.dec_epochs:
+                if not getattr(model.params, "dec", False) or not hasattr(model, "start_refinement"):
+                    raise StmmError("train.dec_epochs > 0 needs a graph model with dec=true (--set graph.dec=true)")
+                if n_domains is None:
+                    raise StmmError("DEC refinement needs the number of domains: pass --n-domains K")
+                mu = _embed(fusion, model, t_img, t_gene, ctx)
+                centres = model.start_refinement(mu, n_domains, seed)
+                opt.add_param_group({"params": [centres], "weight_decay": 0.0})
+                params.append(centres)
+                interval = int(getattr(model.params, "dec_update_interval", 10))
+                tol = float(getattr(model.params, "dec_tol", 1e-3))
+                for i in range(spec.train.dec_epochs):
+                    if i % interval == 0:
+                        changed = model.update_target(_embed(fusion, model, t_img, t_gene, ctx))
+                        if i > 0 and changed < tol:
+                            info["dec_stopped_at"] = i
+                            break
+                    history.append(step(spec.train.epochs + i))
+                    bar.update(1)
+        embedding = _embed(fusion, model, t_img, t_gene, ctx).cpu().numpy().astype(np.float32)
+    if not np.isfinite(embedding).all():
+        raise StmmError("the embedding contains NaN/inf; lower train.lr or check the input features")
+
+    labels = None
+    if n_domains is not None:
+        with prof.stage("clustering"):
+            task = _build("task", spec)
+            labels = np.asarray(task.run(embedding, n_domains, seed), dtype=np.int64)
+            extra = getattr(task, "last_info", None)
+            if extra:
+                info["task"] = extra
+
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in (("fusion", fusion), ("graph", model)):
+        for k, v in module.state_dict().items():
+            state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
+    gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
+    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state)
+
+
+def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":
+    """Posterior mean μ under eval mode (no sampling, no dropout)."""
+    import torch
+
+    fusion.eval()
+    model.eval()
+    with torch.inference_mode():
+        return model(fusion(t_img, t_gene, ctx), ctx).mu.clone()
+
+
+def n_params(state: dict[str, Any]) -> int:
+    return int(sum(math.prod(v.shape) for v in state.values()))

@@ -1,0 +1,102 @@
+"""Image features for every spot: tiles → image encoder, cached by content hash."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.data.section import Section
+    from stmm_core.interfaces import ImageEncoder
+    from stmm_core.spec import TileSpec
+
+
+def default_tile_size(section: "Section", tiles: "TileSpec") -> float:
+    """Tile side in full-resolution px: explicit size, else spot diameter (or median spacing) × factor."""
+    if tiles.size is not None:
+        return float(tiles.size)
+    base = section.spot_diameter
+    if not base:
+        from scipy.spatial import cKDTree
+
+        dist, _ = cKDTree(section.coords).query(section.coords, k=2)
+        base = float(np.median(dist[:, 1]))
+    return float(base) * tiles.size_factor
+
+
+def encode_section(
+    section: "Section",
+    encoder: "ImageEncoder",
+    tiles: "TileSpec",
+    *,
+    device: str = "cpu",
+    cache: Any | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Return float32 ``(N, D_img)`` features and a dict describing how they were made.
+
+    The cache key covers the image pixels, the spot coordinates, the tile geometry and the encoder's
+    weights identity, so a second fit on the same section reuses the features.
+    """
+    import hashlib
+
+    import torch
+
+    from stmm_core.data.tiles import auto_out_px, iter_tiles
+    from stmm_core.progress import progress_bar
+
+    tile_px = default_tile_size(section, tiles)
+    requested = getattr(encoder.params, "input_size", "auto")
+    max_px = int(encoder.preprocessing.input_size)
+    out_px = auto_out_px(section, tile_px, max_px) if requested == "auto" else int(requested)
+    info: dict[str, Any] = {
+        "tile_fullres_px": tile_px,
+        "tile_image_px": tile_px * float(section.image_scale or 1.0),
+        "input_px": out_px,
+        "encoder": encoder.identity(),
+        "cached": False,
+    }
+    key = None
+    if cache is not None:
+        coords_hash = hashlib.sha256(np.ascontiguousarray(section.coords, dtype=np.float64).tobytes()).hexdigest()
+        key = cache.key(
+            "image-features-v1",
+            section.image.content_hash(),
+            coords_hash,
+            float(section.image_scale),
+            tile_px,
+            out_px,
+            tiles.pad_value,
+            encoder.identity(),
+        )
+        hit = cache.get(key)
+        if hit is not None and hit.shape[0] == section.n_spots:
+            info["cached"] = True
+            return hit.astype(np.float32, copy=False), info
+    encoder.to(device)
+    batch = int(getattr(encoder.params, "batch_size", 64))
+    feats = np.empty((section.n_spots, encoder.out_dim), dtype=np.float32)
+    row = 0
+    with progress_bar(total=section.n_spots, desc="image features", unit="tile", enabled=progress) as bar:
+        for chunk in iter_tiles(section, tile_px, out_px, batch_size=batch, pad_value=tiles.pad_value):
+            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
+            out = encoder.encode(x).float().cpu().numpy()
+            feats[row : row + len(out)] = out
+            row += len(out)
+            bar.update(len(out))
+    if not np.isfinite(feats).all():
+        from stmm_core.errors import StmmError
+
+        raise StmmError("the image encoder produced NaN/inf features; check the image and the encoder weights")
+    if cache is not None and key is not None:
+        cache.put(key, feats)
+    return feats, info
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    """Per-feature z-score (constant features become 0), float32."""
+    mean = x.mean(0, keepdims=True)
+    std = x.std(0, keepdims=True)
+    std[std < 1e-8] = 1.0
+    return ((x - mean) / std).astype(np.float32)

@@ -1,0 +1,80 @@
+"""Writing a run folder atomically: everything goes to a hidden temp folder first and is moved into place
+only when complete, so a failed run never leaves a half-written result that looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.data.section import Section
+    from stmm_core.pipeline.graph_fusion import FitResult
+
+RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
+             "preprocess.json")
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
+              label_column: str | None = None) -> list[Path]:
+    """Write the run folder; returns the files written."""
+    from safetensors.torch import save_file
+
+    from stmm_core.plots import plot_domains, plot_loss
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".stmm-partial-", dir=out_dir))
+    try:
+        adata = section.adata.copy()
+        adata.obsm["X_stmm"] = result.embedding
+        if result.labels is not None:
+            adata.obs["stmm_domain"] = np.asarray(result.labels).astype(str)
+            adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
+        adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
+        adata.write_h5ad(stage / "result.h5ad")
+        (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
+        save_file(result.state_dict, str(stage / "model.safetensors"),
+                  metadata={"spec_hash": result.spec.hash(), "format": "stmm-graph-fusion-v1"})
+        if result.gene_state is not None:
+            write_json(stage / "preprocess.json", result.gene_state)
+        write_json(stage / "metrics.json", metrics)
+        truth = None
+        if label_column and section.obs is not None and label_column in section.obs:
+            truth = section.obs[label_column].to_numpy()
+        if result.labels is not None:
+            plot_domains(section, result.labels, stage / "domains.png", truth=truth,
+                         title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
+                         scores=metrics.get("clustering"))
+        plot_loss(result.history, stage / "loss.png")
+        written = []
+        for f in sorted(stage.iterdir()):
+            dest = out_dir / f.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(f, dest)
+            written.append(dest)
+        return written
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""Fit a spec on a data path and write the run folder: the code behind ``stmm fit``/``run``/``demo``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stmm_core.errors import DataError, StmmError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.data.section import Section
+    from stmm_core.spec import PipelineSpec
+
+
+def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
+                 coords: str | Path | None = None) -> "Section":
+    """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
+    from stmm_core.data.readers import read_section
+    from stmm_core.data.validate import filter_section, validate_section
+
+    kwargs: dict[str, Any] = {}
+    if image is not None:
+        kwargs["image"] = image
+    if scale is not None:
+        kwargs["scale"] = scale
+    if coords is not None:
+        kwargs["coords"] = coords
+    section = read_section(data, **kwargs)
+    section = validate_section(section)
+    return filter_section(section)
+
+
+def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None) -> int | None:
+    """K from ``--n-domains``, else from the number of categories of the ``--labels`` column."""
+    if labels is not None:
+        if section.obs is None or labels not in section.obs:
+            cols = ", ".join(map(str, section.obs.columns)) if section.obs is not None else "none"
+            raise DataError(f"--labels {labels!r}: no such column in obs (columns: {cols})")
+    if n_domains is not None:
+        return n_domains
+    if labels is not None:
+        from stmm_core.metrics import labelled_mask
+
+        col = section.obs[labels]
+        k = int(col[labelled_mask(col.to_numpy())].astype(str).nunique())
+        if k < 1:
+            raise DataError(f"--labels {labels!r} has no labelled spots")
+        return k
+    return None
+
+
+def fit_to_dir(
+    spec: "PipelineSpec",
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    n_domains: int | None = None,
+    labels: str | None = None,
+    device: str = "auto",
+    image: str | Path | None = None,
+    scale: float | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json)."""
+    from stmm_core import __version__
+    from stmm_core.data.cache import FeatureCache
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.graph_fusion import fit_graph_fusion, n_params
+    from stmm_core.pipeline.outputs import write_run
+    from stmm_core.profiling import current_rss_bytes
+    from stmm_core.seeding import resolve_device
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StmmError(f"-o {out_dir} exists and is not a folder")
+    dev = resolve_device(device)
+    t_read = time.perf_counter()
+    section = load_section(data, image=image, scale=scale)
+    read_s = time.perf_counter() - t_read
+    k = resolve_n_domains(section, n_domains, labels)
+    if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
+        raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
+    result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
+                              cache=FeatureCache() if use_cache else None, progress=progress)
+    metrics: dict[str, Any] = {
+        "stmm_version": __version__,
+        "spec_hash": result.spec.hash(),
+        "data": str(data),
+        "section": section.name,
+        "n_domains": k,
+        "seed": spec.train.seed,
+        "device": dev,
+        "n_parameters": n_params(result.state_dict),
+        "final_loss": result.history[-1] if result.history else None,
+        "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
+        "info": result.info,
+    }
+    if labels is not None and result.labels is not None:
+        metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
+        metrics["clustering"]["label_column"] = labels
+    metrics["wall_seconds"] = time.perf_counter() - t0
+    metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
+    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
+    return metrics
+
+
+def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
+    """Human summary printed to stdout by the CLI."""
+    lines = [f"section {metrics['section']}: {metrics['info']['n_spots']} spots, "
+             f"{metrics['info']['n_genes']} genes, device {metrics['device']}"]
+    img = metrics["info"].get("image")
+    if img:
+        lines.append(f"image features: {img['encoder']} at {img['input_px']} px "
+                     f"({'from cache' if img['cached'] else 'computed'})")
+    for st in metrics["stages"]:
+        extra = f", peak RSS {st['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in st else ""
+        lines.append(f"  {st['name']:<15} {st['seconds']:7.1f} s{extra}")
+    if "clustering" in metrics:
+        c = metrics["clustering"]
+        lines.append(f"domains: K={metrics['n_domains']}  ARI {c['ari']:.3f}  NMI {c['nmi']:.3f} "
+                     f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
+    elif metrics.get("n_domains"):
+        lines.append(f"domains: K={metrics['n_domains']}")
+    lines.append(f"wall time {metrics['wall_seconds']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MB")
+    lines.append(f"wrote {out_dir}/: {', '.join(metrics['files'])}")
+    return lines

@@ -1,0 +1,149 @@
+"""Plug-in discovery: entry points of the group ``stmm``, loaded one at a time.
+
+A plug-in that fails to import (or whose hooks raise) is recorded with its name, package and error, and
+skipped; every other plug-in and command keeps working. Set ``STMM_STRICT_PLUGINS=1`` to make any such
+failure fatal (useful in a plug-in's own CI).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from stmm_core.catalogue import Catalogue, ComponentInfo
+from stmm_core.errors import StmmError
+from stmm_core.hookspecs import PROJECT, StmmHookSpec
+
+ENTRY_POINT_GROUP = "stmm"
+STRICT_ENV = "STMM_STRICT_PLUGINS"
+
+
+class PluginLoadError(StmmError):
+    """Raised instead of skipping a broken plug-in when ``STMM_STRICT_PLUGINS=1``."""
+
+
+@dataclass
+class PluginStatus:
+    """One plug-in as ``stmm plugins`` reports it."""
+
+    name: str
+    package: str
+    version: str
+    value: str
+    status: str  # "ok" | "failed"
+    error: str = ""
+    components: int = 0
+    recipes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class PluginRegistry:
+    """The pluggy manager plus the catalogue and recipes it yields."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(StmmHookSpec)
+        self.statuses: list[PluginStatus] = []
+        self.catalogue = Catalogue()
+        self.recipes: dict[str, dict[str, Any]] = {}
+
+    # -- discovery ------------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        """Load every ``stmm`` entry point, isolating failures."""
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        seen: set[tuple[str, str]] = set()
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            package = dist.metadata["Name"] if dist is not None else ""
+            version = dist.version if dist is not None else ""
+            if (ep.name, ep.value) in seen:  # the same dist visible twice on sys.path
+                continue
+            seen.add((ep.name, ep.value))
+            self._load_one(ep.name, package, version, ep.value, ep.load)
+
+    def register_module(self, module: Any, name: str | None = None, package: str = "") -> PluginStatus:
+        """Register an already imported plug-in module (tests, notebooks)."""
+        name = name or getattr(module, "__name__", repr(module))
+        return self._load_one(name, package, "", name, lambda: module)
+
+    def _load_one(self, name: str, package: str, version: str, value: str, loader) -> PluginStatus:
+        status = PluginStatus(name=name, package=package, version=version, value=value, status="ok")
+        try:
+            module = loader()
+            self.pm.register(module, name=name)
+            comps, recipes = self._collect(module, package or name, name)
+        except Exception as exc:  # noqa: BLE001 - isolation of third-party code is the point
+            try:
+                plugin = self.pm.get_plugin(name)
+                if plugin is not None:
+                    self.pm.unregister(plugin)
+            except Exception:  # noqa: BLE001
+                pass
+            status.status = "failed"
+            status.error = f"{type(exc).__name__}: {exc}".strip()
+            self.statuses.append(status)
+            if _strict():
+                raise PluginLoadError(
+                    f"plug-in {name!r} from package {package or '?'} failed to load: {status.error} "
+                    f"(unset {STRICT_ENV} to skip broken plug-ins)\n{traceback.format_exc()}"
+                ) from exc
+            return status
+        for info in comps:
+            self.catalogue.add(info)
+        for recipe in recipes:
+            self.recipes.setdefault(recipe["name"], recipe)
+        status.components, status.recipes = len(comps), len(recipes)
+        self.statuses.append(status)
+        return status
+
+    @staticmethod
+    def _collect(module: Any, package: str, plugin: str) -> tuple[list[ComponentInfo], list[dict[str, Any]]]:
+        comps: list[ComponentInfo] = []
+        hook = getattr(module, "stmm_components", None)
+        if hook is not None:
+            for info in hook() or []:
+                if not isinstance(info, ComponentInfo):
+                    raise TypeError(f"stmm_components must return ComponentInfo objects, got {type(info)}")
+                comps.append(
+                    ComponentInfo(**{**info.__dict__, "package": info.package or package, "plugin": plugin})
+                )
+        recipes: list[dict[str, Any]] = []
+        hook = getattr(module, "stmm_recipes", None)
+        if hook is not None:
+            for recipe in hook() or []:
+                if "name" not in recipe or "spec" not in recipe:
+                    raise TypeError("stmm_recipes entries need 'name' and 'spec'")
+                recipes.append({**recipe, "package": package})
+        return comps, recipes
+
+    @property
+    def failed(self) -> list[PluginStatus]:
+        return [s for s in self.statuses if s.status == "failed"]
+
+
+_REGISTRY: PluginRegistry | None = None
+
+
+def get_registry(refresh: bool = False) -> PluginRegistry:
+    """The process-wide registry, discovered on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        reg = PluginRegistry()
+        reg.load_entry_points()
+        _REGISTRY = reg
+    return _REGISTRY
+
+
+def get_catalogue() -> Catalogue:
+    return get_registry().catalogue

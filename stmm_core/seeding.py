@@ -1,0 +1,33 @@
+"""Reproducibility: one call seeds python, numpy and torch and makes CPU kernels deterministic."""
+
+from __future__ import annotations
+
+import os
+import random
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG stmm uses. On CPU the same seed gives the same embedding."""
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    from stmm_core.errors import StmmError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StmmError("--device cuda was requested but no CUDA GPU is visible; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise StmmError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device

@@ -1,0 +1,189 @@
+"""Pipeline specs: frozen pydantic models, unknown keys rejected, parameters validated by each
+component's own schema, canonical JSON with a stable hash.
+
+A spec names components through the local catalogue only; loading a spec never imports or executes code
+that came with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stmm_core import __version__
+from stmm_core.errors import SpecError
+
+#: Version of the spec format this stmm reads and writes.
+SPEC_VERSION = 1
+
+#: For each pipeline type: slot name → (component kind, required?).
+PIPELINE_SLOTS: dict[str, dict[str, tuple[str, bool]]] = {
+    "graph-fusion": {
+        "image": ("image_encoder", False),
+        "gene": ("gene_encoder", True),
+        "fusion": ("fusion", True),
+        "builder": ("graph_builder", True),
+        "graph": ("graph_model", True),
+        "task": ("task", True),
+    },
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentRef(_Frozen):
+    """A component by name plus its parameters (completed with defaults once resolved)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TileSpec(_Frozen):
+    """How tiles are cut around spots."""
+
+    size: float | None = Field(None, gt=0, description="tile side in full-resolution px (None: spot diameter)")
+    size_factor: float = Field(1.0, gt=0, description="multiplies the default tile side (spot diameter)")
+    pad_value: int = Field(255, ge=0, le=255, description="fill for tiles crossing the image border")
+
+
+class TrainSpec(_Frozen):
+    """Full-batch training of fusion + graph model."""
+
+    epochs: int = Field(600, ge=1, le=100_000)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)
+    dec_epochs: int = Field(0, ge=0, description="extra epochs of DEC refinement (graph.params.dec must be on)")
+    seed: int = Field(0, ge=0)
+
+
+class PipelineSpec(_Frozen):
+    """A complete, validated pipeline."""
+
+    spec_version: int = SPEC_VERSION
+    stmm_version: str = __version__
+    pipeline: Literal["graph-fusion"] = "graph-fusion"
+    recipe: str | None = None
+    components: dict[str, ComponentRef | None]
+    tiles: TileSpec = Field(default_factory=TileSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_version(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            version = data.get("spec_version", SPEC_VERSION)
+            if isinstance(version, int) and version > SPEC_VERSION:
+                raise SpecError(
+                    f"this spec uses format v{version} (written by stmm {data.get('stmm_version', '?')}); "
+                    f"this stmm {__version__} reads up to v{SPEC_VERSION}: upgrade stmm (pip install -U stmm)"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_components(self) -> "PipelineSpec":
+        from stmm_core.plugins import get_catalogue
+
+        slots = PIPELINE_SLOTS[self.pipeline]
+        unknown = set(self.components) - set(slots)
+        if unknown:
+            raise SpecError(
+                f"unknown component slot(s) {sorted(unknown)} for a {self.pipeline} pipeline; "
+                f"slots are: {', '.join(slots)}"
+            )
+        catalogue = get_catalogue()
+        resolved: dict[str, ComponentRef | None] = {}
+        for slot, (kind, required) in slots.items():
+            ref = self.components.get(slot)
+            if ref is None:
+                if required:
+                    raise SpecError(f"the {self.pipeline} pipeline needs a '{slot}' component ({kind})")
+                resolved[slot] = None
+                continue
+            info = catalogue.get(kind, ref.name)
+            params = info.validate_params(ref.params).model_dump(mode="json")
+            resolved[slot] = ComponentRef(name=info.name, params=params)
+        object.__setattr__(self, "components", resolved)
+        return self
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def canonical_json(self) -> str:
+        """Sorted keys, no whitespace: the bytes that are hashed."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON, excluding the stmm version (which does not change results)."""
+        data = self.to_dict()
+        data.pop("stmm_version", None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def pretty_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PipelineSpec":
+        """Return a new spec with dotted ``slot.param`` / ``train.x`` / ``tiles.x`` overrides applied."""
+        data = self.to_dict()
+        apply_overrides(data, overrides)
+        return parse_spec(data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Apply ``{"fusion.dim": 32, "train.epochs": 10}`` style overrides to a raw spec dict in place."""
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if not rest:
+            raise SpecError(f"override {key!r} must look like component.param=value (e.g. fusion.dim=32)")
+        if head in ("train", "tiles"):
+            data.setdefault(head, {})[rest] = value
+            continue
+        comps = data.setdefault("components", {})
+        if head not in comps or comps[head] is None:
+            slots = ", ".join(k for k, v in comps.items() if v is not None)
+            raise SpecError(f"override {key!r}: this spec has no '{head}' component (it has: {slots}, train, tiles)")
+        if rest == "name":
+            comps[head] = {"name": value, "params": {}}
+        else:
+            comps[head].setdefault("params", {})[rest] = value
+
+
+def parse_override_value(text: str) -> Any:
+    """``--set a.b=VALUE``: VALUE is parsed as JSON when possible (numbers, lists, true/null), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_spec(data: dict[str, Any]) -> PipelineSpec:
+    """Validate a raw spec dict; every problem becomes one :class:`SpecError` line."""
+    if not isinstance(data, dict):
+        raise SpecError(f"a pipeline spec must be a JSON object, got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SpecError(f"invalid pipeline spec: {problems}") from None
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a spec JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path} (create one with 'stmm compose … -o {path.name}')")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path} is not valid JSON: {exc}") from None
+    return parse_spec(data)
