@@ -135,10 +135,10 @@ class Catalogue:
         elsewhere = [k for (k, n) in self._items if n == name]
         msg = f"unknown {kind} {name!r}"
         if close:
-            msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+            msg += f"; did you mean {' or '.join(repr(c) for c in close)}"
         if elsewhere:
-            msg += f" ({name!r} exists as a {elsewhere[0]})"
-        msg += f" Available: {', '.join(candidates) or 'none'}. Run 'stmm list --kind {kind}'."
+            msg += f" ({name!r} is a {elsewhere[0]}, not a {kind})"
+        msg += f". Available: {', '.join(candidates) or 'none'} (run 'stmm list --kind {kind}')."
         raise ComponentNotFound(msg)
 
     def search(self, pattern: str | None = None, kind: str | None = None) -> list[ComponentInfo]:

@@ -11,6 +11,7 @@ PyG is imported only when a GAT or SAGE layer is built.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -47,13 +48,18 @@ def build_adj_norm(edge_index: Tensor, n: int) -> Tensor:
     val = dinv[row] * dinv[col]
     crow = torch.zeros(n + 1, dtype=torch.long, device=device)
     crow[1:] = torch.cumsum(counts, 0)
-    return torch.sparse_csr_tensor(crow, col, val, (n, n), dtype=torch.float32, device=device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(
+            crow, col, val, (n, n), dtype=torch.float32, device=device, check_invariants=False
+        )
 
 
 def graph_context(graph: SpatialGraph, device: torch.device | str = "cpu", adj: bool = True) -> GraphContext:
     """Build the :class:`GraphContext` for ``graph`` on ``device`` (with the normalised CSR adjacency)."""
     ei = graph.torch_edge_index(device)
-    return GraphContext(edge_index=ei, n_nodes=graph.n_nodes, adj_norm=build_adj_norm(ei, graph.n_nodes) if adj else None)
+    adj_norm = build_adj_norm(ei, graph.n_nodes) if adj else None
+    return GraphContext(edge_index=ei, n_nodes=graph.n_nodes, adj_norm=adj_norm)
 
 
 def _adj(ctx: GraphContext, device: torch.device) -> Tensor:
