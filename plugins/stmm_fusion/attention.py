@@ -76,15 +76,17 @@ class ModalityAttention(nn.Module):
             entropy (nats) over a sample of queries (``None`` in training mode).
         """
         n, m, h, hd = xq.shape[0], xkv.shape[0], self.heads, self.head_dim
-        # (h, M, hd), made contiguous once: every chunk's autograd node then shares the same saved tensors.
-        k = self.k(xkv).view(m, h, hd).transpose(0, 1).contiguous()
-        v = self.v(xkv).view(m, h, hd).transpose(0, 1).contiguous()
+        # (1, h, M, hd), made contiguous once: every chunk's autograd node then shares the same saved tensors.
+        # SDPA must get 4-D (batch, heads, seq, head_dim) inputs: with 3-D inputs the CPU dispatcher falls
+        # back to the math path, which materialises (and keeps for backward) the chunk × M probabilities.
+        k = self.k(xkv).view(m, h, hd).transpose(0, 1).unsqueeze(0).contiguous()
+        v = self.v(xkv).view(m, h, hd).transpose(0, 1).unsqueeze(0).contiguous()
         q = self.q(xq).view(n, h, hd).transpose(0, 1)  # (h, N, hd)
         outs = []
         for start in range(0, n, chunk_size):
-            qc = q[:, start : start + chunk_size].contiguous()  # (h, c, hd)
-            oc = F.scaled_dot_product_attention(qc, k, v)  # (h, c, hd), never (c, M) kept for backward
-            outs.append(oc.transpose(0, 1).reshape(-1, self.dim))
+            qc = q[:, start : start + chunk_size].unsqueeze(0).contiguous()  # (1, h, c, hd)
+            oc = F.scaled_dot_product_attention(qc, k, v)  # (1, h, c, hd); fused kernel, no (c, M) kept
+            outs.append(oc[0].transpose(0, 1).reshape(-1, self.dim))
         ctx = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
         entropy = None if self.training else self._sampled_entropy(q, k)
         return self.dropout(self.out(ctx)), entropy
@@ -93,10 +95,10 @@ class ModalityAttention(nn.Module):
     def _sampled_entropy(self, q: Tensor, k: Tensor) -> float:
         """Mean attention entropy over evenly spaced queries, keeping the dense block under a fixed budget."""
         h, n, hd = q.shape
-        m = k.shape[1]
+        m = k.shape[2]
         n_q = max(1, min(n, 256, _ENTROPY_BUDGET // max(1, h * m)))
         idx = torch.linspace(0, n - 1, n_q).round().long()
-        p = torch.softmax(q[:, idx] @ k.transpose(1, 2) / math.sqrt(hd), dim=-1)  # (h, n_q, M)
+        p = torch.softmax(q[:, idx] @ k[0].transpose(1, 2) / math.sqrt(hd), dim=-1)  # (h, n_q, M)
         ent = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
         return float(ent.mean())
 

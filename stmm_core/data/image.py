@@ -59,7 +59,9 @@ def to_rgb_uint8(arr: Any, what: str = "image") -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):  # int32 etc. (e.g. 16-bit PNG opened in mode "I")
         lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if lo < 0 or hi > 65535:
-            raise DataError(f"{what} has integer values in [{lo}, {hi}]; expected 0–255 (8-bit) or 0–65535 (16-bit)")
+            raise DataError(
+                f"{what} has integer values in [{lo}, {hi}]; expected 0–255 (8-bit) or 0–65535 (16-bit)"
+            )
         return (a // 257 if hi > 255 else a).astype(np.uint8)
     raise DataError(f"{what} has unsupported pixel type {a.dtype}; give uint8, uint16 or float in [0, 1]")
 
@@ -220,7 +222,9 @@ class PILImage(_FileImage):
                     if im.mode in ("RGBA", "LA", "RGBa", "La"):
                         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                         arr = np.asarray(Image.alpha_composite(bg, im.convert("RGBA")).convert("RGB"))
-                    elif im.mode in ("RGB", "L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+                    elif im.mode == "RGB":
+                        arr = np.asarray(im)
+                    elif im.mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
                         arr = np.asarray(im.convert("RGB"))
                     else:  # I;16, I, F…: scale numerically
                         arr = to_rgb_uint8(np.asarray(im), what=f"image {self.path}")

@@ -93,7 +93,8 @@ def _to_csr(x: Any, what: str) -> Any:
 
 def _looks_like_counts(m: Any) -> bool:
     d = m.data[: 100_000]
-    return bool(np.all(np.isfinite(d)) and np.all(d == np.round(d)))
+    d = d[np.isfinite(d)]  # NaN/inf are reported by validate_section
+    return bool(np.all(d == np.round(d)))
 
 
 def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path: Path) -> Any:
@@ -279,7 +280,7 @@ def _find_matrix_h5(folder: Path) -> Path:
         hits = sorted(base.glob("*filtered_feature_bc_matrix.h5")) if base.is_dir() else []
         if len(hits) == 1:
             return hits[0]
-    found = ", ".join(sorted(p.name for p in folder.iterdir())[:8])
+    found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
     raise DataError(
         f"{folder} is not a Space Ranger output folder: no filtered_feature_bc_matrix.h5 (found: {found}); "
         "give a .h5ad file, a Space Ranger folder, or a counts table with coords="
@@ -359,10 +360,15 @@ def _read_h5ad(path: Path) -> "anndata.AnnData":
         with h5py.File(path, "r") as f:
             if "matrix" in f and "X" not in f:
                 raise DataError(f"{path} is a 10x matrix .h5, not an AnnData; rename it to .h5 or pass its folder")
+            if "obs" not in f and "X" not in f:
+                raise DataError(f"cannot read {path} as AnnData: no 'obs' or 'X' inside; is it an .h5ad written "
+                                "by anndata/scanpy?")
     except OSError:
         raise DataError(f"cannot read {path}: not an HDF5/.h5ad file (corrupt, truncated or another format)") from None
     try:
-        return anndata.read_h5ad(path)
+        with warnings.catch_warnings():  # duplicate names are reported by validate_section, with a fix
+            warnings.filterwarnings("ignore", message=".* names are not unique")
+            return anndata.read_h5ad(path)
     except Exception as exc:
         raise DataError(f"cannot read {path} as AnnData ({type(exc).__name__}: {exc}); is it an .h5ad?") from None
 
@@ -456,6 +462,66 @@ def _coords_info(coords: Any) -> SpatialInfo:
 
 
 # ------------------------------------------------------------------------------------------- main
+@dataclass
+class _Loaded:
+    """What a format loader returns before the common image/scale handling."""
+
+    name: str
+    counts: Any
+    ids: "pd.Index"
+    obs: "pd.DataFrame"
+    var: "pd.DataFrame"
+    xy: np.ndarray
+    info: SpatialInfo | None
+    adata: "anndata.AnnData | None" = None  # None: build one (non-h5ad formats)
+
+
+def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
+    h5 = _find_matrix_h5(p) if p.is_dir() else p
+    counts, ids, var = read_10x_h5(h5)
+    if coords is None:
+        coords = h5.parent / "spatial"
+        if not coords.is_dir():
+            raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass coords=<spatial folder or table>")
+    info = _coords_info(coords)
+    xy = _join_positions(ids, info.positions, str(p))
+    obs = info.positions.reindex(ids).drop(columns=["x", "y"])
+    return _Loaded(library_id or (p.name if p.is_dir() else h5.parent.name), counts, ids, obs, var, xy, info)
+
+
+def _load_table(p: Path, coords: Any, library_id: str | None) -> _Loaded:
+    import pandas as pd
+
+    if coords is None:
+        raise DataError(f"{p} is a counts table: pass coords=<table with columns id, x, y in full-res px>")
+    counts, ids, genes = read_counts_table(p)
+    info = _coords_info(coords)
+    xy = _join_positions(ids, info.positions, str(p))
+    return _Loaded(library_id or p.name.split(".")[0], counts, ids, pd.DataFrame(index=ids),
+                   pd.DataFrame(index=genes), xy, info)
+
+
+def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str | None) -> _Loaded:
+    adata = _read_h5ad(p)
+    name, info = _spatial_from_adata(adata, p, library_id)
+    if coords is not None:  # positions (and the folder's image, if any) replace the stored ones
+        cinfo = _coords_info(coords)
+        adata.obsm["spatial"] = _join_positions(adata.obs_names.astype(str), cinfo.positions, str(p))
+        if cinfo.image is not None or info is None:
+            info = cinfo
+            adata.uns["spatial"] = {name: _inline_spatial_uns(name, cinfo)}
+    elif "spatial" not in adata.obsm:
+        raise DataError(
+            f"{p}: no obsm['spatial'] (spot coordinates); store (x, y) full-res pixels there or pass "
+            f"coords=<table with id, x, y> (obsm keys: {', '.join(adata.obsm.keys()) or 'none'})"
+        )
+    xy = np.asarray(adata.obsm["spatial"])
+    if not np.issubdtype(xy.dtype, np.number):
+        raise DataError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype}); store (x, y) full-res pixels")
+    counts = _counts_from_adata(adata, counts_layer, p)
+    return _Loaded(name, counts, adata.obs_names, adata.obs, adata.var, xy.astype(np.float64), info, adata)
+
+
 def read_section(
     path: str | Path,
     *,
@@ -487,103 +553,59 @@ def read_section(
     """
     import pandas as pd
 
-    p = Path(path).expanduser()
-    _exists(p, "data path")
-    built_info: SpatialInfo | None = None
+    p = _exists(Path(path).expanduser(), "data path")
     if p.is_dir() or p.suffix.lower() == ".h5":
-        h5 = _find_matrix_h5(p) if p.is_dir() else p
-        counts, ids, var = read_10x_h5(h5)
-        if coords is None:
-            sp_dir = h5.parent / "spatial"
-            if not sp_dir.is_dir():
-                raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass coords=<spatial folder or table>")
-            coords = sp_dir
-        info = _coords_info(coords)
-        xy = _join_positions(ids, info.positions, str(p))
-        pos = info.positions
-        obs = pos.reindex(ids).drop(columns=["x", "y"])
-        name = library_id or (p.name if p.is_dir() else h5.parent.name)
-        adata, built_info = None, info
+        ld = _load_spaceranger(p, coords, library_id)
     elif _is_table(p):
-        if coords is None:
-            raise DataError(f"{p} is a counts table: pass coords=<table with columns id, x, y in full-res px>")
-        counts, ids, genes = read_counts_table(p)
-        info = _coords_info(coords)
-        xy = _join_positions(ids, info.positions, str(p))
-        obs, var = pd.DataFrame(index=ids), pd.DataFrame(index=genes)
-        name, adata, built_info = library_id or p.name.split(".")[0], None, info
+        ld = _load_table(p, coords, library_id)
     elif p.suffix.lower() == ".h5ad":
-        adata = _read_h5ad(p)
-        name, info = _spatial_from_adata(adata, p, library_id)
-        if coords is not None:
-            cinfo = _coords_info(coords)
-            xy = _join_positions(adata.obs_names.astype(str), cinfo.positions, str(p))
-            adata.obsm["spatial"] = xy
-            if cinfo.image is not None or info is None:
-                info = cinfo
-                adata.uns["spatial"] = {name: _inline_spatial_uns(name, cinfo)}
-        elif "spatial" not in adata.obsm:
-            raise DataError(
-                f"{p}: no obsm['spatial'] (spot coordinates); store (x, y) full-res pixels there or pass "
-                f"coords=<table with id, x, y> (obsm keys: {', '.join(adata.obsm.keys()) or 'none'})"
-            )
-        xy = np.asarray(adata.obsm["spatial"])
-        if xy.dtype == object or not np.issubdtype(xy.dtype, np.number):
-            raise DataError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype}); store (x, y) full-res pixels")
-        xy = xy.astype(np.float64)
-        counts = _counts_from_adata(adata, counts_layer, p)
-        ids, var, obs = adata.obs_names.astype(str), adata.var, adata.obs
+        ld = _load_h5ad(p, coords, library_id, counts_layer)
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
             "counts table (.csv/.tsv[.gz]) with coords="
         )
-
-    img_src, img_scale = (info.image, info.scale) if info is not None else (None, None)
-    diameter = info.spot_diameter if info is not None else None
+    info = ld.info or SpatialInfo(positions=pd.DataFrame())
+    img_src, img_scale, image_key = info.image, info.scale, info.image_key
     if image is False:
-        img_src, img_scale = None, None
+        img_src = img_scale = image_key = None
     elif image is not None:
         if scale is None:
             raise DataError("image without scale factors: pass scale=… (full-resolution px → image px)")
-        img_src = as_image_source(image, name="image")
+        img_src, image_key = as_image_source(image, name="image"), "user"
     if scale is not None and image is not False:
         if img_src is None:
             raise DataError("scale= was given but there is no image; pass image=<file> as well")
         img_scale = float(scale)
-    if spot_diameter is not None:
-        diameter = float(spot_diameter)
+    diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
-    obs_names = pd.Index(np.asarray(ids, dtype=object).astype(str), name=None)
-    obs = obs.copy()
+    obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))
+    obs = ld.obs.copy()
     obs.index = obs_names
+    var = ld.var
+    adata = ld.adata
     if adata is None:
         var = var.copy()
         var.index = var.index.astype(str)
-        if built_info is not None and (image is not None or scale is not None) and image is not False:
-            built_info = SpatialInfo(positions=built_info.positions, image=img_src, scale=img_scale,
-                                     spot_diameter=diameter, image_key="hires")
-        elif built_info is not None and image is False:
-            built_info = SpatialInfo(positions=built_info.positions, spot_diameter=diameter)
+        built = info
+        if image is not None or scale is not None:  # the user's image (or none) replaces the stored one
+            built = SpatialInfo(positions=info.positions, image=img_src, scale=img_scale, spot_diameter=diameter,
+                                image_key="hires")
         img_path = str(Path(image).resolve()) if isinstance(image, (str, Path)) else None
-        adata = _build_adata(counts, obs, var, xy, name, built_info, img_path)
+        adata = _build_adata(ld.counts, obs, var, ld.xy, ld.name, built, img_path)
     section = Section(
-        name=str(name),
+        name=str(ld.name),
         obs_names=obs_names,
-        counts=counts,
+        counts=ld.counts,
         gene_names=pd.Index(var.index.astype(str)),
-        coords=np.asarray(xy, dtype=np.float64),
+        coords=np.asarray(ld.xy, dtype=np.float64),
         image=img_src,
         image_scale=None if img_scale is None else float(img_scale),
         spot_diameter=None if diameter is None else float(diameter),
         obs=obs,
         gene_symbols=_gene_symbols(var),
         adata=adata,
-        meta={
-            "source": str(p),
-            "scalefactors": dict(info.scalefactors) if info is not None else {},
-            "image_key": None if img_src is None else ("user" if image is not None else info.image_key),
-        },
+        meta={"source": str(p), "scalefactors": dict(info.scalefactors), "image_key": image_key},
     )
     if validate:
         from stmm_core.data.validate import validate_section

@@ -1,0 +1,139 @@
+"""Parameter models of the Magic components (pydantic only: imported by the plug-in registration).
+
+Every model forbids unknown keys, so a typo in a spec is an error naming the component.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PerformerGeneEncoderParams(_Params):
+    """scBERT-style gene encoder: binned expression tokens + gene-identity embedding + Performer."""
+
+    n_genes: int = Field(256, ge=2, le=50_000, description="input gene tokens per spot")
+    gene_selection: Literal["hvg", "mean"] = Field(
+        "hvg", description="how the input genes are chosen on the training sections (ignored if 'genes' is set)")
+    genes: Optional[list[str]] = Field(None, description="explicit input gene names (overrides n_genes)")
+    n_bins: int = Field(5, ge=1, le=100, description="non-zero expression bins; tokens 0..n_bins plus a mask token")
+    binning: Literal["log2", "scbert"] = Field(
+        "log2", description="log2: token = min(ceil(log2(1+x)), n_bins), zero stays 0; "
+                            "scbert: token = min(floor(log2(1+x)), n_bins) (counts of 1 fall in bin 0)")
+    target_sum: float = Field(1e4, gt=0, description="library-size normalisation before binning")
+    dim: int = Field(64, ge=8, le=2048, description="token width")
+    depth: int = Field(2, ge=1, le=24)
+    heads: int = Field(4, ge=1, le=64)
+    dim_head: int = Field(16, ge=4, le=256)
+    ff_mult: int = Field(4, ge=1, le=16)
+    attention: Literal["favor", "elu"] = Field(
+        "favor", description="favor: FAVOR+ positive random features (softmax kernel); elu: elu(x)+1 feature map")
+    nb_features: Optional[int] = Field(None, ge=4, description="random features (default dim_head·ln dim_head)")
+    redraw_interval: int = Field(1000, ge=0, description="redraw random features every N training calls (0: never)")
+    pooling: Literal["attention", "mean"] = Field("attention", description="pooling head over gene tokens")
+    out_dim: int = Field(128, ge=4, le=4096, description="pooled output width")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    gene_embedding_file: Optional[str] = Field(
+        None, description="optional table (gene name + vector columns, e.g. gene2vec text) to initialise the "
+                          "gene-identity embedding by name")
+    freeze_gene_embedding: bool = Field(False, description="keep the gene-identity embedding fixed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PerformerGeneEncoderParams":
+        if self.genes is not None and len(set(self.genes)) != len(self.genes):
+            raise ValueError("genes must be unique")
+        return self
+
+
+class MagicViTParams(_Params):
+    """A timm ViT returning pooled features and patch tokens, fine-tunable (built through stmm_vision)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str = Field("vit_tiny_patch16_224", min_length=1,
+                       description="timm ViT name, hf-hub:org/name@revision or local-dir:/path")
+    weights: str = Field(
+        "random", min_length=1,
+        description="pretrained (the model's published weights through the Hugging Face Hub; a clear error "
+                    "offline), random (seeded by the pipeline seed), a local .safetensors file, or local-dir:/path")
+    sha256: Optional[str] = Field(None, description="expected sha256 of the weights file (None: not checked)")
+    img_size: int = Field(112, ge=16, le=1024, description="input side in px (tiles are resized to it; the "
+                                                           "position embeddings are built for it)")
+    pool: Literal["token", "avg"] = Field("token", description="pooled feature: class token or mean of patches")
+    trainable: bool = Field(True, description="fine-tune the encoder in stage 1")
+
+
+class AlbefContrastiveParams(_Params):
+    """Image–gene contrastive loss with projection heads, learnable temperature, queues, distillation."""
+
+    embed_dim: int = Field(128, ge=4, le=4096, description="shared embedding width of the projection heads")
+    temperature: float = Field(0.07, gt=0, description="initial temperature")
+    temperature_min: float = Field(0.01, gt=0)
+    temperature_max: float = Field(0.5, gt=0)
+    queue_size: int = Field(256, ge=0, description="feature queue length (0: in-batch negatives only)")
+    momentum: float = Field(0.995, ge=0, le=1, description="EMA coefficient of the momentum encoders and heads")
+    alpha: float = Field(0.4, ge=0, le=1, description="weight of the momentum model's soft targets")
+    alpha_warmup_steps: int = Field(0, ge=0, description="ramp alpha up linearly over this many steps "
+                                                         "(0: one epoch, as ALBEF)")
+    weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AlbefContrastiveParams":
+        if not self.temperature_min <= self.temperature <= self.temperature_max:
+            raise ValueError("temperature must lie in [temperature_min, temperature_max]")
+        return self
+
+
+class ItmParams(_Params):
+    """Image–gene matching on the fusion module with negatives drawn from the contrastive similarities."""
+
+    hard_negatives: bool = Field(True, description="draw negatives ∝ softmax(similarity / temperature); "
+                                                   "False: uniformly among the other items")
+    weight: float = Field(1.0, ge=0)
+
+
+class TokenFusionParams(_Params):
+    """Gene tokens attend to themselves and to image patch tokens (self, cross, feed-forward) × depth."""
+
+    dim: int = Field(128, ge=8, le=4096)
+    depth: int = Field(2, ge=1, le=24)
+    heads: int = Field(4, ge=1, le=64)
+    ff_mult: int = Field(4, ge=1, le=16)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TokenFusionParams":
+        if self.dim % self.heads:
+            raise ValueError("dim must be divisible by heads")
+        return self
+
+
+class QueryDecoderParams(_Params):
+    """Image tokens → expansion layers → transformer decoder over learned gene queries → target genes."""
+
+    n_targets: int = Field(300, ge=1, le=50_000, description="target genes (ignored if 'targets' is set)")
+    target_rule: Literal["mean_expression", "hvg"] = Field(
+        "mean_expression", description="how targets are chosen on the training sections: highest mean of "
+                                       "log1p-normalised expression (sections weighted equally), or most variable")
+    targets: Optional[list[str]] = Field(None, description="explicit target gene names")
+    target_sum: float = Field(1e4, gt=0, description="targets are log1p(counts / total · target_sum)")
+    expansion: list[int] = Field(default_factory=lambda: [256], description="hidden widths of the expansion MLP")
+    dim: int = Field(128, ge=8, le=4096)
+    depth: int = Field(2, ge=1, le=24)
+    heads: int = Field(4, ge=1, le=64)
+    ff_mult: int = Field(2, ge=1, le=16)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    n_eval_hvg: int = Field(50, ge=1, description="most variable targets (on training sections) reported apart")
+
+    @model_validator(mode="after")
+    def _check(self) -> "QueryDecoderParams":
+        if self.dim % self.heads:
+            raise ValueError("dim must be divisible by heads")
+        if self.targets is not None and len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets must be unique")
+        return self

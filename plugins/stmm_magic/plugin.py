@@ -1,0 +1,40 @@
+"""Registers the Magic components (metadata only: torch/timm are imported on first use)."""
+
+from __future__ import annotations
+
+from stmm_core import hookimpl
+from stmm_core.catalogue import ComponentInfo
+from stmm_magic.params import (
+    AlbefContrastiveParams,
+    ItmParams,
+    MagicViTParams,
+    PerformerGeneEncoderParams,
+    QueryDecoderParams,
+    TokenFusionParams,
+)
+
+
+@hookimpl
+def stmm_components():
+    return [
+        ComponentInfo("performer", "gene_encoder", "stmm_magic.gene_encoder:PerformerGeneEncoder",
+                      PerformerGeneEncoderParams,
+                      "scBERT-style: binned expression tokens + gene-name embedding + Performer (FAVOR+) + pooling",
+                      aliases=("scbert",), tags=("magic",)),
+        ComponentInfo("magic-vit", "image_encoder", "stmm_magic.image_encoder:MagicViT", MagicViTParams,
+                      "fine-tunable timm ViT: pooled feature + patch tokens (any timm name or hf-hub:)",
+                      tags=("magic",)),
+        ComponentInfo("albef-itc", "objective", "stmm_magic.contrastive:AlbefContrastive", AlbefContrastiveParams,
+                      "image-gene InfoNCE: projection heads, learnable clamped temperature, momentum encoders, "
+                      "queues, distillation (ALBEF)", aliases=("infonce",), tags=("magic",)),
+        ComponentInfo("itm", "objective", "stmm_magic.itm:ImageGeneMatching", ItmParams,
+                      "image-gene matching on the fusion module, hard negatives from tempered similarities",
+                      tags=("magic",)),
+        ComponentInfo("token-cross-attention", "fusion", "stmm_magic.fusion:TokenCrossAttentionFusion",
+                      TokenFusionParams,
+                      "gene tokens: self-attention, cross-attention to image patch tokens, feed-forward",
+                      tags=("magic",)),
+        ComponentInfo("gene-query-decoder", "decoder", "stmm_magic.decoder:GeneQueryDecoder", QueryDecoderParams,
+                      "image tokens -> expansion MLP -> transformer decoder over learned gene queries -> "
+                      "log1p expression", tags=("magic",)),
+    ]

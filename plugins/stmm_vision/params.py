@@ -1,0 +1,85 @@
+"""Parameter models of the image encoders (pydantic only: imported at CLI start-up, no torch/timm here)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TimmEncoderParams(BaseModel):
+    """Any timm model as a frozen tile encoder: one pooled feature vector per tile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str = Field(
+        "resnet50",
+        min_length=1,
+        description="timm model name, optionally with a pretrained tag (resnet50, resnet50.tv_in1k, "
+        "vit_small_patch16_224, ...), or hf-hub:org/name@revision, or local-dir:/path (a timm save_for_hf folder)",
+    )
+    weights: Union[Literal["pretrained", "random"], str] = Field(
+        "pretrained",
+        min_length=1,
+        description="pretrained: the model's published weights (Hugging Face Hub, cached; an error if they cannot "
+        "be obtained, never a silent fallback); random: random initialisation (seeded by the pipeline seed); "
+        "a path to a local .safetensors file (timm state dict); or local-dir:/path (a timm save_for_hf folder)",
+    )
+    sha256: str | None = Field(
+        None,
+        description="expected sha256 of the weights file; a mismatch is an error (None = not checked, recorded)",
+    )
+    input_size: Union[int, Literal["auto"]] = Field(
+        "auto",
+        description="tile side fed to the network in px; auto: the native tile resolution (multiple of 16, "
+        ">= 32) clamped to the model's pretrained input size (fixed-size models such as ViTs always get their "
+        "pretrained size); an int builds/feeds the network at that size",
+    )
+    pool: Literal["default", "avg", "max", "avgmax", "token", "cls"] = Field(
+        "default",
+        description="how the feature map / tokens are pooled to one vector: default = the model's own; "
+        "avg/max/avgmax for CNNs; token (= cls, the class token) or avg (mean of patch tokens) for ViTs",
+    )
+    batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
+    channels_last: bool = Field(True, description="channels-last memory format (faster CNNs on CPU and GPU)")
+
+    @field_validator("input_size")
+    @classmethod
+    def _size_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 16 <= v <= 4096:
+            raise ValueError("input_size must be 'auto' or an int in [16, 4096]")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("sha256 must be 64 hex digits")
+        return v.lower() if v else v
+
+
+class ResNet50Params(TimmEncoderParams):
+    """ResNet-50 (timm), global-average-pooled 2048-d features (StereoMM's image encoder).
+
+    ``resnet50`` loads timm's default ``resnet50.a1_in1k`` weights; ``--set image.model=resnet50.tv_in1k`` gives the
+    torchvision ImageNet-1k v1 weights StereoMM used (``resnet50-19c8e357.pth``).
+    """
+
+    model: str = Field(
+        "resnet50",
+        min_length=1,
+        description="timm ResNet name or tag, e.g. resnet50, resnet50.tv_in1k (StereoMM's torchvision weights), "
+        "resnet50.a1_in1k, or hf-hub:org/name@revision",
+    )
+
+
+class ViTParams(TimmEncoderParams):
+    """A Vision Transformer (timm): pooled features, and patch tokens via ``encode_tokens``."""
+
+    model: str = Field(
+        "vit_small_patch16_224",
+        min_length=1,
+        description="timm ViT name, e.g. vit_small_patch16_224, vit_base_patch16_224, "
+        "deit_base_patch16_224 (Magic's DeiT weights), or hf-hub:org/name@revision",
+    )
