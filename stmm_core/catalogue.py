@@ -57,7 +57,15 @@ class ComponentInfo:
                 f"component {self.kind}/{self.name} (from {self.package or 'unknown package'}) could not be "
                 f"imported: {exc}. Install its dependencies (pip install {exc.name or '…'})."
             ) from None
-        return getattr(mod, attr)
+        try:
+            return getattr(mod, attr)
+        except AttributeError:
+            from stmm_core.errors import StmmError
+
+            raise StmmError(
+                f"component {self.kind}/{self.name}: {module} has no {attr!r} (broken registration in "
+                f"{self.package or self.plugin or 'its plug-in'}; report it to the plug-in's authors)"
+            ) from None
 
     def validate_params(self, params: dict[str, Any] | None) -> BaseModel:
         """Validate *params* with this component's own schema; errors name the component."""

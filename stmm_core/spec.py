@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -30,7 +30,22 @@ PIPELINE_SLOTS: dict[str, dict[str, tuple[str, bool]]] = {
         "graph": ("graph_model", True),
         "task": ("task", True),
     },
+    # Two-stage image <-> expression model (Magic, fixed): stage 1 trains image + gene encoders contrastively
+    # (plus image-gene matching through the fusion module); stage 2 trains the expression decoder on the
+    # (loaded, frozen) stage-1 image encoder.
+    "magic": {
+        "image": ("image_encoder", True),
+        "gene": ("gene_encoder", True),
+        "contrastive": ("objective", True),
+        "fusion": ("fusion", False),
+        "matching": ("objective", False),
+        "decoder": ("decoder", True),
+    },
 }
+
+#: Sub-modules of a magic pipeline's stage-1 model, and those a stage-2 model contains.
+MAGIC_STAGE1_MODULES = ("image", "gene", "contrastive", "fusion", "matching")
+MAGIC_STAGE2_MODULES = ("image", "decoder")
 
 
 class _Frozen(BaseModel):
@@ -63,16 +78,64 @@ class TrainSpec(_Frozen):
     seed: int = Field(0, ge=0)
 
 
+class MagicStageSpec(_Frozen):
+    """Mini-batch training of one stage of a magic pipeline (AdamW, linear warm-up then cosine, per step)."""
+
+    epochs: int = Field(10, ge=0, le=100_000)
+    batch_size: int = Field(32, ge=2, le=65_536)
+    lr: float = Field(3e-4, gt=0)
+    min_lr: float = Field(1e-6, ge=0, description="learning rate at the end of the cosine schedule")
+    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(0.05, ge=0, description="AdamW decay of weight matrices (not norms, biases, "
+                                                       "embeddings, tokens or the temperature)")
+    grad_clip: Optional[float] = Field(5.0, gt=0)
+    load: tuple[str, ...] = Field((), description="sub-modules initialised from the previous stage's weights")
+    freeze: tuple[str, ...] = Field((), description="sub-modules kept fixed (no gradient) in this stage")
+
+
+class MagicTrainSpec(_Frozen):
+    """Training of a magic pipeline: stage 1 (contrastive + matching), stage 2 (expression decoder)."""
+
+    seed: int = Field(0, ge=0)
+    val_fraction: float = Field(0.1, ge=0, lt=0.9, description="training spots held out for model selection")
+    augment: Literal["none", "flips", "flips+color"] = Field(
+        "flips+color", description="tile augmentation: dihedral flips/rotations, plus mild brightness/contrast")
+    stage1: MagicStageSpec = Field(default_factory=MagicStageSpec)
+    stage2: MagicStageSpec = Field(
+        default_factory=lambda: MagicStageSpec(epochs=30, lr=1e-3, weight_decay=0.05, load=("image",),
+                                               freeze=("image",)))
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> "MagicTrainSpec":
+        s1, s2 = self.stage1, self.stage2
+        if s1.load:
+            raise ValueError(f"stage1.load must be empty (there is no earlier stage), got {list(s1.load)}")
+        bad = sorted(set(s1.freeze) - set(MAGIC_STAGE1_MODULES))
+        if bad:
+            raise ValueError(f"stage1.freeze: unknown module(s) {bad}; stage-1 modules are "
+                             f"{', '.join(MAGIC_STAGE1_MODULES)}")
+        shared = set(MAGIC_STAGE1_MODULES) & set(MAGIC_STAGE2_MODULES)
+        bad = sorted(set(s2.load) - shared)
+        if bad:
+            raise ValueError(f"stage2.load: {bad} cannot be loaded into stage 2; it can load only "
+                             f"{', '.join(sorted(shared))} from stage 1")
+        bad = sorted(set(s2.freeze) - shared)
+        if bad:
+            raise ValueError(f"stage2.freeze: {bad} cannot be frozen; stage 2 can freeze only "
+                             f"{', '.join(sorted(shared))} (the decoder is what it trains)")
+        return self
+
+
 class PipelineSpec(_Frozen):
     """A complete, validated pipeline."""
 
     spec_version: int = SPEC_VERSION
     stmm_version: str = __version__
-    pipeline: Literal["graph-fusion"] = "graph-fusion"
+    pipeline: Literal["graph-fusion", "magic"] = "graph-fusion"
     recipe: str | None = None
     components: dict[str, ComponentRef | None]
     tiles: TileSpec = Field(default_factory=TileSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
+    train: Union[TrainSpec, MagicTrainSpec] = Field(default_factory=TrainSpec, union_mode="left_to_right")
 
     @model_validator(mode="before")
     @classmethod
@@ -84,12 +147,25 @@ class PipelineSpec(_Frozen):
                     f"this spec uses format v{version} (written by stmm {data.get('stmm_version', '?')}); "
                     f"this stmm {__version__} reads up to v{SPEC_VERSION}: upgrade stmm (pip install -U stmm)"
                 )
+            if data.get("pipeline") == "magic" and not isinstance(data.get("train"), MagicTrainSpec):
+                try:
+                    train = MagicTrainSpec.model_validate(data.get("train") or {})
+                except ValidationError as exc:
+                    problems = "; ".join(
+                        f"train.{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                        for err in exc.errors()
+                    )
+                    raise SpecError(f"invalid pipeline spec: {problems}") from None
+                data = {**data, "train": train}
         return data
 
     @model_validator(mode="after")
     def _resolve_components(self) -> "PipelineSpec":
         from stmm_core.plugins import get_catalogue
 
+        if self.pipeline != "magic" and not isinstance(self.train, TrainSpec):
+            raise SpecError(f"a {self.pipeline} pipeline takes train.epochs/lr/…, not stage1/stage2 "
+                            "(those are for magic pipelines)")
         slots = PIPELINE_SLOTS[self.pipeline]
         unknown = set(self.components) - set(slots)
         if unknown:
@@ -109,6 +185,9 @@ class PipelineSpec(_Frozen):
             info = catalogue.get(kind, ref.name)
             params = info.validate_params(ref.params).model_dump(mode="json")
             resolved[slot] = ComponentRef(name=info.name, params=params)
+        if self.pipeline == "magic" and resolved.get("matching") is not None and resolved.get("fusion") is None:
+            raise SpecError("the magic pipeline's 'matching' objective scores pairs with the 'fusion' module: "
+                            "add a fusion component (e.g. token-cross-attention) or set matching to none")
         object.__setattr__(self, "components", resolved)
         return self
 
@@ -144,7 +223,17 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
         if not rest:
             raise SpecError(f"override {key!r} must look like component.param=value (e.g. fusion.dim=32)")
         if head in ("train", "tiles"):
-            data.setdefault(head, {})[rest] = value
+            node = data.setdefault(head, {})
+            *parents, leaf = rest.split(".")
+            for part in parents:  # nested settings, e.g. train.stage1.epochs (magic pipelines)
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = {} if child is None else child
+                    if not isinstance(child, dict):
+                        raise SpecError(f"override {key!r}: {head}.{part} is not a group of settings")
+                    node[part] = child
+                node = child
+            node[leaf] = value
             continue
         comps = data.setdefault("components", {})
         if head not in comps or comps[head] is None:

@@ -12,8 +12,10 @@ What changed from the published code (``seeds-spec.md`` A2, A8.1–A8.3):
   queries are processed in chunks of ``chunk_size`` with :func:`torch.nn.functional.scaled_dot_product_attention`,
   whose fused kernels (flash attention on CPU, flash / memory-efficient on CUDA) keep only the output and a
   per-query log-sum-exp for backward. Memory is O(N·dim) for activations plus O(chunk·block) workspace;
-  time stays O(N²·dim). Measured on a 2-core CPU: N=30,000, dim=64, cross mode, forward+backward ≈ 15 s with
-  < 0.3 GB peak growth (a dense N×N float32 matrix alone would be 3.6 GB);
+  time stays O(N²·dim). Measured on the 2-core build CPU (shared, loaded): N=30,000, dim=64, 4 heads, cross
+  mode: forward ≈ 9–16 s, forward+backward ≈ 36–55 s, peak RSS growth ≈ 0.26 GB (a dense N×N float32 matrix
+  alone would be 3.6 GB). SDPA must receive 4-D inputs: with 3-D inputs the CPU dispatcher silently falls back
+  to the math path, which materialised 17 GB for a single direction at this size;
 * float32 throughout.
 
 Residual updates (``p`` = projected features)::
@@ -113,20 +115,32 @@ class ModalityAttention(nn.Module):
         Returns:
             ``(N, dim)`` output and the mean (over nodes and heads) attention entropy in nats.
         """
-        from torch_geometric.utils import softmax as segment_softmax
-
         n, h, hd = xq.shape[0], self.heads, self.head_dim
         q = self.q(xq).view(n, h, hd)
         k = self.k(xkv).view(n, h, hd)
         v = self.v(xkv).view(n, h, hd)
         scores = (q.index_select(0, dst) * k.index_select(0, src)).sum(-1) / math.sqrt(hd)  # (E, h)
-        alpha = segment_softmax(scores, dst, num_nodes=n)  # (E, h), sums to 1 per (dst, head)
+        alpha = segment_softmax(scores, dst, n)  # (E, h), sums to 1 per (dst, head)
         msg = v.index_select(0, src) * alpha.unsqueeze(-1)  # (E, h, hd)
         ctx = torch.zeros(n, h, hd, dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         with torch.no_grad():
             a = alpha.detach()
             ent = -(a * torch.log(a.clamp_min(1e-30))).sum() / (n * h)
         return self.dropout(self.out(ctx.reshape(n, self.dim))), float(ent)
+
+
+def segment_softmax(scores: Tensor, index: Tensor, n: int) -> Tensor:
+    """Softmax of ``scores`` ``(E, h)`` over the entries sharing the same ``index`` ``(E,)`` in ``[0, n)``.
+
+    Same as ``torch_geometric.utils.softmax`` on its pure-torch path (max subtracted without gradient), but
+    without importing PyG. Deterministic on CPU.
+    """
+    expanded = index.unsqueeze(1).expand_as(scores)
+    seg_max = torch.full((n, scores.shape[1]), float("-inf"), dtype=scores.dtype, device=scores.device)
+    seg_max = seg_max.scatter_reduce(0, expanded, scores.detach(), reduce="amax", include_self=True)
+    e = torch.exp(scores - seg_max.index_select(0, index))
+    denom = torch.zeros_like(seg_max).index_add_(0, index, e)
+    return e / (denom.index_select(0, index) + 1e-16)
 
 
 def _projection(d_in: int, dim: int) -> nn.Sequential:

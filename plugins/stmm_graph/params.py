@@ -22,7 +22,7 @@ class RadiusGraphParams(BaseModel):
         gt=0.0,
         le=100.0,
         description="used when radius is None; 1.5 gives the 6 neighbours of a Visium hex lattice "
-        "(the 4 neighbours of a square grid)",
+        "(8 on a square grid; use radius = the bin size for StereoMM's 4-neighbour grid)",
     )
 
 

@@ -10,9 +10,9 @@ from stmm_graph.params import KnnGraphParams, RadiusGraphParams, VGAEParams
 @hookimpl
 def stmm_components():
     return [
-        ComponentInfo("radius", "graph_builder", "stmm_graph.builders:RadiusGraphBuilder", RadiusGraphParams,
+        ComponentInfo("radius", "graph_builder", "stmm_graph.builders:RadiusGraph", RadiusGraphParams,
                       "all spots within a radius (default 1.5 x median spacing), symmetric"),
-        ComponentInfo("knn", "graph_builder", "stmm_graph.builders:KnnGraphBuilder", KnnGraphParams,
+        ComponentInfo("knn", "graph_builder", "stmm_graph.builders:KnnGraph", KnnGraphParams,
                       "k nearest neighbours, symmetrised"),
         ComponentInfo("vgae", "graph_model", "stmm_graph.vgae:VGAE", VGAEParams,
                       "variational graph autoencoder (GCN/GAT/SAGE), feature decoder, optional DEC"),

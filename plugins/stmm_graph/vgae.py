@@ -7,7 +7,8 @@ Fixes relative to the published ``CustomVAE`` (``seeds-spec.md`` A2–A4, A8.4�
 * noise only in training mode; in eval mode ``z = μ`` and :meth:`VGAE.embed` returns μ;
 * the decoder's output layer is linear (no activation), so it can reproduce z-scored (negative) targets;
 * the loss is chosen from the decoder type (only the feature decoder + MSE is offered);
-* DEC (Xie et al. 2016) really trains: trainable centres, Student-t ``q_ik ∝ (1 + ‖z_i − μ_k‖²/α)^{−(α+1)/2}``,
+* DEC (Xie et al. 2016) really trains: trainable centres, Student-t
+  ``q_ik ∝ (1 + ‖z_i − μ_k‖²/α)^{−(α+1)/2}``,
   target ``p_ik ∝ q_ik² / f_k``, and ``dec_weight · KL(P‖Q)`` added to the loss;
 * float32, dropout available, GCN / GAT / SAGE layers throughout (encoder, heads and decoder).
 
@@ -43,7 +44,10 @@ LOGVAR_MIN, LOGVAR_MAX = -10.0, 10.0
 
 
 def student_t_q(z: Tensor, centres: Tensor, alpha: float) -> Tensor:
-    """DEC soft assignments ``q_ik ∝ (1 + ‖z_i − μ_k‖²/α)^{−(α+1)/2}``, rows summing to 1: ``(N, L), (K, L) → (N, K)``."""
+    """DEC soft assignments ``q_ik ∝ (1 + ‖z_i − μ_k‖²/α)^{−(α+1)/2}``, rows summing to 1.
+
+    Shapes: ``z`` ``(N, L)``, ``centres`` ``(K, L)`` → ``(N, K)``.
+    """
     d2 = (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ centres.T + centres.pow(2).sum(1)).clamp_min(0.0)
     logits = -(alpha + 1.0) / 2.0 * torch.log1p(d2 / alpha)
     return torch.softmax(logits, dim=1)
@@ -157,7 +161,8 @@ class VGAE(nn.Module, GraphModel):
     def loss(self, out: GraphModelOutput, target: Tensor) -> dict[str, Tensor]:
         """``recon`` = MSE(recon, target) (mean over all entries), ``kl``, ``dec`` (when refining), ``loss``.
 
-        ``loss = recon + kl_weight·kl (+ dec_weight·KL(P‖Q))``.
+        ``loss = recon + kl_weight·kl (+ dec_weight·KL(P‖Q))``. The DEC term is computed on ``out.mu`` (the
+        deterministic embedding that is clustered downstream), not on the sampled ``z``.
         """
         p = self.params
         if target.shape != out.recon.shape:

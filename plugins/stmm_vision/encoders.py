@@ -121,7 +121,8 @@ def _short(exc: BaseException) -> str:
 def _unavailable(model: str, reason: str) -> WeightsUnavailable:
     return WeightsUnavailable(
         f"pretrained weights for {model} could not be downloaded ({reason}); set HF_TOKEN / check the network "
-        "(and HF_HUB_OFFLINE), point weights to a local .safetensors file (--set image.weights=/path/model.safetensors), "
+        "(and HF_HUB_OFFLINE), point weights to a local .safetensors file "
+        "(--set image.weights=/path/model.safetensors), "
         "or pass --set image.weights=random to use random initialisation explicitly"
     )
 
@@ -192,6 +193,21 @@ def _state_digest(module: nn.Module) -> str:
         if t.numel():
             h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
     return h.hexdigest()
+
+
+def _pool_name(model: nn.Module) -> str | None:
+    gp = getattr(model, "global_pool", None)
+    gp = gp if isinstance(gp, str) else getattr(gp, "pool_type", None)
+    return gp if isinstance(gp, str) and gp else None
+
+
+def _drop_classifier(model: nn.Module) -> None:
+    """``reset_classifier(0)`` keeping the pooling the model was built with (ResNets reset it to avg)."""
+    pool = _pool_name(model)
+    try:
+        model.reset_classifier(0, pool) if pool is not None else model.reset_classifier(0)
+    except TypeError:  # pragma: no cover - models whose reset_classifier takes no pooling argument
+        model.reset_classifier(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,7 +337,7 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
 
         # 4. Pooled features only; frozen; eval.
         if getattr(model, "num_classes", 0):
-            model.reset_classifier(0)
+            _drop_classifier(model)
         model.eval()
         model.requires_grad_(False)
         if params.channels_last:
@@ -349,10 +365,8 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         self.register_buffer("_mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
-        gp = getattr(model, "global_pool", None)
-        gp = gp if isinstance(gp, str) else getattr(gp, "pool_type", None)
         #: The pooling actually used (``avg`` for ResNets, ``token`` for class-token ViTs...).
-        self.pool_type: str = gp if isinstance(gp, str) and gp else params.pool
+        self.pool_type: str = _pool_name(model) or params.pool
 
     # -- construction helpers ------------------------------------------------------------------------------------
 
@@ -416,6 +430,11 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
             if pretrained and ("size mismatch" in str(exc) or "state_dict" in str(exc)):
                 raise WeightsUnavailable(f"the weights for {name} do not fit the model ({_short(exc)})") from None
             raise
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            raise SpecError(
+                f"cannot build timm model {name} ({type(exc).__name__}: {_short(exc)}); hf-hub:/local-dir: must "
+                "hold a timm model (config.json with 'architecture', as written by timm.models.save_for_hf)"
+            ) from None
 
     @staticmethod
     def _load_file_strict(model: nn.Module, path: Path, name: str) -> None:
@@ -437,7 +456,7 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
             for k in head_keys:
                 sd.pop(k)
             if getattr(model, "num_classes", 0):
-                model.reset_classifier(0)
+                _drop_classifier(model)
         model_keys = set(model.state_dict())
         missing = sorted(model_keys - set(sd))
         unexpected = sorted(set(sd) - model_keys)

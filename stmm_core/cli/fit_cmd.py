@@ -10,18 +10,32 @@ import typer
 from stmm_core.cli.compose_cmd import parse_sets
 
 
-def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet):
+def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None):
+    from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
     if seed is not None:
         spec = spec.with_overrides({"train.seed": seed})
+    data = list(data) if isinstance(data, (list, tuple)) else [data]
+    if spec.pipeline == "magic":
+        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels)
+        return
+    if stage is not None:
+        raise StmmError(f"--stage applies to multi-stage (magic) pipelines; this is a {spec.pipeline} pipeline")
+    if len(data) != 1:
+        raise StmmError(f"a {spec.pipeline} pipeline fits one section; got {len(data)} --data paths")
+    data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet)
     for line in summary_lines(metrics, output):
         typer.echo(line)
 
 
-DATA = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table (with --image/--scale).")
+DATA = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table (with --image/--scale). "
+                                        "Multi-section pipelines (magic) take several: --data A B C or repeated.")
+MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...",
+                      help="Further sections after --data (multi-section pipelines).")
+STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
 OUT = typer.Option(..., "-o", "--output", help="Run folder to write.")
 K = typer.Option(None, "--n-domains", "-k", min=1, help="Number of spatial domains (default: from --labels).")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
@@ -34,9 +48,46 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
 
 
+def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels) -> None:
+    """Train a magic (image ↔ expression) pipeline on one or more sections."""
+    from stmm_core.errors import MissingDependency, StmmError
+
+    if image is not None or scale is not None:
+        raise StmmError("--image/--scale are not used by magic pipelines: give sections whose data include the "
+                        "image (e.g. .h5ad with uns['spatial'] or HER2ST uns['image'])")
+    if n_domains is not None or labels is not None:
+        raise StmmError("--n-domains/--labels belong to clustering pipelines, not to magic")
+    try:
+        from stmm_magic.pipeline import fit_magic
+    except ImportError as exc:
+        raise MissingDependency(f"the magic pipeline (package stmm_magic) is not importable ({exc})") from None
+
+    def log(msg: str) -> None:
+        if not quiet:
+            typer.echo(msg, err=True)
+
+    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log)
+    t = meta["timings"]
+    g = meta["genes"]
+    init = meta.get("image_init", {}).get("source", "?")
+    typer.echo(f"magic: {len(meta.get('sections_stage1') or meta.get('sections_stage2') or [])} training "
+               f"section(s); {len(g['input'])} input genes, {len(g['targets'])} targets; image encoder "
+               f"{meta.get('image_model')} ({init} init)")
+    for key in ("stage1_seconds", "stage2_seconds"):
+        if key in t:
+            typer.echo(f"  {key.replace('_seconds', ''):<8} {t[key]:7.1f} s")
+    typer.echo(f"wall time {t['wall_seconds']:.1f} s; wrote {output}/ (spec.json, magic.json, "
+               f"{', '.join(p.name for p in sorted(Path(output).glob('*.safetensors')))})")
+
+
+def _gather(data: list[Path], more: list[Path] | None) -> list[Path]:
+    return list(data) + list(more or [])
+
+
 def fit(
     spec_path: Path = typer.Argument(..., metavar="SPEC", help="Spec JSON written by 'stmm compose'."),
-    data: Path = DATA,
+    more: Optional[list[Path]] = MORE,
+    data: list[Path] = DATA,
     output: Path = OUT,
     n_domains: Optional[int] = K,
     labels: Optional[str] = LABELS,
@@ -47,19 +98,22 @@ def fit(
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
+    stage: Optional[int] = STAGE,
 ) -> None:
-    """Fit a pipeline spec on a section; write result.h5ad, model, metrics and plots to a folder."""
+    """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.spec import load_spec
 
     spec = load_spec(spec_path)
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
-    _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet)
+    _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
+            stage)
 
 
 def run(
-    recipe: str = typer.Argument(..., help="Recipe name (see 'stmm list'), e.g. stereomm."),
-    data: Path = DATA,
+    recipe: str = typer.Argument(..., help="Recipe name (see 'stmm list'), e.g. stereomm or magic."),
+    more: Optional[list[Path]] = MORE,
+    data: list[Path] = DATA,
     output: Path = OUT,
     n_domains: Optional[int] = K,
     labels: Optional[str] = LABELS,
@@ -70,12 +124,14 @@ def run(
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
+    stage: Optional[int] = STAGE,
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
 
     spec = compose_spec(recipe, None, parse_sets(sets))
-    _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet)
+    _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
+            stage)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,295 @@
+"""Gene features: library-size normalisation → log1p → highly variable genes → z-score (→ PCA).
+
+What changed from StereoMM's RNA features (``seeds-spec.md`` A1):
+
+* the counts are library-size normalised and log-transformed first (published: whatever was in ``adata.X``,
+  usually raw counts, was ranked by raw variance - which picks the most highly *expressed* genes);
+* HVGs are ranked with scanpy's ``highly_variable_genes`` (``seurat`` / ``cell_ranger`` normalised dispersion) on
+  the log-normalised data, or by plain variance of the log-normalised values (``flavor="variance"``); exactly
+  ``n_top_genes`` genes are kept (ties broken by gene order), all of them when the section has fewer;
+* genes are selected **by name** when transforming another section (published: by column position); a section
+  lacking fitted genes is a :class:`~stmm_core.errors.DataError`, never a silent misalignment;
+* the z-score statistics are learned once (``fit``) and reused (``transform``), zero-variance genes get std 1
+  (no NaN), z-scores are clipped to ``±max_value``;
+* dense and sparse inputs both work; output is float32 (published: float64 tensors);
+* gene and image feature widths are independent (published: both had to be 2048).
+
+Fitted state (:meth:`HVGGeneEncoder.state`) is a JSON-able dict: parameters, selected gene names, the target
+sum, the per-gene means/stds and the PCA basis, so a fitted preprocessor can be saved next to a model and
+applied to new sections bit-identically.
+
+Notes: the HVG ranking always uses ``log1p`` of the normalised counts (what the dispersion flavours expect);
+``log1p=False`` only changes the output features. The library size of a spot is its total over *all* genes of
+the section it comes from, so sections measured on different gene panels get different normalisations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stmm_core.errors import DataError
+from stmm_core.interfaces import GeneEncoder
+
+from .params import HVGParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
+
+    from stmm_core.data.section import Section
+
+STATE_FORMAT = "stmm.genes.hvg/1"
+_EPS_STD = 1e-8
+
+
+def _counts(section: "Section") -> "sp.csr_matrix":
+    """The section's counts as CSR float32, checked for shape and finiteness."""
+    import scipy.sparse as sp
+
+    X = section.counts
+    X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    n_names = len(section.gene_names)
+    if X.shape[1] != n_names:
+        raise DataError(
+            f"section {section.name!r}: counts have {X.shape[1]} columns but there are {n_names} gene names"
+        )
+    if X.nnz and not np.isfinite(X.data).all():
+        raise DataError(f"section {section.name!r}: counts contain NaN/inf; fix the input matrix")
+    if X.nnz and X.data.min() < 0:
+        raise DataError(
+            f"section {section.name!r}: counts are negative (already scaled?); the gene encoder needs raw counts"
+        )
+    return X
+
+
+def _gene_names(section: "Section") -> list[str]:
+    names = [str(g) for g in section.gene_names]
+    if len(set(names)) != len(names):
+        import collections
+
+        dup = [g for g, c in collections.Counter(names).items() if c > 1]
+        raise DataError(
+            f"section {section.name!r}: {len(dup)} gene names are duplicated (e.g. {', '.join(dup[:3])}); "
+            "make them unique (AnnData.var_names_make_unique())"
+        )
+    return names
+
+
+def _library_scale(X: "sp.csr_matrix", target_sum: float) -> np.ndarray:
+    """Per-spot factor ``target_sum / library size`` (0 for empty spots), float64 ``(N,)``."""
+    lib = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    scale = np.zeros_like(lib)
+    nz = lib > 0
+    scale[nz] = target_sum / lib[nz]
+    return scale
+
+
+def _normalise(X: "sp.csr_matrix", scale: np.ndarray, log1p: bool) -> "sp.csr_matrix":
+    """Rows of *X* times *scale*, then log1p (sparse, float32)."""
+    import scipy.sparse as sp
+
+    Y = sp.diags(scale.astype(np.float32)) @ X
+    Y = Y.tocsr().astype(np.float32)
+    if log1p:
+        np.log1p(Y.data, out=Y.data)
+    return Y
+
+
+def _column_mean_var(Y: "sp.csr_matrix") -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and (population) variance of a sparse matrix, float64, without densifying."""
+    n = Y.shape[0]
+    mean = np.asarray(Y.sum(axis=0, dtype=np.float64)).ravel() / n
+    sq = Y.copy()
+    sq.data = sq.data.astype(np.float64) ** 2
+    var = np.asarray(sq.sum(axis=0, dtype=np.float64)).ravel() / n - mean**2
+    return mean, np.maximum(var, 0.0)
+
+
+def _top_k(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the *k* highest scores (NaN lowest, ties by position), returned in ascending order."""
+    s = np.where(np.isfinite(score), score, -np.inf)
+    order = np.argsort(-s, kind="stable")[:k]
+    return np.sort(order)
+
+
+class HVGGeneEncoder(GeneEncoder):
+    """Raw counts → float32 ``(N, out_dim)``: HVG expression, z-scored (or its PCA).
+
+    ``out_dim`` = number of selected genes (``min(n_top_genes, G)``), or the number of PCA components.
+    """
+
+    def __init__(self, params: HVGParams | None = None) -> None:
+        super().__init__(params if params is not None else HVGParams())
+        self.genes: list[str] | None = None
+        self.target_sum: float | None = None
+        self.mean: np.ndarray | None = None  # float64 (n_genes,)
+        self.std: np.ndarray | None = None  # float64 (n_genes,)
+        self.pca_components: np.ndarray | None = None  # float64 (k, n_genes)
+        self.pca_mean: np.ndarray | None = None  # float64 (n_genes,)
+        self.info: dict[str, Any] = {}
+
+    # -- shape -----------------------------------------------------------------------------------------------
+
+    @property
+    def fitted(self) -> bool:
+        return self.genes is not None
+
+    @property
+    def out_dim(self) -> int:  # type: ignore[override]
+        if self.genes is None:
+            raise RuntimeError("HVGGeneEncoder.out_dim is known after fit() or load_state()")
+        return int(self.pca_components.shape[0]) if self.pca_components is not None else len(self.genes)
+
+    # -- fit / transform -------------------------------------------------------------------------------------
+
+    def fit(self, section: "Section") -> "HVGGeneEncoder":
+        p = self.params
+        X = _counts(section)
+        names = _gene_names(section)
+        n_spots, n_genes = X.shape
+        if n_spots < 2 or n_genes < 1:
+            raise DataError(f"section {section.name!r} has {n_spots} spots and {n_genes} genes; need >= 2 spots")
+
+        lib = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+        if p.target_sum is not None:
+            target = float(p.target_sum)
+        else:
+            positive = lib[lib > 0]
+            if positive.size == 0:
+                raise DataError(f"section {section.name!r}: every spot has zero counts")
+            target = float(np.median(positive))
+        scale = _library_scale(X, target)
+        logn = _normalise(X, scale, log1p=True)  # the HVG ranking always uses log-normalised values
+
+        k = min(int(p.n_top_genes), n_genes)
+        if k >= n_genes:
+            idx = np.arange(n_genes)
+        elif p.flavor == "variance":
+            _, var = _column_mean_var(logn)
+            idx = _top_k(var, k)
+        else:
+            idx = self._scanpy_hvg(logn, names, k, p.flavor)
+        self.genes = [names[i] for i in idx]
+        self.target_sum = target
+
+        Y = logn[:, idx] if p.log1p else _normalise(X[:, idx], scale, log1p=False)
+        if p.scale == "zscore":
+            mean, var = _column_mean_var(Y)
+            std = np.sqrt(var)
+            std[std < _EPS_STD] = 1.0
+        else:
+            mean = np.zeros(len(idx))
+            std = np.ones(len(idx))
+        self.mean, self.std = mean, std
+        self.pca_components = self.pca_mean = None
+        self.info = {"n_spots": int(n_spots), "n_genes_in": int(n_genes), "n_selected": len(idx),
+                     "flavor": p.flavor if k < n_genes else "all", "target_sum": target}
+        if p.pca is not None:
+            Z = self._scaled(Y)
+            n_comp = int(min(p.pca, n_spots, len(idx)))
+            from sklearn.decomposition import PCA
+
+            pca = PCA(n_components=n_comp, random_state=0)
+            pca.fit(Z)
+            self.pca_components = pca.components_.astype(np.float64)
+            self.pca_mean = pca.mean_.astype(np.float64)
+            self.info["pca_components"] = n_comp
+            self.info["pca_explained_variance_ratio"] = float(pca.explained_variance_ratio_.sum())
+        return self
+
+    def transform(self, section: "Section") -> np.ndarray:
+        if self.genes is None:
+            raise RuntimeError("HVGGeneEncoder.transform() called before fit() or load_state()")
+        X = _counts(section)
+        names = _gene_names(section)
+        where = {g: i for i, g in enumerate(names)}
+        missing = [g for g in self.genes if g not in where]
+        if missing:
+            raise DataError(
+                f"section {section.name!r} lacks {len(missing)} of the {len(self.genes)} genes the gene encoder "
+                f"was fitted on (e.g. {', '.join(missing[:5])}); use sections measured on the same gene panel, or "
+                "fit on their shared genes"
+            )
+        idx = np.fromiter((where[g] for g in self.genes), dtype=np.int64, count=len(self.genes))
+        scale = _library_scale(X, float(self.target_sum))  # library size over all genes of this section
+        Y = _normalise(X[:, idx], scale, log1p=self.params.log1p)
+        Z = self._scaled(Y)
+        if self.pca_components is not None:
+            Z = (Z - self.pca_mean.astype(np.float32)) @ self.pca_components.T.astype(np.float32)
+        return np.ascontiguousarray(Z, dtype=np.float32)
+
+    def _scaled(self, Y: "sp.csr_matrix") -> np.ndarray:
+        Z = Y.toarray().astype(np.float32, copy=False)
+        if self.params.scale == "zscore":
+            Z -= self.mean.astype(np.float32)
+            Z /= self.std.astype(np.float32)
+            if self.params.max_value is not None:
+                np.clip(Z, -self.params.max_value, self.params.max_value, out=Z)
+        return Z
+
+    @staticmethod
+    def _scanpy_hvg(logn: "sp.csr_matrix", names: list[str], k: int, flavor: str) -> np.ndarray:
+        """Rank genes with scanpy's ``highly_variable_genes`` (normalised dispersion), keep exactly *k*."""
+        import warnings
+
+        import anndata as ad
+        import pandas as pd
+
+        from stmm_core.errors import require
+
+        sc = require("scanpy", "HVG selection (flavor seurat / cell_ranger)")
+        adata = ad.AnnData(X=logn, var=pd.DataFrame(index=pd.Index(names, dtype=str)))
+        adata.uns["log1p"] = {"base": None}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=k,
+                                             inplace=False)
+        return _top_k(np.asarray(df["dispersions_norm"], dtype=np.float64), k)
+
+    # -- persistence -----------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The fitted preprocessor as a JSON-able dict (floats kept at full precision)."""
+        if self.genes is None:
+            raise RuntimeError("HVGGeneEncoder.state() called before fit()")
+        return {
+            "format": STATE_FORMAT,
+            "params": self.params.model_dump(mode="json"),
+            "genes": list(self.genes),
+            "target_sum": float(self.target_sum),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "pca_components": None if self.pca_components is None else self.pca_components.tolist(),
+            "pca_mean": None if self.pca_mean is None else [float(v) for v in self.pca_mean],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> "HVGGeneEncoder":
+        """Restore a state written by :meth:`state` (its parameters replace this encoder's)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise DataError(
+                f"not a fitted HVG gene encoder state (format {found!r}, expected {STATE_FORMAT!r}); re-fit the pipeline"
+            )
+        try:
+            params = type(self.params).model_validate(state["params"])
+            genes = [str(g) for g in state["genes"]]
+            mean = np.asarray(state["mean"], dtype=np.float64)
+            std = np.asarray(state["std"], dtype=np.float64)
+            comps = state.get("pca_components")
+            comps = None if comps is None else np.asarray(comps, dtype=np.float64).reshape(-1, len(genes))
+            pmean = state.get("pca_mean")
+            pmean = None if pmean is None else np.asarray(pmean, dtype=np.float64)
+            target = float(state["target_sum"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"corrupt HVG gene encoder state ({exc}); re-fit the pipeline") from None
+        if mean.shape != (len(genes),) or std.shape != (len(genes),) or (
+            comps is not None and (pmean is None or pmean.shape != (len(genes),))
+        ):
+            raise DataError("corrupt HVG gene encoder state (array lengths differ from the gene list); re-fit")
+        self.params = params
+        self.genes, self.target_sum, self.mean, self.std = genes, target, mean, std
+        self.pca_components, self.pca_mean = comps, pmean
+        return self

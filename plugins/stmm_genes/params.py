@@ -1,0 +1,42 @@
+"""Parameter models of the gene feature extractors (pydantic only: imported at CLI start-up)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HVGParams(BaseModel):
+    """Library-size normalisation → log1p → highly variable genes → z-score (→ optional PCA)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_top_genes: int = Field(
+        2000, ge=1, le=1_000_000, description="genes kept; all genes are kept when the section has fewer"
+    )
+    flavor: Literal["seurat", "cell_ranger", "variance"] = Field(
+        "seurat",
+        description="gene ranking: seurat / cell_ranger = scanpy highly_variable_genes (normalised dispersion) "
+        "on the log-normalised data; variance = highest variance of the log-normalised values",
+    )
+    target_sum: float | None = Field(
+        1e4, gt=0, description="counts per spot after library-size normalisation (None = median library size "
+        "of the fitting section, then reused as is)"
+    )
+    log1p: bool = Field(True, description="apply log(1 + x) after normalisation")
+    scale: Literal["zscore", "none"] = Field(
+        "zscore", description="per-gene standardisation with the fitted mean/std (zero-variance genes: std = 1)"
+    )
+    max_value: float | None = Field(
+        10.0, gt=0, description="clip the z-scores to [-max_value, max_value] (None = no clipping)"
+    )
+    pca: int | None = Field(
+        None, ge=1, le=10_000, description="PCA components after scaling (None = keep the genes)"
+    )
+
+
+class PCAGeneParams(HVGParams):
+    """As ``hvg``, followed by PCA (50 components by default)."""
+
+    pca: int | None = Field(50, ge=1, le=10_000, description="PCA components after scaling (None = keep the genes)")

@@ -1,0 +1,63 @@
+"""Expression decoder: image tokens → expansion layers → transformer decoder over learned gene queries.
+
+One learned query per target gene attends (cross-attention) to the expanded image tokens and to the other
+gene queries (self-attention), so the decoder is a real sequence model (G queries × T image tokens), not the
+length-1 "transformer" of the published code. A shared linear read-out plus a per-gene bias (initialised to
+the training mean) gives ``log1p(counts / total · target_sum)`` for every target gene.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from stmm_core.interfaces import Decoder
+from stmm_magic.params import QueryDecoderParams
+
+
+class GeneQueryDecoder(nn.Module, Decoder):
+    """``forward(tokens (B, T, D_img) | (B, D_img))`` → predicted expression ``(B, G)`` (log1p-normalised)."""
+
+    shapes = {"tokens": "(B, T, D_img) | (B, D_img)", "return": "(B, G_out)"}
+    target_space = "log1p_normalised"
+
+    def __init__(self, params: QueryDecoderParams) -> None:
+        nn.Module.__init__(self)
+        Decoder.__init__(self, params)
+        self.targets: list[str] = []
+        self.expand: nn.Sequential | None = None
+
+    def setup(self, d_img: int, targets: Sequence[str], gene_mean: np.ndarray | None = None) -> "GeneQueryDecoder":
+        """Build the layers for image tokens of width *d_img* and the target genes (names, in output order)."""
+        p = self.params
+        self.targets = [str(g) for g in targets]
+        g = len(self.targets)
+        layers: list[nn.Module] = []
+        width = d_img
+        for h in list(p.expansion) + [p.dim]:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.LayerNorm(h)]
+            width = h
+        self.expand = nn.Sequential(*layers)
+        self.queries = nn.Parameter(torch.randn(g, p.dim) * 0.02)
+        layer = nn.TransformerDecoderLayer(p.dim, p.heads, dim_feedforward=p.dim * p.ff_mult, dropout=p.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, p.depth, norm=nn.LayerNorm(p.dim))
+        self.readout = nn.Linear(p.dim, 1)
+        self.gene_bias = nn.Parameter(torch.zeros(g))
+        if gene_mean is not None:
+            with torch.no_grad():
+                self.gene_bias.copy_(torch.as_tensor(np.asarray(gene_mean, dtype=np.float32)))
+        return self
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.expand is None:
+            raise RuntimeError("call setup(d_img, targets) before using the decoder")
+        if tokens.ndim == 2:
+            tokens = tokens.unsqueeze(1)
+        memory = self.expand(tokens)  # (B, T, dim)
+        q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        h = self.decoder(q, memory)  # (B, G, dim)
+        return self.readout(h).squeeze(-1) + self.gene_bias

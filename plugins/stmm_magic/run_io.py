@@ -1,0 +1,166 @@
+"""A Magic run folder: the spec, the run metadata and the stage weights as safetensors.
+
+Layout::
+
+    DIR/spec.json            the validated pipeline spec (its hash is stored in every weights file)
+    DIR/magic.json           genes (input vocabulary, targets, evaluation HVGs), tile geometry, sections,
+                             initialisation of the image encoder, per-epoch histories, timings
+    DIR/stage1.safetensors   stage-1 weights (encoders, heads, temperature, fusion, ITM head; no EMA copies)
+    DIR/stage2.safetensors   stage-2 weights (image encoder + decoder)
+
+Loading never executes code from the folder: the spec names components in the local catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from stmm_core.errors import SpecError, StmmError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.spec import PipelineSpec
+    from stmm_magic.model import MagicStage1, MagicStage2
+
+SPEC_FILE, META_FILE = "spec.json", "magic.json"
+STAGE_FILES = {1: "stage1.safetensors", 2: "stage2.safetensors"}
+FORMAT = "stmm-magic-v1"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write (temp file + rename)."""
+    from stmm_core.pipeline.outputs import write_json as _write
+
+    _write(path, data)
+
+
+def save_stage(out_dir: Path, stage: int, state: dict[str, torch.Tensor], spec: "PipelineSpec") -> Path:
+    """Write ``stage{1,2}.safetensors`` atomically with the spec hash in its metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(out_dir) / STAGE_FILES[stage]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "stage": str(stage), "spec_hash": spec.hash()})
+    os.replace(tmp, path)
+    return path
+
+
+def load_stage(run_dir: Path, stage: int, spec: "PipelineSpec") -> dict[str, torch.Tensor]:
+    """Read a stage's weights; the file must belong to this spec."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / STAGE_FILES[stage]
+    if not path.is_file():
+        hint = f"train it with 'stmm run magic … -o {run_dir} --stage {stage}'" if stage == 2 else \
+            f"train it with 'stmm run magic … -o {run_dir}'"
+        raise StmmError(f"{run_dir} has no stage-{stage} weights ({path.name}); {hint}")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise StmmError(f"{path} is not a stmm Magic weights file (format {meta.get('format')!r})")
+    if meta.get("spec_hash") != spec.hash():
+        raise StmmError(f"{path} was written for another spec than {run_dir / SPEC_FILE} (hash mismatch); "
+                        "re-run training into a fresh folder")
+    return load_file(str(path))
+
+
+@dataclass
+class MagicRun:
+    """A loaded run: spec, metadata and the models available in the folder (eval mode, CPU)."""
+
+    path: Path
+    spec: "PipelineSpec"
+    meta: dict[str, Any]
+    stage1: "MagicStage1 | None" = None
+    stage2: "MagicStage2 | None" = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.meta["genes"]["targets"])
+
+    @property
+    def eval_hvg(self) -> list[str]:
+        return list(self.meta["genes"]["eval_hvg"])
+
+
+def read_run_spec(run_dir: str | Path) -> tuple["PipelineSpec", dict[str, Any]]:
+    """Spec and metadata of a run folder, with clear errors for anything else."""
+    from stmm_core.spec import load_spec
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise StmmError(f"run folder not found: {run_dir}")
+    if not (run_dir / SPEC_FILE).is_file():
+        raise StmmError(f"{run_dir} is not a stmm run folder (no {SPEC_FILE})")
+    spec = load_spec(run_dir / SPEC_FILE)
+    if spec.pipeline != "magic":
+        raise StmmError(f"{run_dir} holds a {spec.pipeline} run; prediction and evaluation need a magic run "
+                        "(an image → expression decoder)")
+    meta_path = run_dir / META_FILE
+    if not meta_path.is_file():
+        raise StmmError(f"{run_dir} has no {META_FILE}: the run did not finish; train it again")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StmmError(f"cannot read {meta_path}: {exc}") from None
+    return spec, meta
+
+
+def load_run(run_dir: str | Path, stages: tuple[int, ...] = (1, 2), device: str = "cpu") -> MagicRun:
+    """Rebuild the models of a run folder from its spec and load their weights (strictly).
+
+    The image encoder is built with random initialisation before the saved weights replace it, so loading
+    never needs the network even when training started from pretrained weights.
+    """
+    from stmm_magic.pipeline import build_stage1, build_stage2
+
+    run_dir = Path(run_dir)
+    spec, meta = read_run_spec(run_dir)
+    run = MagicRun(path=run_dir, spec=spec, meta=meta)
+    genes = meta["genes"]
+    build_spec = offline_spec(spec)
+    if 1 in stages:
+        state = load_stage(run_dir, 1, spec)
+        model = build_stage1(build_spec, genes["input"])
+        _load_strict(model, state, model.saved_state().keys(), "stage 1")
+        run.stage1 = model.to(device).eval()
+    if 2 in stages:
+        state = load_stage(run_dir, 2, spec)
+        model2 = build_stage2(build_spec, genes["targets"], None)
+        _load_strict(model2, state, model2.saved_state().keys(), "stage 2")
+        run.stage2 = model2.to(device).eval()
+    return run
+
+
+def offline_spec(spec: "PipelineSpec") -> "PipelineSpec":
+    """The spec with the image encoder set to random initialisation (its weights come from the run)."""
+    ref = spec.components.get("image")
+    if ref is not None and "weights" in ref.params and ref.params["weights"] != "random":
+        try:
+            return spec.with_overrides({"image.weights": "random", "image.sha256": None})
+        except SpecError:
+            return spec.with_overrides({"image.weights": "random"})
+    return spec
+
+
+def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], expected: Any, what: str) -> None:
+    expected = set(expected)
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise StmmError(f"{what} weights do not fit the spec's model: {len(missing)} missing (e.g. {missing[:2]}), "
+                        f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); was the folder written by another "
+                        "version of the components?")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise StmmError(f"{what} weights do not fit the spec's model ({' '.join(first[:2])[:300]})") from None

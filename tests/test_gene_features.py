@@ -1,0 +1,191 @@
+"""Gene features (stmm_genes): HVG selection, name-based gene matching, scaling, PCA, saved state."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from stmm_core.data.section import Section
+from stmm_core.errors import DataError
+from stmm_genes.hvg import HVGGeneEncoder
+from stmm_genes.params import HVGParams, PCAGeneParams
+
+N_SPOTS, N_GENES, N_VARIABLE = 600, 2000, 12
+
+
+def make_section(counts, genes, name="s") -> Section:
+    n = counts.shape[0]
+    return Section(
+        name=name,
+        obs_names=pd.Index([f"spot{i}" for i in range(n)]),
+        counts=sp.csr_matrix(counts, dtype=np.float32),
+        gene_names=pd.Index(genes),
+        coords=np.zeros((n, 2)),
+    )
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Poisson counts; genes 0..N_VARIABLE-1 switch between two expression states across spots.
+
+    Their mean stays within the range of the other genes and they are a small fraction of all genes, so the
+    mean-binned dispersion flavours (seurat, cell_ranger) compare them with ordinary genes of the same level.
+    """
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 10.0, size=N_GENES)
+    variable = np.arange(N_VARIABLE)
+    base[variable] = rng.uniform(2.0, 8.0, size=N_VARIABLE)
+    rate = base[None, :].repeat(N_SPOTS, 0)
+    groups = rng.integers(0, 2, size=N_SPOTS)
+    rate[:, variable] = np.where(groups[:, None] == 1, 1.9, 0.1) * base[variable]
+    counts = rng.poisson(rate).astype(np.float32)
+    genes = [f"G{i:03d}" for i in range(N_GENES)]
+    genes[0], genes[1] = "MT-CO1", "SNAP25"  # arbitrary names
+    return counts, genes, [genes[i] for i in variable]
+
+
+@pytest.mark.parametrize("flavor", ["seurat", "cell_ranger", "variance"])
+def test_hvg_picks_the_variable_genes(synthetic, flavor):
+    counts, genes, variable = synthetic
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=N_VARIABLE, flavor=flavor))
+    out = enc.fit_transform(make_section(counts, genes))
+    assert set(enc.genes) == set(variable)
+    assert enc.out_dim == N_VARIABLE
+    assert out.shape == (N_SPOTS, N_VARIABLE) and out.dtype == np.float32
+    assert np.isfinite(out).all()
+    # z-scored (clip at 10 is not reached here): mean 0, std 1 per gene
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(0), 1.0, atol=1e-3)
+
+
+def test_exactly_n_top_genes_and_all_when_fewer(synthetic):
+    counts, genes, _ = synthetic
+    sec = make_section(counts, genes)
+    assert HVGGeneEncoder(HVGParams(n_top_genes=50)).fit(sec).out_dim == 50
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=10_000))
+    out = enc.fit_transform(sec)
+    assert enc.genes == genes and out.shape == (N_SPOTS, N_GENES)
+
+
+def test_permuted_columns_give_identical_output(synthetic):
+    counts, genes, _ = synthetic
+    sec = make_section(counts, genes)
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=40)).fit(sec)
+    ref = enc.transform(sec)
+    perm = np.random.default_rng(1).permutation(N_GENES)
+    shuffled = make_section(counts[:, perm], [genes[i] for i in perm])
+    np.testing.assert_array_equal(enc.transform(shuffled), ref)
+    # extra genes in another section do not matter either (library size aside): same panel plus a zero gene
+    extra = make_section(np.hstack([counts, np.zeros((N_SPOTS, 1), np.float32)]), genes + ["EXTRA"])
+    np.testing.assert_array_equal(enc.transform(extra), ref)
+
+
+def test_missing_genes_are_a_data_error(synthetic):
+    counts, genes, _ = synthetic
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=N_VARIABLE)).fit(make_section(counts, genes))
+    drop = set(enc.genes[:3])
+    keep = [i for i, g in enumerate(genes) if g not in drop]
+    other = make_section(counts[:, keep], [genes[i] for i in keep], name="other")
+    with pytest.raises(DataError, match=r"lacks 3 of the 12 genes") as err:
+        enc.transform(other)
+    assert enc.genes[0] in str(err.value)
+
+
+def test_duplicate_gene_names_are_a_data_error(synthetic):
+    counts, genes, _ = synthetic
+    dup = list(genes)
+    dup[5] = dup[4]
+    with pytest.raises(DataError, match="duplicated"):
+        HVGGeneEncoder().fit(make_section(counts, dup))
+
+
+def test_constant_and_empty_genes_give_no_nan(synthetic):
+    counts, genes, _ = synthetic
+    c = counts.copy()
+    c[:, 20] = 0.0  # never expressed
+    c[:, 21] = 5.0  # constant count (not constant after normalisation, but nearly)
+    c[3, :] = 0.0  # an empty spot
+    for flavor in ("seurat", "variance"):
+        enc = HVGGeneEncoder(HVGParams(n_top_genes=10_000, flavor=flavor))
+        out = enc.fit_transform(make_section(c, genes))
+        assert np.isfinite(out).all() and out.dtype == np.float32
+        assert enc.std[20] == 1.0 and np.all(out[:, 20] == 0.0)
+
+
+def test_clipping_and_no_scaling(synthetic):
+    counts, genes, _ = synthetic
+    c = counts.copy()
+    c[0, 30] = 1e5  # one outlier
+    out = HVGGeneEncoder(HVGParams(n_top_genes=10_000, max_value=3.0)).fit_transform(make_section(c, genes))
+    assert out.max() <= 3.0 and out.min() >= -3.0
+    raw = HVGGeneEncoder(HVGParams(n_top_genes=10_000, scale="none", log1p=False, target_sum=100.0))
+    out = raw.fit_transform(make_section(counts, genes))
+    np.testing.assert_allclose(out.sum(1), 100.0, rtol=1e-4)  # normalised counts, nothing else
+
+
+def test_pca_and_state_roundtrip(synthetic):
+    counts, genes, _ = synthetic
+    sec = make_section(counts, genes)
+    enc = HVGGeneEncoder(PCAGeneParams(n_top_genes=60, pca=8))
+    out = enc.fit_transform(sec)
+    assert out.shape == (N_SPOTS, 8) and out.dtype == np.float32 and enc.out_dim == 8
+    state = json.loads(json.dumps(enc.state()))
+    again = HVGGeneEncoder(PCAGeneParams()).load_state(state)
+    assert again.params == enc.params and again.out_dim == 8
+    np.testing.assert_array_equal(again.transform(sec), out)
+    # deterministic
+    np.testing.assert_array_equal(HVGGeneEncoder(PCAGeneParams(n_top_genes=60, pca=8)).fit_transform(sec), out)
+    with pytest.raises(DataError):
+        HVGGeneEncoder().load_state({"format": "something else"})
+
+
+def test_target_sum_none_uses_fitted_median(synthetic):
+    counts, genes, _ = synthetic
+    sec = make_section(counts, genes)
+    enc = HVGGeneEncoder(HVGParams(target_sum=None, n_top_genes=20)).fit(sec)
+    assert enc.target_sum == pytest.approx(float(np.median(counts.sum(1))))
+    # transforming a subset of spots uses the stored target, not the subset's median
+    sub = make_section(counts[:100], genes)
+    np.testing.assert_array_equal(enc.transform(sub), enc.transform(sec)[:100])
+
+
+def test_unfitted_encoder_raises():
+    enc = HVGGeneEncoder()
+    with pytest.raises(RuntimeError):
+        _ = enc.out_dim
+    with pytest.raises(RuntimeError):
+        enc.state()
+
+
+def test_params_are_strict():
+    with pytest.raises(Exception):
+        HVGParams(n_top=5)
+    assert PCAGeneParams().pca == 50 and HVGParams().pca is None
+
+
+def test_real_dlpfc_section(shared_data):
+    path = shared_data / "dlpfc" / "151676" / "dlpfc_151676_5000genes_lowres.h5ad"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    import anndata as ad
+
+    adata = ad.read_h5ad(path)
+    X = adata.layers["counts"] if "counts" in adata.layers else adata.X
+    sec = make_section(sp.csr_matrix(X), list(adata.var_names.astype(str)), name="151676")
+    t = time.perf_counter()
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=2000))
+    out = enc.fit_transform(sec)
+    elapsed = time.perf_counter() - t
+    assert out.shape == (adata.n_obs, 2000) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert elapsed < 30, f"HVG on DLPFC took {elapsed:.1f}s"
+    # a known cortical-layer marker gene should rank among the highly variable genes
+    symbols = adata.var["symbol"].astype(str) if "symbol" in adata.var else adata.var_names.to_series()
+    chosen = set(symbols[enc.genes])
+    markers = {"MBP", "PCP4", "SNAP25", "MOBP", "NEFL", "HPCAL1"} & set(symbols)
+    if markers:
+        assert markers & chosen
