@@ -12,7 +12,9 @@ diameter = 145 full-res px), then the held-out section is evaluated with ``stmm 
 
 Baseline (HEST-Benchmark protocol): ridge on PCA-256 of frozen pooled features of the SAME image encoder at
 the SAME initialisation (same seed; the parameter digest is checked equal to Magic's stage-1 starting point),
-on the same genes and spots. An ablation also fits the ridge on Magic's stage-1 (trained) encoder features.
+on the same genes and spots. Ablations: the ridge on Magic's stage-1 (trained) encoder features, and the same
+stage-2 decoder trained on the frozen encoder at its random initialisation (no stage 1), which shows what the
+contrastive stage adds.
 
 Initialisation: pretrained weights are not reachable here, so the ViT starts from random weights (seeded);
 every figure in the output says so. Writes benchmarks/results/<name>.json and <name>.md.
@@ -35,12 +37,17 @@ SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 SPOT_DIAMETER_PX = 145.0  # HER2ST legacy ST spot (100 µm) in full-resolution pixels
 
 
+def _slim_gene(r: dict[str, Any]) -> dict[str, Any]:
+    """A per-gene Pearson result without its per-gene dictionary."""
+    return {k: v for k, v in r.items() if k not in ("per_gene", "constant_excluded")}
+
+
 def _slim(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Drop per-gene dictionaries (kept in the per-fold evaluation files)."""
+    """Drop per-gene dictionaries from an evaluation result."""
     out = dict(metrics)
     for key in ("pearson_gene_all", "pearson_gene_hvg"):
         if key in out:
-            out[key] = {k: v for k, v in out[key].items() if k not in ("per_gene", "constant_excluded")}
+            out[key] = _slim_gene(out[key])
     return out
 
 
@@ -92,14 +99,35 @@ def baseline_fold(run_dir: Path, train_paths: list[Path], test_path: Path, seed:
         pred, info = hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=int(spec.train.seed))
         out[name] = {
             "fit": info,
-            "pearson_gene_all": _slim({"x": pearson_per_gene(pred, y_te, targets)})["x"],
-            "pearson_gene_hvg": _slim({"x": pearson_per_gene(pred[:, hvg_idx], y_te[:, hvg_idx], hvg)})["x"],
+            "pearson_gene_all": _slim_gene(pearson_per_gene(pred, y_te, targets)),
+            "pearson_gene_hvg": _slim_gene(pearson_per_gene(pred[:, hvg_idx], y_te[:, hvg_idx], hvg)),
             "pearson_spot": pearson_per_spot(pred, y_te),
             "mse": mse(pred, y_te),
             "retrieval_expression": retrieval_topk(expression_scores(pred, y_te)),
         }
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def ablation_fold(spec: Any, run_dir: Path, train_paths: list[Path], test_path: Path) -> dict[str, Any]:
+    """Stage 2 alone (same decoder, same epochs) on the frozen encoder at its initialisation: no stage 1."""
+    import shutil
+
+    from stmm_magic.evaluate import evaluate_run
+    from stmm_magic.pipeline import fit_magic
+
+    abl_dir = run_dir.parent / f"{run_dir.name}_no_stage1"
+    abl_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("spec.json", "magic.json", "stage1.safetensors"):
+        shutil.copy(run_dir / name, abl_dir / name)
+    abl_spec = spec.with_overrides({"train.stage2.load": []})
+    t0 = time.perf_counter()
+    meta = fit_magic(abl_spec, train_paths, abl_dir, stage=2)
+    res = evaluate_run(abl_dir, test_path, itm_k=0)
+    return {"pearson_gene_all": _slim(res)["pearson_gene_all"], "pearson_gene_hvg": _slim(res)["pearson_gene_hvg"],
+            "pearson_spot": res["pearson_spot"], "mse": res["mse"],
+            "retrieval_expression": res["retrieval"]["decoder_expression"],
+            "stage2_image": meta.get("stage2_image"), "seconds": time.perf_counter() - t0}
 
 
 def fmt(v: float | None, nd: int = 3) -> str:
@@ -119,9 +147,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "section (chance top-1 = 1/N, top-5 = 5/N).",
         "",
         "| held out | N | Magic r HVG50 | Magic r all | HEST ridge r HVG50 | HEST ridge r all | ridge on Magic enc r HVG50 "
-        "| Magic retr. top-1 / top-5 (contrastive) | ITM re-rank top-1 / top-5 | chance top-1 / top-5 "
-        "| stage 1 s | stage 2 s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| no-stage-1 decoder r HVG50 | Magic retr. top-1 / top-5 (contrastive) | ITM re-rank top-1 / top-5 "
+        "| chance top-1 / top-5 | stage 1 s | stage 2 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m, b = r["magic"], r["baseline"]
@@ -132,6 +160,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{fmt(m['pearson_gene_all']['mean'])} | {fmt(b['hest_ridge_same_init']['pearson_gene_hvg']['mean'])} | "
             f"{fmt(b['hest_ridge_same_init']['pearson_gene_all']['mean'])} | "
             f"{fmt(b['ridge_on_magic_stage1_encoder']['pearson_gene_hvg']['mean'])} | "
+            f"{fmt(b.get('decoder_on_random_frozen_encoder', {}).get('pearson_gene_hvg', {}).get('mean'))} | "
             f"{fmt(rc.get('top1'))} / {fmt(rc.get('top5'))} | {fmt(ri.get('top1'))} / {fmt(ri.get('top5'))} | "
             f"{fmt(rc.get('chance_top1'))} / {fmt(rc.get('chance_top5'))} | "
             f"{r['timings']['stage1_seconds']:.0f} | {r['timings']['stage2_seconds']:.0f} |"
@@ -139,7 +168,8 @@ def markdown(payload: dict[str, Any]) -> str:
     s = payload["summary"]
     lines.append(
         f"| **mean** | | **{fmt(s['magic_r_hvg'])}** | **{fmt(s['magic_r_all'])}** | **{fmt(s['hest_r_hvg'])}** | "
-        f"**{fmt(s['hest_r_all'])}** | {fmt(s['ridge_magic_enc_r_hvg'])} | {fmt(s['magic_top1'])} / "
+        f"**{fmt(s['hest_r_all'])}** | {fmt(s['ridge_magic_enc_r_hvg'])} | {fmt(s.get('no_stage1_r_hvg'))} | "
+        f"{fmt(s['magic_top1'])} / "
         f"{fmt(s['magic_top5'])} | {fmt(s['itm_top1'])} / {fmt(s['itm_top5'])} | {fmt(s['chance_top1'])} / "
         f"{fmt(s['chance_top5'])} | {s['stage1_seconds']:.0f} | {s['stage2_seconds']:.0f} |"
     )
@@ -160,6 +190,9 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="component.param=value")
     ap.add_argument("--name", default="magic_her2st")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run folders here")
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="skip the ablation: the same stage-2 decoder on the frozen encoder at its random "
+                         "initialisation (no stage 1), which shows what stage 1 adds")
     args = ap.parse_args()
 
     import torch
@@ -187,6 +220,8 @@ def main() -> None:
         res = evaluate_run(run_dir, paths[held])
         eval_s = time.perf_counter() - t0
         base = baseline_fold(run_dir, train, paths[held], args.seed)
+        if not args.no_ablation:
+            base["decoder_on_random_frozen_encoder"] = ablation_fold(spec, run_dir, train, paths[held])
         rc = res["retrieval"].get("contrastive", {})
         print(f"  Magic r HVG {res['pearson_gene_hvg']['mean']:.3f} all {res['pearson_gene_all']['mean']:.3f} | "
               f"HEST ridge r HVG {base['hest_ridge_same_init']['pearson_gene_hvg']['mean']:.3f} all "
@@ -226,6 +261,11 @@ def main() -> None:
         "stage1_seconds": mean([f["timings"]["stage1_seconds"] for f in folds]),
         "stage2_seconds": mean([f["timings"]["stage2_seconds"] for f in folds]),
     }
+    if not args.no_ablation:
+        summary["no_stage1_r_hvg"] = mean([f["baseline"]["decoder_on_random_frozen_encoder"]["pearson_gene_hvg"]["mean"]
+                                           for f in folds])
+        summary["no_stage1_r_all"] = mean([f["baseline"]["decoder_on_random_frozen_encoder"]["pearson_gene_all"]["mean"]
+                                           for f in folds])
     summary["magic_beats_baseline_hvg"] = bool(m_hvg > b_hvg)
     summary["magic_beats_baseline_all"] = bool(m_all > b_all)
     params = spec.components["image"].params

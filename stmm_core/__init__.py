@@ -8,6 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenMP threads that spin while waiting make torch 10x slower on a busy laptop or a shared 2-core node
+# (measured: 1.71 s vs 0.14 s per VGAE epoch on DLPFC with one other busy process). Passive waiting costs
+# nothing measurable on an idle machine. Only effective before torch is first imported; users may override.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from stmm_core.errors import StmmError  # noqa: E402
 from stmm_core.hookspecs import hookimpl  # noqa: E402
 

@@ -139,6 +139,9 @@ def get_registry(refresh: bool = False) -> PluginRegistry:
     """The process-wide registry, discovered on first use."""
     global _REGISTRY
     if _REGISTRY is None or refresh:
+        from stmm_core.compat import install_torchvision_hook
+
+        install_torchvision_hook()  # third-party plug-ins may 'import timm' directly; arms the CPU-torch fix
         reg = PluginRegistry()
         reg.load_entry_points()
         _REGISTRY = reg

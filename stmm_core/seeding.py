@@ -34,3 +34,26 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise StmmError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads from *threads* or ``STMM_THREADS`` (default: torch's own choice).
+
+    On an oversubscribed machine (other busy processes) fewer threads can be several times faster.
+    """
+    import torch
+
+    from stmm_core.errors import StmmError
+
+    if threads is None:
+        env = os.environ.get("STMM_THREADS", "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise StmmError(f"STMM_THREADS={env!r} is not a whole number") from None
+    if threads is not None:
+        if threads < 1:
+            raise StmmError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

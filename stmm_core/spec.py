@@ -67,6 +67,24 @@ class TileSpec(_Frozen):
     pad_value: int = Field(255, ge=0, le=255, description="fill for tiles crossing the image border")
 
 
+class FeatureSpec(_Frozen):
+    """Post-processing of encoder outputs before fusion."""
+
+    image_pca: int | None = Field(
+        64, ge=1, le=4096,
+        description="PCA components kept of the z-scored image features (None: keep all encoder dims)",
+    )
+
+
+class DomainSpec(_Frozen):
+    """Post-processing of the domain labels."""
+
+    refine_neighbors: int = Field(
+        0, ge=0, le=1000,
+        description="majority vote over this many nearest spots (self included); 0 = off",
+    )
+
+
 class TrainSpec(_Frozen):
     """Full-batch training of fusion + graph model."""
 
@@ -135,6 +153,8 @@ class PipelineSpec(_Frozen):
     recipe: str | None = None
     components: dict[str, ComponentRef | None]
     tiles: TileSpec = Field(default_factory=TileSpec)
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    domains: DomainSpec = Field(default_factory=DomainSpec)
     train: Union[TrainSpec, MagicTrainSpec] = Field(default_factory=TrainSpec, union_mode="left_to_right")
 
     @model_validator(mode="before")
@@ -222,7 +242,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
         head, _, rest = key.partition(".")
         if not rest:
             raise SpecError(f"override {key!r} must look like component.param=value (e.g. fusion.dim=32)")
-        if head in ("train", "tiles"):
+        if head in ("train", "tiles", "features", "domains"):
             node = data.setdefault(head, {})
             *parents, leaf = rest.split(".")
             for part in parents:  # nested settings, e.g. train.stage1.epochs (magic pipelines)

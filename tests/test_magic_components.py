@@ -239,3 +239,15 @@ def test_retrieval_topk_and_chance_level():
     assert abs(np.mean(rand) - 5 / n) < 0.03  # random scores sit at chance
     ties = retrieval_topk(np.zeros((4, 4)))  # ties count against the query
     assert ties["top1"] == 0.0
+
+
+def test_gene_embedding_table_is_matched_by_name(tmp_path):
+    table = tmp_path / "gene2vec.txt"
+    table.write_text("3 8\nG2 1 2 3 4 5 6 7 8\nG0 8 7 6 5 4 3 2 1\nOTHER 0 0 0 0 0 0 0 0\n")
+    enc = _gene_encoder(dim=8, heads=1, dim_head=8, gene_embedding_file=str(table),
+                        freeze_gene_embedding=True).setup(["G0", "G1", "G2"])
+    w = enc.gene_embedding.weight
+    assert w[0].tolist() == [8, 7, 6, 5, 4, 3, 2, 1] and w[2].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert not w.requires_grad
+    with pytest.raises(DataError, match="dim"):
+        _gene_encoder(gene_embedding_file=str(table)).setup(["G0"])

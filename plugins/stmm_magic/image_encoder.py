@@ -35,8 +35,8 @@ class MagicViT(nn.Module, ImageEncoder):
         vit = TimmImageEncoder(ViTParams(model=params.model, weights=params.weights, sha256=params.sha256,
                                          input_size=params.img_size, pool=params.pool, channels_last=False))
         model = vit.model
-        if not hasattr(model, "forward_features") or int(getattr(model, "num_prefix_tokens", 0) or 0) < 0:
-            raise SpecError(f"image.model={params.model!r} is not a token model")
+        if not hasattr(model, "forward_features"):
+            raise SpecError(f"image.model={params.model!r} has no forward_features (a timm ViT is needed)")
         self.model = model
         self.model.requires_grad_(params.trainable)
         self.model.train()

@@ -41,12 +41,23 @@ class MagicStage1(nn.Module):
             matching.setup(fusion.out_dim)
         self.momentum_image = momentum_copy(image)
         self.momentum_gene = momentum_copy(gene)
+        self.frozen: set[str] = set()
+
+    def freeze_modules(self, names: Iterable[str]) -> None:
+        """Freeze the named sub-modules (``image``, ``gene``, ``contrastive``, ``fusion``, ``matching``)."""
+        for name in names:
+            module = getattr(self, name, None)
+            if module is not None:
+                freeze([module])
+                self.frozen.add(name)
 
     def train(self, mode: bool = True) -> "MagicStage1":
         super().train(mode)
         for m in (self.momentum_image, self.momentum_gene, self.contrastive.image_proj_m,
                   self.contrastive.gene_proj_m):
             m.eval()  # momentum models never use dropout; they are targets
+        for name in self.frozen:
+            getattr(self, name).eval()  # frozen modules stay in eval mode
         return self
 
     @torch.no_grad()

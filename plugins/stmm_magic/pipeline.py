@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_magic.model import MagicStage1, MagicStage2
 
 Log = Callable[[str], None]
-STAGE1_SLOTS = ("image", "gene", "contrastive", "fusion", "matching")
 
 
 def build_component(spec: "PipelineSpec", slot: str) -> Any:
@@ -49,7 +48,7 @@ def _check_capabilities(image: Any, gene: Any) -> None:
 
 def build_stage1(spec: "PipelineSpec", vocab: Sequence[str]) -> "MagicStage1":
     """Stage-1 model with the gene vocabulary *vocab*; components built in slot order (seed first!)."""
-    from stmm_magic.model import MagicStage1, freeze
+    from stmm_magic.model import MagicStage1
 
     image = build_component(spec, "image")
     gene = build_component(spec, "gene")
@@ -57,8 +56,7 @@ def build_stage1(spec: "PipelineSpec", vocab: Sequence[str]) -> "MagicStage1":
     gene.setup(vocab)
     model = MagicStage1(image, gene, build_component(spec, "contrastive"), build_component(spec, "fusion"),
                         build_component(spec, "matching"))
-    frozen = [getattr(model, name) for name in spec.train.stage1.freeze if getattr(model, name, None) is not None]
-    freeze(frozen)
+    model.freeze_modules(spec.train.stage1.freeze)
     return model
 
 
@@ -159,15 +157,6 @@ def _section_arrays(spec: "PipelineSpec", sections: Sequence["Section"], genes: 
                     "out_px": out_px, "pad_value": spec.tiles.pad_value, "distinct_sizes": sizes}
 
 
-def _stage1_spec_parts(spec: "PipelineSpec") -> dict[str, Any]:
-    d = spec.to_dict()
-    return {"components": {k: d["components"].get(k) for k in STAGE1_SLOTS}, "tiles": d["tiles"],
-            "seed": d["train"]["seed"], "stage1": d["train"]["stage1"], "augment": d["train"]["augment"],
-            "val_fraction": d["train"]["val_fraction"],
-            "genes": {k: d["components"]["decoder"]["params"].get(k)
-                      for k in ("n_targets", "target_rule", "targets", "target_sum", "n_eval_hvg")}}
-
-
 def fit_magic(
     spec: "PipelineSpec",
     data: Sequence[str | Path],
@@ -189,7 +178,8 @@ def fit_magic(
     from stmm_core.seeding import resolve_device, seed_everything
     from stmm_magic.data import train_val_split
     from stmm_magic.model import freeze, load_prefixed
-    from stmm_magic.run_io import META_FILE, SPEC_FILE, load_stage, read_run_spec, save_stage, write_json
+    from stmm_magic.run_io import (META_FILE, SPEC_FILE, STAGE_FILES, load_stage, read_run_spec, save_stage,
+                                   stage1_parts, write_json)
     from stmm_magic.train import train_stage1, train_stage2
 
     log = log or (lambda msg: None)
@@ -208,10 +198,10 @@ def fit_magic(
     prev_meta: dict[str, Any] | None = None
     if stage == 2:
         old_spec, prev_meta = read_run_spec(out_dir)
-        if _stage1_spec_parts(old_spec) != _stage1_spec_parts(spec):
+        if stage1_parts(old_spec) != stage1_parts(spec):
             raise StmmError(f"{out_dir} holds a stage 1 trained with a different spec (components, tiles, seed or "
                             "gene choice differ); run both stages, or use the same --set options as for stage 1")
-        load_stage(out_dir, 1, old_spec)  # exists and belongs to that spec
+        load_stage(out_dir, 1, spec)  # exists and belongs to these stage-1 settings
 
     t0 = time.perf_counter()
     sections = read_sections(data)
@@ -275,15 +265,18 @@ def fit_magic(
         timings["stage1_seconds"] = time.perf_counter() - t0
         meta["history_stage1"] = hist1
         model1 = model1.to("cpu")
+        (out_dir / STAGE_FILES[2]).unlink(missing_ok=True)  # a previous stage 2 belongs to another stage 1
         save_stage(out_dir, 1, model1.saved_state(), spec)
         stage1_state = model1.saved_state()
+        meta["timings"] = {**timings, "wall_seconds": time.perf_counter() - t_start}
+        write_json(out_dir / META_FILE, meta)  # a finished stage 1 is usable even if stage 2 fails
     else:
         stage1_state = load_stage(out_dir, 1, spec)
 
     # ---- stage 2
     if stage in (None, 2):
         meta["sections_stage2"] = [{"name": a.name, "n_spots": a.n, "path": str(p)} for a, p in zip(arrays, data)]
-        seed_everything(seed + 1)
+        seed_everything(seed)  # a stage-2 encoder that is not loaded starts from stage 1's initialisation
         gene_mean = targets[torch.as_tensor(train_idx)].mean(0).numpy()
         model2 = build_stage2(offline_spec_if_needed(spec) if "image" in cfg.stage2.load else spec,
                               genes["targets"], gene_mean)

@@ -39,14 +39,39 @@ def write_json(path: Path, data: Any) -> None:
     _write(path, data)
 
 
+STAGE1_SLOTS = ("image", "gene", "contrastive", "fusion", "matching")
+
+
+def stage1_parts(spec: "PipelineSpec") -> dict[str, Any]:
+    """What determines stage 1: its components, tiles, seed, stage-1 training and the gene choice."""
+    d = spec.to_dict()
+    train = d["train"]
+    return {"components": {k: d["components"].get(k) for k in STAGE1_SLOTS}, "tiles": d["tiles"],
+            "seed": train["seed"], "stage1": train["stage1"], "augment": train["augment"],
+            "val_fraction": train["val_fraction"],
+            "genes": {k: d["components"]["decoder"]["params"].get(k)
+                      for k in ("n_targets", "target_rule", "targets", "target_sum", "n_eval_hvg")}}
+
+
+def stage_hash(spec: "PipelineSpec", stage: int) -> str:
+    """Stage 1: sha256 of :func:`stage1_parts` (a stage-2 change keeps stage 1 valid); stage 2: the spec hash."""
+    import hashlib
+
+    if stage == 2:
+        return spec.hash()
+    blob = json.dumps(stage1_parts(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def save_stage(out_dir: Path, stage: int, state: dict[str, torch.Tensor], spec: "PipelineSpec") -> Path:
-    """Write ``stage{1,2}.safetensors`` atomically with the spec hash in its metadata."""
+    """Write ``stage{1,2}.safetensors`` atomically with the stage's spec hash in its metadata."""
     from safetensors.torch import save_file
 
     path = Path(out_dir) / STAGE_FILES[stage]
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "stage": str(stage), "spec_hash": spec.hash()})
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "stage": str(stage),
+                                           "spec_hash": stage_hash(spec, stage)})
     os.replace(tmp, path)
     return path
 
@@ -65,9 +90,9 @@ def load_stage(run_dir: Path, stage: int, spec: "PipelineSpec") -> dict[str, tor
         meta = fh.metadata() or {}
     if meta.get("format") != FORMAT:
         raise StmmError(f"{path} is not a stmm Magic weights file (format {meta.get('format')!r})")
-    if meta.get("spec_hash") != spec.hash():
-        raise StmmError(f"{path} was written for another spec than {run_dir / SPEC_FILE} (hash mismatch); "
-                        "re-run training into a fresh folder")
+    if meta.get("spec_hash") != stage_hash(spec, stage):
+        raise StmmError(f"{path} was trained with a different spec (stage-{stage} settings differ from "
+                        f"{run_dir / SPEC_FILE}); re-run training into a fresh folder")
     return load_file(str(path))
 
 

@@ -65,7 +65,7 @@ def fit_graph_fusion(
     import torch
 
     from stmm_core.interfaces import GraphContext
-    from stmm_core.pipeline.image_features import encode_section, standardise
+    from stmm_core.pipeline.image_features import encode_section, reduce_image_features
     from stmm_core.progress import progress_bar
     from stmm_core.seeding import seed_everything
 
@@ -93,7 +93,7 @@ def fit_graph_fusion(
             img_enc = _build("image", spec)
             raw, img_info = encode_section(section, img_enc, spec.tiles, device=device, cache=cache,
                                            progress=progress)
-            img_x = standardise(raw)
+            img_x = reduce_image_features(raw, spec.features.image_pca, seed)
             del img_enc
         info["image"] = img_info
         info["image_dim"] = int(img_x.shape[1])
@@ -172,6 +172,12 @@ def fit_graph_fusion(
         with prof.stage("clustering"):
             task = _build("task", spec)
             labels = np.asarray(task.run(embedding, n_domains, seed), dtype=np.int64)
+            if spec.domains.refine_neighbors > 1:
+                from stmm_core.pipeline.refine import refine_labels
+
+                raw_labels = labels
+                labels = refine_labels(section.coords, labels, spec.domains.refine_neighbors)
+                info["refined_spots"] = int((raw_labels != labels).sum())
             extra = getattr(task, "last_info", None)
             if extra:
                 info["task"] = extra

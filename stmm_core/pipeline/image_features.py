@@ -100,3 +100,13 @@ def standardise(x: np.ndarray) -> np.ndarray:
     std = x.std(0, keepdims=True)
     std[std < 1e-8] = 1.0
     return ((x - mean) / std).astype(np.float32)
+
+
+def reduce_image_features(x: np.ndarray, n_components: int | None, seed: int) -> np.ndarray:
+    """z-score per dimension, then (optionally) PCA scores, float32 ``(N, min(k, N, D))``."""
+    z = standardise(x)
+    if n_components is None or n_components >= min(z.shape):
+        return z
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=n_components, random_state=seed).fit_transform(z).astype(np.float32)

@@ -70,13 +70,14 @@ def fit_to_dir(
     from stmm_core.pipeline.graph_fusion import fit_graph_fusion, n_params
     from stmm_core.pipeline.outputs import write_run
     from stmm_core.profiling import current_rss_bytes
-    from stmm_core.seeding import resolve_device
+    from stmm_core.seeding import configure_threads, resolve_device
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise StmmError(f"-o {out_dir} exists and is not a folder")
     dev = resolve_device(device)
+    threads = configure_threads()
     t_read = time.perf_counter()
     section = load_section(data, image=image, scale=scale)
     read_s = time.perf_counter() - t_read
@@ -93,6 +94,7 @@ def fit_to_dir(
         "n_domains": k,
         "seed": spec.train.seed,
         "device": dev,
+        "threads": threads,
         "n_parameters": n_params(result.state_dict),
         "final_loss": result.history[-1] if result.history else None,
         "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
