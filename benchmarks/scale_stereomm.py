@@ -93,7 +93,7 @@ def main() -> None:
                                              "train_peak_rss_above_baseline": tr_exp}
             print(f"{scope}: time ~ N^{t_exp:.2f}, peak memory above baseline ~ N^{m_exp:.2f} "
                   f"(train stage ~ N^{tr_exp:.2f})")
-    print(f"wrote {save('scale_stereomm', summary)}")
+    print(f"wrote {save('scale_stereomm_' + '_'.join(args.scope), summary)}")
 
 
 if __name__ == "__main__":
