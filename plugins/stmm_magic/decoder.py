@@ -46,6 +46,8 @@ class GeneQueryDecoder(nn.Module, Decoder):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, p.depth, norm=nn.LayerNorm(p.dim))
         self.readout = nn.Linear(p.dim, 1)
+        nn.init.zeros_(self.readout.weight)  # start exactly at the per-gene mean predictor (no random offsets)
+        nn.init.zeros_(self.readout.bias)
         self.gene_bias = nn.Parameter(torch.zeros(g))
         if gene_mean is not None:
             with torch.no_grad():

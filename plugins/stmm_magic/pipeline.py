@@ -175,7 +175,7 @@ def fit_magic(
     """
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
-    from stmm_core.seeding import resolve_device, seed_everything
+    from stmm_core.seeding import configure_threads, resolve_device, seed_everything
     from stmm_magic.data import train_val_split
     from stmm_magic.model import freeze, load_prefixed
     from stmm_magic.run_io import (META_FILE, SPEC_FILE, STAGE_FILES, load_stage, read_run_spec, save_stage,
@@ -191,6 +191,7 @@ def fit_magic(
     if out_dir.exists() and not out_dir.is_dir():
         raise StmmError(f"-o {out_dir} exists and is not a folder")
     dev = resolve_device(device)
+    threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
     t_start = time.perf_counter()
     cfg = spec.train
     seed = int(cfg.seed)
@@ -242,7 +243,7 @@ def fit_magic(
     meta: dict[str, Any] = dict(prev_meta or {})
     meta.update({
         "format": "stmm-magic-v1", "stmm_version": __version__, "spec_hash": spec.hash(),
-        "genes": genes, "tiles": tile_info, "device": dev, "seed": seed,
+        "genes": genes, "tiles": tile_info, "device": dev, "threads": threads, "seed": seed,
         "image_model": spec.components["image"].params.get("model"),
     })
     if prev_meta is None:

@@ -54,12 +54,16 @@ def stage1_parts(spec: "PipelineSpec") -> dict[str, Any]:
 
 
 def stage_hash(spec: "PipelineSpec", stage: int) -> str:
-    """Stage 1: sha256 of :func:`stage1_parts` (a stage-2 change keeps stage 1 valid); stage 2: the spec hash."""
+    """sha256 of what determines a stage: :func:`stage1_parts` for stage 1 (a stage-2 change keeps stage 1
+    valid), plus the decoder and the stage-2 training for stage 2. Spec fields unrelated to Magic (added for
+    other pipelines) never invalidate a run folder."""
     import hashlib
 
+    parts: dict[str, Any] = {"stage1": stage1_parts(spec)}
     if stage == 2:
-        return spec.hash()
-    blob = json.dumps(stage1_parts(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        d = spec.to_dict()
+        parts.update(decoder=d["components"].get("decoder"), stage2=d["train"]["stage2"])
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
