@@ -1,0 +1,17 @@
+"""Registers the baseline components (metadata only; torch is imported on first use)."""
+
+from __future__ import annotations
+
+from stmm_baselines.params import IdentityGraphParams, ImageOnlyFusionParams
+from stmm_core import hookimpl
+from stmm_core.catalogue import ComponentInfo
+
+
+@hookimpl
+def stmm_components():
+    return [
+        ComponentInfo("identity", "graph_model", "stmm_baselines.identity:IdentityGraphModel", IdentityGraphParams,
+                      "no graph model: the fused features are the embedding (baselines)"),
+        ComponentInfo("image-only", "fusion", "stmm_baselines.identity:ImageOnlyFusion", ImageOnlyFusionParams,
+                      "the image features alone, gene features ignored (image-only baseline)"),
+    ]

@@ -1,0 +1,1 @@
+"""`stmm benchmark`: pipelines against baselines on registered datasets (suites, results, reports, plots)."""
