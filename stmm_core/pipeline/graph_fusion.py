@@ -3,7 +3,8 @@
 section → gene features (N, D_g) ┐
         → image features (N, D_i) ├→ fusion (trainable) → graph model (VGAE) → embedding μ (N, L) → task
         → spatial graph (2, E)   ┘
-Fusion and graph model are trained jointly, full batch, float32.
+Fusion and graph model are trained jointly, full batch or over spatial partitions with an exact halo
+(``train.batch``, :mod:`stmm_core.pipeline.minibatch`), float32.
 """
 
 from __future__ import annotations
@@ -119,51 +120,58 @@ def fit_graph_fusion(
         opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
         history: list[dict[str, float]] = []
 
-        def step(epoch: int) -> dict[str, float]:
-            fusion.train()
-            model.train()
-            opt.zero_grad(set_to_none=True)
-            out = model(fusion(t_img, t_gene, ctx), ctx)
-            terms = model.loss(out, target)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise StmmError(
-                    f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
-                    f"(now {spec.train.lr}) with --set train.lr=…"
-                )
-            loss.backward()
-            if spec.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip)
-            opt.step()
-            return {"epoch": epoch, **{k: float(v.detach()) for k, v in terms.items()}}
+        embedding = None
+        if spec.train.batch != "full":  # spatial partitions with an exact halo when full batch does not fit
+            from stmm_core.pipeline.minibatch import fit_partitioned
 
-        total = spec.train.epochs + spec.train.dec_epochs
-        with progress_bar(total=total, desc="train", unit="epoch", enabled=progress) as bar:
-            for epoch in range(spec.train.epochs):
-                history.append(step(epoch))
-                bar.update(1)
-                if epoch % 20 == 0:
-                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            if spec.train.dec_epochs:
-                if not getattr(model.params, "dec", False) or not hasattr(model, "start_refinement"):
-                    raise StmmError("train.dec_epochs > 0 needs a graph model with dec=true (--set graph.dec=true)")
-                if n_domains is None:
-                    raise StmmError("DEC refinement needs the number of domains: pass --n-domains K")
-                mu = _embed(fusion, model, t_img, t_gene, ctx)
-                centres = model.start_refinement(mu, n_domains, seed)
-                opt.add_param_group({"params": [centres], "weight_decay": 0.0})
-                params.append(centres)
-                interval = int(getattr(model.params, "dec_update_interval", 10))
-                tol = float(getattr(model.params, "dec_tol", 1e-3))
-                for i in range(spec.train.dec_epochs):
-                    if i % interval == 0:
-                        changed = model.update_target(_embed(fusion, model, t_img, t_gene, ctx))
-                        if i > 0 and changed < tol:
-                            info["dec_stopped_at"] = i
-                            break
-                    history.append(step(spec.train.epochs + i))
+            embedding, history = fit_partitioned(spec, section, graph, fusion, model, t_img, t_gene, target, opt,
+                                                 params, info, progress=progress)
+        if embedding is None:
+            def step(epoch: int) -> dict[str, float]:
+                fusion.train()
+                model.train()
+                opt.zero_grad(set_to_none=True)
+                out = model(fusion(t_img, t_gene, ctx), ctx)
+                terms = model.loss(out, target)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise StmmError(
+                        f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
+                        f"(now {spec.train.lr}) with --set train.lr=…"
+                    )
+                loss.backward()
+                if spec.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip)
+                opt.step()
+                return {"epoch": epoch, **{k: float(v.detach()) for k, v in terms.items()}}
+
+            total = spec.train.epochs + spec.train.dec_epochs
+            with progress_bar(total=total, desc="train", unit="epoch", enabled=progress) as bar:
+                for epoch in range(spec.train.epochs):
+                    history.append(step(epoch))
                     bar.update(1)
-        embedding = _embed(fusion, model, t_img, t_gene, ctx).cpu().numpy().astype(np.float32)
+                    if epoch % 20 == 0:
+                        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+                if spec.train.dec_epochs:
+                    if not getattr(model.params, "dec", False) or not hasattr(model, "start_refinement"):
+                        raise StmmError("train.dec_epochs > 0 needs a graph model with dec=true (--set graph.dec=true)")
+                    if n_domains is None:
+                        raise StmmError("DEC refinement needs the number of domains: pass --n-domains K")
+                    mu = _embed(fusion, model, t_img, t_gene, ctx)
+                    centres = model.start_refinement(mu, n_domains, seed)
+                    opt.add_param_group({"params": [centres], "weight_decay": 0.0})
+                    params.append(centres)
+                    interval = int(getattr(model.params, "dec_update_interval", 10))
+                    tol = float(getattr(model.params, "dec_tol", 1e-3))
+                    for i in range(spec.train.dec_epochs):
+                        if i % interval == 0:
+                            changed = model.update_target(_embed(fusion, model, t_img, t_gene, ctx))
+                            if i > 0 and changed < tol:
+                                info["dec_stopped_at"] = i
+                                break
+                        history.append(step(spec.train.epochs + i))
+                        bar.update(1)
+            embedding = _embed(fusion, model, t_img, t_gene, ctx).cpu().numpy().astype(np.float32)
     if not np.isfinite(embedding).all():
         raise StmmError("the embedding contains NaN/inf; lower train.lr or check the input features")
 
