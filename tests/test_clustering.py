@@ -112,3 +112,22 @@ def test_relabel_by_size():
     labels = np.array([7, 7, 2, 2, 2, 9])
     np.testing.assert_array_equal(relabel_by_size(labels), [1, 1, 0, 0, 0, 2])
     np.testing.assert_array_equal(relabel_by_size(np.array([3, 1])), [1, 0])  # tie: smaller label first
+
+
+def test_subsample_fit_assigns_every_spot_and_agrees_with_full_fit():
+    from sklearn.metrics import adjusted_rand_score
+
+    from stmm_tasks.clustering import GMMClustering, KMeansClustering, LeidenClustering
+    from stmm_tasks.params import GMMParams, KMeansParams, LeidenParams
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=6.0, size=(4, 8))
+    truth = rng.integers(0, 4, size=3000)
+    x = (centres[truth] + rng.normal(size=(3000, 8))).astype(np.float32)
+    for task, full in ((GMMClustering(GMMParams(max_fit=400, pca=None)), GMMClustering(GMMParams(pca=None))),
+                       (KMeansClustering(KMeansParams(max_fit=400)), KMeansClustering(KMeansParams())),
+                       (LeidenClustering(LeidenParams(max_fit=500)), LeidenClustering(LeidenParams()))):
+        sub = task.run(x, 4, seed=0)
+        assert sub.shape == (3000,) and task.last_info["fitted_on"] <= 500
+        assert adjusted_rand_score(truth, sub) > 0.95
+        assert adjusted_rand_score(full.run(x, 4, seed=0), sub) > 0.95

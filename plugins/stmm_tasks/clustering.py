@@ -11,6 +11,10 @@
 All return int64 labels ``(N,)`` in ``[0, K')`` numbered by decreasing cluster size (``K' ≤ K`` when a
 component ends up empty), deterministic for a given ``seed``. ``last_info`` holds diagnostics of the last
 run (and ``"warning"`` when something was not as asked).
+
+At scale (``max_fit``): GMM and k-means fit on a seeded random subsample and assign every spot with the
+fitted model; Leiden runs on a subsample's kNN graph and every spot takes the majority label of its nearest
+subsampled spots, so memory stays O(max_fit · n_neighbors) however many bins the section has.
 """
 
 from __future__ import annotations
@@ -62,6 +66,46 @@ def _pca(x: np.ndarray, n_components: int | None, seed: int) -> tuple[np.ndarray
     return PCA(n_components=n_components, random_state=seed).fit_transform(x), n_components
 
 
+def subsample_rows(n: int, max_fit: int | None, seed: int) -> np.ndarray | None:
+    """Sorted random row ids (at most ``max_fit``, seeded) to fit on, or None when all rows are used."""
+    if max_fit is None or n <= max_fit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(max_fit), replace=False))
+
+
+def _pca_fit_transform(x: np.ndarray, fit_rows: np.ndarray | None, n_components: int | None,
+                       seed: int) -> tuple[np.ndarray, int | None]:
+    """PCA fitted on ``x[fit_rows]`` (all rows if None) and applied to all rows; unchanged if it would not reduce."""
+    if fit_rows is None:
+        return _pca(x, n_components, seed)
+    if n_components is None or n_components >= min(len(fit_rows), x.shape[1]):
+        return x, None
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=n_components, random_state=seed).fit(x[fit_rows]).transform(x), n_components
+
+
+def vote_labels(x_fit: np.ndarray, labels_fit: np.ndarray, x: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """Majority label of each row of ``x`` among its ``k`` nearest rows of ``x_fit`` (ties: nearest first).
+
+    Memory O(chunk · k); the kNN index is over ``x_fit`` only.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k = max(1, min(k, len(x_fit)))
+    nn = NearestNeighbors(n_neighbors=k).fit(x_fit)
+    n_lab = int(labels_fit.max()) + 1
+    out = np.empty(len(x), dtype=np.int64)
+    for start in range(0, len(x), chunk):
+        idx = nn.kneighbors(x[start:start + chunk], return_distance=False)
+        lab = labels_fit[idx]  # (c, k), nearest first
+        votes = np.zeros((len(lab), n_lab), dtype=np.float64)
+        np.add.at(votes, (np.repeat(np.arange(len(lab)), k), lab.reshape(-1)), 1.0)
+        votes[np.arange(len(lab)), lab[:, 0]] += 0.5  # the nearest neighbour breaks ties
+        out[start:start + chunk] = votes.argmax(1)
+    return out
+
+
 class GMMClustering(Task):
     """PCA (``pca`` components) → ``GaussianMixture(K, covariance, n_init, max_iter, random_state=seed)``."""
 
@@ -78,7 +122,9 @@ class GMMClustering(Task):
 
         p = self.params
         x = _prepare(embedding, n_domains)
-        x, used_pca = _pca(x, p.pca, seed)
+        fit_rows = subsample_rows(len(x), p.max_fit, seed)
+        x, used_pca = _pca_fit_transform(x, fit_rows, p.pca, seed)
+        x_fit = x if fit_rows is None else x[fit_rows]
         gmm = GaussianMixture(
             n_components=int(n_domains),
             covariance_type=p.covariance,
@@ -89,10 +135,11 @@ class GMMClustering(Task):
         )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            labels = gmm.fit(x).predict(x)
+            labels = gmm.fit(x_fit).predict(x)
         labels = relabel_by_size(labels)
         info: dict[str, Any] = {
             "pca": used_pca,
+            "fitted_on": len(x_fit),
             "converged": bool(gmm.converged_),
             "n_iter": int(gmm.n_iter_),
             "lower_bound": float(gmm.lower_bound_),
@@ -120,10 +167,13 @@ class KMeansClustering(Task):
         from sklearn.cluster import KMeans
 
         x = _prepare(embedding, n_domains)
-        x, used_pca = _pca(x, self.params.pca, seed)
-        km = KMeans(n_clusters=int(n_domains), n_init=self.params.n_init, random_state=seed).fit(x)
-        labels = relabel_by_size(km.labels_)
-        self.last_info = {"pca": used_pca, "inertia": float(km.inertia_), "n_found": int(labels.max() + 1)}
+        fit_rows = subsample_rows(len(x), self.params.max_fit, seed)
+        x, used_pca = _pca_fit_transform(x, fit_rows, self.params.pca, seed)
+        x_fit = x if fit_rows is None else x[fit_rows]
+        km = KMeans(n_clusters=int(n_domains), n_init=self.params.n_init, random_state=seed).fit(x_fit)
+        labels = relabel_by_size(km.labels_ if fit_rows is None else km.predict(x))
+        self.last_info = {"pca": used_pca, "inertia": float(km.inertia_), "n_found": int(labels.max() + 1),
+                          "fitted_on": len(x_fit)}
         return labels
 
 
@@ -166,7 +216,9 @@ class LeidenClustering(Task):
         import leidenalg
 
         p = self.params
-        x = _prepare(embedding, n_domains)
+        x_all = _prepare(embedding, n_domains)
+        fit_rows = subsample_rows(len(x_all), p.max_fit, seed)
+        x = x_all if fit_rows is None else x_all[fit_rows]
         k_target = int(n_domains)
         graph = self.knn_graph(x, p.n_neighbors)
         tried: dict[float, np.ndarray] = {}
@@ -215,9 +267,13 @@ class LeidenClustering(Task):
                         break
         if found is None:  # closest count; ties go to the smaller resolution
             found = min(tried, key=lambda r: (abs(int(tried[r].max() + 1) - k_target), r))
-        labels = relabel_by_size(tried[found])
+        labels = tried[found]
+        if fit_rows is not None:
+            labels = vote_labels(x, labels, x_all, p.n_neighbors)
+        labels = relabel_by_size(labels)
         n_found = int(labels.max() + 1)
         info: dict[str, Any] = {
+            "fitted_on": len(x),
             "resolution": float(found),
             "n_found": n_found,
             "evaluations": len(tried),

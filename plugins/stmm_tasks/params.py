@@ -18,6 +18,10 @@ class GMMParams(BaseModel):
     )
     n_init: int = Field(3, ge=1, le=100, description="EM restarts (the best likelihood is kept)")
     max_iter: int = Field(300, ge=1, le=100_000, description="EM iterations per restart")
+    max_fit: int | None = Field(
+        200_000, ge=100, description="fit PCA + mixture on a random subsample of at most this many spots, then "
+        "assign every spot (bounds time and memory at millions of bins); None = fit on all"
+    )
 
 
 class LeidenParams(BaseModel):
@@ -29,6 +33,11 @@ class LeidenParams(BaseModel):
     resolution_min: float = Field(0.05, gt=0.0, le=1000.0, description="lower end of the resolution search")
     resolution_max: float = Field(2.5, gt=0.0, le=1000.0, description="upper end (extended if too low)")
     max_steps: int = Field(30, ge=1, le=200, description="bisection steps of the resolution search")
+    max_fit: int | None = Field(
+        50_000, ge=100, description="run Leiden on a random subsample of at most this many spots and give every "
+        "other spot the majority label of its n_neighbors nearest subsampled spots (memory O(max_fit · k)); "
+        "None = all spots"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "LeidenParams":
@@ -44,3 +53,7 @@ class KMeansParams(BaseModel):
 
     n_init: int = Field(10, ge=1, le=1000, description="k-means restarts")
     pca: int | None = Field(None, ge=1, le=4096, description="PCA components taken first; None = no PCA")
+    max_fit: int | None = Field(
+        200_000, ge=100, description="fit on a random subsample of at most this many spots, then assign every "
+        "spot to its nearest centre; None = fit on all"
+    )
