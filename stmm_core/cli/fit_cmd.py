@@ -85,7 +85,8 @@ def _gather(data: list[Path], more: list[Path] | None) -> list[Path]:
 
 
 def fit(
-    spec_path: Path = typer.Argument(..., metavar="SPEC", help="Spec JSON written by 'stmm compose'."),
+    spec_path: Path = typer.Argument(..., metavar="SPEC", help="Spec JSON written by 'stmm compose', a saved "
+                                     "pipeline folder, or hf:org/name@rev (its spec)."),
     more: Optional[list[Path]] = MORE,
     data: list[Path] = DATA,
     output: Path = OUT,
@@ -101,9 +102,17 @@ def fit(
     stage: Optional[int] = STAGE,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
+    from stmm_core.hub.settings import looks_like_hub_ref
     from stmm_core.spec import load_spec
 
-    spec = load_spec(spec_path)
+    if looks_like_hub_ref(str(spec_path)) or (spec_path.is_dir() and (spec_path / "manifest.json").is_file()):
+        from stmm_core.cli.hub_cmd import resolve_pipeline
+
+        loaded, source, seconds = resolve_pipeline(str(spec_path))  # verified; its spec is re-fitted here
+        typer.echo(f"spec from {source} ({seconds:.3f} s)", err=True)
+        spec = loaded.spec
+    else:
+        spec = load_spec(spec_path)
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
