@@ -61,8 +61,13 @@ def fit_graph_fusion(
     device: str = "cpu",
     cache: Any | None = None,
     progress: bool = True,
+    image_features: np.ndarray | None = None,
 ) -> FitResult:
-    """Fit the pipeline on one section and return the embedding, the domains and the trained weights."""
+    """Fit the pipeline on one section and return the embedding, the domains and the trained weights.
+
+    ``image_features`` ``(N, D)``: precomputed per-spot image features (e.g. from a data-parallel encoding run
+    or an earlier fit); they replace the spec's image encoder and go through the same z-score + PCA.
+    """
     import torch
 
     from stmm_core.interfaces import GraphContext
@@ -83,7 +88,15 @@ def fit_graph_fusion(
     info["gene_dim"] = int(gene_x.shape[1])
 
     img_x = None
-    if spec.components.get("image") is not None:
+    if image_features is not None:
+        feats = np.asarray(image_features)
+        if feats.ndim != 2 or feats.shape[0] != section.n_spots:
+            raise StmmError(f"image_features must be ({section.n_spots}, D), got {feats.shape}")
+        with prof.stage("image features"):
+            img_x = reduce_image_features(feats, spec.features.image_pca, seed)
+        info["image"] = {"encoder": "precomputed", "cached": True, "input_px": None}
+        info["image_dim"] = int(img_x.shape[1])
+    elif spec.components.get("image") is not None:
         if section.image is None:
             raise StmmError(
                 f"the spec has an image encoder but section {section.name!r} has no image: give the image "
