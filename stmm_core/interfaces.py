@@ -153,6 +153,12 @@ class GraphModelOutput:
     mu: "torch.Tensor"  # (N, L)
     logvar: "torch.Tensor"  # (N, L)
     recon: "torch.Tensor"  # (N, D_t)
+    embedding: "torch.Tensor | None" = None  # what the pipeline clusters; None = mu
+    logits: "torch.Tensor | None" = None  # model-specific training scores (e.g. contrastive discriminators)
+
+    def clustered(self) -> "torch.Tensor":
+        """The embedding the pipeline returns and clusters: ``embedding`` if the model set one, else ``mu``."""
+        return self.mu if self.embedding is None else self.embedding
 
 
 class GraphModel(Component):

@@ -64,3 +64,27 @@ class VGAEParams(BaseModel):
         if any(h < 1 or h > 65536 for h in v):
             raise ValueError("hidden widths must be between 1 and 65536")
         return v
+
+
+class ContrastiveGAEParams(BaseModel):
+    """Graph autoencoder trained with feature reconstruction plus a DGI-style local contrastive loss
+    (the GraphST family: Long et al., Nat. Commun. 2023; defaults are GraphST's published ones)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conv: Literal["gcn", "gat", "sage"] = Field("gcn", description="graph layer family")
+    latent: int = Field(64, ge=1, le=4096, description="latent width L of the one-layer graph encoder")
+    recon_weight: float = Field(10.0, ge=0.0, le=1e4, description="weight of the feature-reconstruction MSE")
+    contrastive_weight: float = Field(
+        1.0, ge=0.0, le=1e4,
+        description="weight of the contrastive loss (each spot vs its neighbourhood summary, against "
+        "row-shuffled features), summed over both directions",
+    )
+    corruption: Literal["per_epoch", "fixed"] = Field(
+        "per_epoch", description="reshuffle the negative features every step, or draw one permutation once"
+    )
+    embedding: Literal["reconstruction", "latent"] = Field(
+        "reconstruction",
+        description="what the pipeline clusters: the graph-smoothed reconstruction (GraphST) or the latent code",
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the input features")

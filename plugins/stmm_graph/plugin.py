@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stmm_core import hookimpl
 from stmm_core.catalogue import ComponentInfo
-from stmm_graph.params import KnnGraphParams, RadiusGraphParams, VGAEParams
+from stmm_graph.params import ContrastiveGAEParams, KnnGraphParams, RadiusGraphParams, VGAEParams
 
 
 @hookimpl
@@ -16,4 +16,7 @@ def stmm_components():
                       "k nearest neighbours, symmetrised"),
         ComponentInfo("vgae", "graph_model", "stmm_graph.vgae:VGAE", VGAEParams,
                       "variational graph autoencoder (GCN/GAT/SAGE), feature decoder, optional DEC"),
+        ComponentInfo("contrastive-gae", "graph_model", "stmm_graph.contrastive_gae:ContrastiveGAE",
+                      ContrastiveGAEParams,
+                      "graph autoencoder + DGI-style neighbourhood contrastive loss (GraphST family)"),
     ]

@@ -1,0 +1,143 @@
+"""Graph autoencoder with a DGI-style local contrastive loss (the GraphST family).
+
+Model (Long et al., *Nat. Commun.* 14, 1155 (2023), fixed and generalised to any stmm fusion input)::
+
+    h   = Â (x W_enc)                      (N, L)   graph encoder (one layer, linear)
+    x̂   = Â (h W_dec)                      (N, D_t) graph decoder, linear output → reconstruction
+    e   = ReLU(h)                                    spot representation
+    s_i = σ(normalise(mean_{j ∈ N(i) ∪ {i}} e_j))    neighbourhood summary of spot i
+    x̃   = x[π]                                       corrupted features (rows shuffled)
+    loss = recon_weight · MSE(x̂, target) + contrastive_weight · (BCE(D(s, e) = 1, D(s, ẽ) = 0)
+                                                               + BCE(D(s̃, ẽ) = 1, D(s̃, e) = 0))
+
+with ``D(s, e) = eᵀ W s + b`` a bilinear discriminator. The clustered embedding is the reconstruction
+``x̂`` (as GraphST) or the latent code ``h`` (``embedding="latent"``). In eval mode no corruption is computed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stmm_core.errors import DataError
+from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput
+
+from .layers import make_conv
+from .params import ContrastiveGAEParams
+
+
+def neighbourhood_mean(e: Tensor, ctx: GraphContext) -> Tensor:
+    """Mean of ``e`` ``(N, L)`` over each node's neighbours and itself → ``(N, L)`` (O(E·L), no N×N)."""
+    src, dst = ctx.edge_index[0].to(e.device), ctx.edge_index[1].to(e.device)
+    total = e.clone().index_add_(0, dst, e[src])
+    count = torch.ones(e.shape[0], device=e.device, dtype=e.dtype).index_add_(
+        0, dst, torch.ones_like(dst, dtype=e.dtype)
+    )
+    return total / count.unsqueeze(1)
+
+
+class ContrastiveGAE(nn.Module, GraphModel):
+    """``x`` ``(N, D_in)`` on a spatial graph → latent ``h`` ``(N, L)`` and reconstruction ``(N, D_t)``.
+
+    ``loss(out, target)`` → ``{"recon", "contrastive", "loss"}``. The :class:`GraphModelOutput` carries
+    ``mu = z = h``, ``logvar = 0`` (deterministic encoder) and ``embedding`` = what the pipeline clusters.
+    """
+
+    shapes = {"x": "(N, D_in)", "z": "(N, L)", "recon": "(N, D_target)"}
+
+    def __init__(self, params: ContrastiveGAEParams) -> None:
+        nn.Module.__init__(self)
+        GraphModel.__init__(self, params)
+        self.latent_dim = params.latent
+        self.d_in = 0
+        self.d_target = 0
+        self._perm: Tensor | None = None
+        self._ready = False
+
+    def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
+        """Create the encoder, decoder and discriminator for input width ``d_in`` and target ``d_target``."""
+        p = self.params
+        if d_in < 1 or d_target < 1:
+            raise DataError(f"the graph model needs positive widths, got d_in={d_in}, d_target={d_target}")
+        self.d_in, self.d_target = d_in, d_target
+        self.encoder = make_conv(p.conv, d_in, p.latent)
+        self.decoder = make_conv(p.conv, p.latent, d_target)
+        self.discriminator = nn.Bilinear(p.latent, p.latent, 1)
+        nn.init.xavier_uniform_(self.discriminator.weight)
+        nn.init.zeros_(self.discriminator.bias)
+        self.drop = nn.Dropout(p.dropout)
+        self._ready = True
+
+    def _check(self, x: Tensor, ctx: GraphContext) -> Tensor:
+        if not self._ready:
+            raise RuntimeError("ContrastiveGAE.setup(d_in, d_target, n_nodes) must be called before forward")
+        if x.ndim != 2 or x.shape[1] != self.d_in:
+            raise DataError(f"graph model input must be (N, {self.d_in}), got {tuple(x.shape)}")
+        if ctx.n_nodes != x.shape[0]:
+            raise DataError(f"the graph has {ctx.n_nodes} nodes but the features have {x.shape[0]} rows")
+        return x if x.dtype == torch.float32 else x.float()
+
+    def encode(self, x: Tensor, ctx: GraphContext) -> Tensor:
+        """``x`` ``(N, D_in)`` → latent ``h`` ``(N, L)``."""
+        return self.encoder(self.drop(self._check(x, ctx)), ctx)
+
+    def _summary(self, e: Tensor, ctx: GraphContext) -> Tensor:
+        return torch.sigmoid(F.normalize(neighbourhood_mean(e, ctx), p=2, dim=1))
+
+    def _permutation(self, n: int, device: torch.device) -> Tensor:
+        if self.params.corruption == "fixed":
+            if self._perm is None or self._perm.numel() != n:
+                self._perm = torch.randperm(n, device=device)
+            return self._perm.to(device)
+        return torch.randperm(n, device=device)
+
+    def forward(self, x: Tensor, ctx: GraphContext) -> GraphModelOutput:
+        """Encode, decode and (training mode only) score spots against neighbourhood summaries."""
+        h = self.encode(x, ctx)
+        recon = self.decoder(h, ctx)
+        out = GraphModelOutput(z=h, mu=h, logvar=torch.zeros_like(h), recon=recon)
+        out.embedding = recon if self.params.embedding == "reconstruction" else h
+        if self.training and self.params.contrastive_weight > 0:
+            xc = x[self._permutation(x.shape[0], x.device)]
+            hc = self.encoder(self.drop(xc.float()), ctx)
+            e, ec = F.relu(h), F.relu(hc)
+            s, sc = self._summary(e, ctx), self._summary(ec, ctx)
+            # positive = real spot vs its own neighbourhood summary; negative = shuffled spot vs it
+            out.logits = torch.cat([self.discriminator(e, s), self.discriminator(ec, s),
+                                    self.discriminator(ec, sc), self.discriminator(e, sc)], dim=1)
+        return out
+
+    def embed(self, x: Tensor, ctx: GraphContext) -> Tensor:
+        """The clustered embedding (reconstruction or latent), eval mode, under ``inference_mode``."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                out = self.forward(x, ctx)
+        finally:
+            self.train(was_training)
+        return out.embedding
+
+    def loss(self, out: GraphModelOutput, target: Tensor) -> dict[str, Tensor]:
+        """``recon_weight·MSE + contrastive_weight·(BCE_1 + BCE_2)``; the contrastive term only in training."""
+        p = self.params
+        if target.shape != out.recon.shape:
+            raise DataError(
+                f"reconstruction target has shape {tuple(target.shape)}, expected {tuple(out.recon.shape)}"
+            )
+        recon = F.mse_loss(out.recon, target.to(out.recon.dtype))
+        terms: dict[str, Tensor] = {"recon": recon}
+        total = p.recon_weight * recon
+        logits = getattr(out, "logits", None)
+        if logits is not None:
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1.0
+            labels[:, 2] = 1.0
+            # mean over spots of each direction's two-column BCE, summed over the two directions
+            bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+            contrastive = bce[:, :2].mean() + bce[:, 2:].mean()
+            terms["contrastive"] = contrastive
+            total = total + p.contrastive_weight * contrastive
+        terms["loss"] = total
+        return terms
