@@ -212,13 +212,13 @@ def fit_graph_fusion(
 
 
 def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":
-    """Posterior mean μ under eval mode (no sampling, no dropout)."""
+    """The model's clustered embedding (VGAE: posterior mean μ) in eval mode (no sampling, no dropout)."""
     import torch
 
     fusion.eval()
     model.eval()
     with torch.inference_mode():
-        return model(fusion(t_img, t_gene, ctx), ctx).mu.clone()
+        return model(fusion(t_img, t_gene, ctx), ctx).clustered().clone()
 
 
 def n_params(state: dict[str, Any]) -> int:
