@@ -27,6 +27,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet)
+    if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
+        return
     for line in summary_lines(metrics, output):
         typer.echo(line)
 
@@ -46,6 +48,32 @@ SCALE = typer.Option(None, "--scale", help="Full-resolution px → --image px sc
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
+NPROC = typer.Option(1, "--nproc", min=1, help="Processes (torchrun, data parallel: image encoding sharded, "
+                                                "training over spatial partitions; gloo on CPU, NCCL on GPU).")
+
+
+def _relaunch(nproc: int) -> None:
+    """With ``--nproc N > 1`` outside torchrun: re-run this command under torchrun in N processes and exit."""
+    import os
+    import subprocess
+    import sys
+
+    from stmm_core.distributed.context import launch_command
+
+    if nproc <= 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        argv.append(a)
+    raise typer.Exit(subprocess.run(launch_command(nproc, argv)).returncode)
 
 
 def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels) -> None:
@@ -134,10 +162,12 @@ def run(
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
+    nproc: int = NPROC,
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
 
+    _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
             stage)

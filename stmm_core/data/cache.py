@@ -81,11 +81,12 @@ class FeatureCache:
             raise ValueError(f"not a cache key: {key!r}")
         return self.root / "features" / key[:2] / f"{key}.npy"
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The stored array, or None when absent or unreadable (a corrupt entry is removed)."""
+    def get(self, key: str, mmap: bool = False) -> np.ndarray | None:
+        """The stored array (memory-mapped read-only with ``mmap``), or None when absent or unreadable (a
+        corrupt entry is removed)."""
         p = self.path(key)
         try:
-            return np.load(p, allow_pickle=False)
+            return np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError):
@@ -105,6 +106,25 @@ class FeatureCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return p
+
+    def create(self, key: str, shape: tuple[int, ...], dtype: Any = np.float32) -> tuple[np.ndarray, Callable[[], Path]]:
+        """A writable memory-mapped ``.npy`` for *key* and a ``commit()`` that publishes it atomically.
+
+        Features of millions of spots are written straight to disk as they are computed; until ``commit()`` the
+        entry is a temporary file that :meth:`get` never sees (a caller that gives up unlinks ``arr.filename``).
+        """
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npy.tmp", dir=p.parent)
+        os.close(fd)
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+
+        def commit() -> Path:
+            arr.flush()
+            os.replace(tmp, p)
+            return p
+
+        return arr, commit
 
     def get_or_compute(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """``get(key)``, else ``compute()`` then ``put`` (the computed array is returned)."""

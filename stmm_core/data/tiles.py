@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -95,40 +95,53 @@ def tile_geometry(
     return TileGeometry(tile_fullres_px=size, tile_image_px=size * scale, out_px=out, image_scale=scale)
 
 
-def iter_tiles(
-    section: "Section", tile_fullres_px: float, out_px: int, batch_size: int = 64, pad_value: int = 255
-) -> Iterator[np.ndarray]:
-    """Yield ``uint8 (B, 3, out_px, out_px)`` batches of spot-centred tiles in ``obs`` order.
+def tile_boxes(coords: np.ndarray, scale: float, tile_fullres_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Integer regions and sub-pixel offsets of spot-centred tiles: ``(x0y0, x1y1, box_lo, side_px)``.
 
     The tile of a spot at image position (cx, cy) covers ``[cx - s/2, cx + s/2) × [cy - s/2, cy + s/2)`` with
-    ``s = tile_fullres_px * image_scale``; the enclosing integer region is read (padded at borders) and the
-    exact sub-pixel box is resized with Pillow (bilinear, antialiased when shrinking).
+    ``s = tile_fullres_px * scale``; ``x0y0``/``x1y1`` int64 ``(N, 2)`` enclose it, ``box_lo`` float ``(N, 2)`` is
+    the tile's offset inside that region.
+    """
+    s = float(tile_fullres_px) * float(scale)
+    if not (np.isfinite(s) and s > 0):
+        raise DataError(f"tile size {tile_fullres_px!r} must be a positive number of full-resolution pixels")
+    lo = np.asarray(coords, dtype=np.float64) * float(scale) - s / 2.0
+    x0y0 = np.floor(lo).astype(np.int64)
+    x1y1 = np.maximum(np.ceil(lo + s).astype(np.int64), x0y0 + 1)
+    return x0y0, x1y1, lo - x0y0, s
+
+
+def read_tiles(image: Any, x0y0: np.ndarray, x1y1: np.ndarray, box_lo: np.ndarray, side_px: float, out_px: int,
+               pad_value: int = 255) -> np.ndarray:
+    """``uint8 (B, 3, out_px, out_px)`` tiles for the regions given by :func:`tile_boxes` (rows of one batch).
+
+    Each region is read from ``image`` (an :class:`~stmm_core.data.image.ImageSource`, padded at borders) and
+    the exact sub-pixel box is resized with Pillow (bilinear, antialiased when shrinking).
     """
     from PIL import Image
 
-    scale = _require_image(section)
-    img = section.image
-    s = float(tile_fullres_px) * scale
-    if not (np.isfinite(s) and s > 0):
-        raise DataError(f"tile size {tile_fullres_px!r} must be a positive number of full-resolution pixels")
-    out_px, batch_size = int(out_px), max(int(batch_size), 1)
-    centres = np.asarray(section.coords, dtype=np.float64) * scale
-    lo = centres - s / 2.0
-    x0y0 = np.floor(lo).astype(np.int64)
-    x1y1 = np.maximum(np.ceil(lo + s).astype(np.int64), x0y0 + 1)
-    box_lo = lo - x0y0  # sub-pixel offset of the tile inside its integer region
-    n = len(centres)
+    out_px = int(out_px)
+    batch = np.empty((len(x0y0), out_px, out_px, 3), dtype=np.uint8)
     resample = Image.Resampling.BILINEAR
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        batch = np.empty((stop - start, out_px, out_px, 3), dtype=np.uint8)
-        for j, i in enumerate(range(start, stop)):
-            (x0, y0), (x1, y1) = x0y0[i], x1y1[i]
-            region = img.read_region(x0, y0, x1, y1, pad_value=pad_value)
-            bx, by = box_lo[i]
-            box = (bx, by, min(bx + s, x1 - x0), min(by + s, y1 - y0))
-            batch[j] = np.asarray(Image.fromarray(region).resize((out_px, out_px), resample, box=box))
-        yield np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    for j in range(len(x0y0)):
+        (x0, y0), (x1, y1) = x0y0[j], x1y1[j]
+        region = image.read_region(int(x0), int(y0), int(x1), int(y1), pad_value=pad_value)
+        bx, by = box_lo[j]
+        box = (bx, by, min(bx + side_px, x1 - x0), min(by + side_px, y1 - y0))
+        batch[j] = np.asarray(Image.fromarray(region).resize((out_px, out_px), resample, box=box))
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def iter_tiles(
+    section: "Section", tile_fullres_px: float, out_px: int, batch_size: int = 64, pad_value: int = 255
+) -> Iterator[np.ndarray]:
+    """Yield ``uint8 (B, 3, out_px, out_px)`` batches of spot-centred tiles in ``obs`` order (see :func:`read_tiles`)."""
+    scale = _require_image(section)
+    x0y0, x1y1, box_lo, s = tile_boxes(section.coords, scale, tile_fullres_px)
+    batch_size = max(int(batch_size), 1)
+    for start in range(0, len(x0y0), batch_size):
+        sl = slice(start, start + batch_size)
+        yield read_tiles(section.image, x0y0[sl], x1y1[sl], box_lo[sl], s, out_px, pad_value)
 
 
 def extract_tiles(

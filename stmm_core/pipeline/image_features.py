@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,26 +71,45 @@ def encode_section(
             tiles.pad_value,
             encoder.identity(),
         )
-        hit = cache.get(key)
+        hit = cache.get(key, mmap=True)
         if hit is not None and hit.shape[0] == section.n_spots:
             info["cached"] = True
             return hit.astype(np.float32, copy=False), info
+    from stmm_core.data.tile_loader import tile_batches
+    from stmm_core.distributed import context as dist_ctx
+
     encoder.to(device)
     batch = int(getattr(encoder.params, "batch_size", 64))
-    feats = np.empty((section.n_spots, encoder.out_dim), dtype=np.float32)
-    row = 0
-    with progress_bar(total=section.n_spots, desc="image features", unit="tile", enabled=progress) as bar:
-        for chunk in iter_tiles(section, tile_px, out_px, batch_size=batch, pad_value=tiles.pad_value):
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
-            out = encoder.encode(x).float().cpu().numpy()
-            feats[row : row + len(out)] = out
-            row += len(out)
-            bar.update(len(out))
-    if not np.isfinite(feats).all():
-        from stmm_core.errors import StmmError
+    n, dim = section.n_spots, int(encoder.out_dim)
+    lo, hi = dist_ctx.shard(n)  # data parallel under torchrun: this process encodes rows [lo, hi)
+    info["processes"] = dist_ctx.world_size()
+    commit = None
+    if cache is not None and key is not None and not dist_ctx.is_distributed():
+        feats, commit = cache.create(key, (n, dim))  # memory-mapped: millions of rows never sit in RAM
+    else:
+        feats = np.empty((hi - lo, dim), dtype=np.float32)
+    try:
+        with progress_bar(total=hi - lo, desc="image features", unit="tile", enabled=progress) as bar:
+            for start, chunk in tile_batches(section, tile_px, out_px, batch_size=batch, pad_value=tiles.pad_value,
+                                             lo=lo, hi=hi):
+                x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
+                out = encoder.encode(x).float().cpu().numpy()
+                if not np.isfinite(out).all():
+                    from stmm_core.errors import StmmError
 
-        raise StmmError("the image encoder produced NaN/inf features; check the image and the encoder weights")
-    if cache is not None and key is not None:
+                    raise StmmError("the image encoder produced NaN/inf features; check the image and the encoder "
+                                    "weights")
+                feats[start : start + len(out)] = out
+                bar.update(len(out))
+    except BaseException:
+        if commit is not None:
+            Path(feats.filename).unlink(missing_ok=True)
+        raise
+    if commit is not None:
+        commit()
+        return cache.get(key, mmap=True), info
+    feats = dist_ctx.gather_rows(feats, n)
+    if cache is not None and key is not None and dist_ctx.rank() == 0:
         cache.put(key, feats)
     return feats, info
 

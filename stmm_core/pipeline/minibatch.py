@@ -219,8 +219,13 @@ def available_memory_bytes() -> int:
 def choose_batch_mode(train: Any, n: int, n_edges: int, widths: dict[str, int]) -> tuple[str, dict[str, Any]]:
     """``"full"`` or ``"partition"`` from ``train.batch`` (``auto``: partition when full batch would need more
     than half the available memory, or N is above ``train.partition_above``)."""
+    from stmm_core.distributed.context import world_size
+
     mode = getattr(train, "batch", "full")
     info: dict[str, Any] = {"requested": mode}
+    if mode == "auto" and world_size() > 1:
+        mode = "partition"  # data-parallel training splits the partitions over the processes
+        info["processes"] = world_size()
     if mode == "auto":
         est = estimate_full_batch_bytes(n, n_edges, widths)
         avail = available_memory_bytes()
@@ -274,14 +279,21 @@ def train_partitioned(
     """
     import torch
 
+    from stmm_core.distributed import context as dist_ctx
+
     n_total = sum(p.n_core for p in parts)
     rng = np.random.default_rng(seed)
+    world, rank = dist_ctx.world_size(), dist_ctx.rank()
+    if world > 1 and not accumulate:
+        raise SpecError("data-parallel training over partitions needs train.accumulate=true")
     history: list[dict[str, float]] = []
     device = t_gene.device
     for epoch in range(epochs):
         fusion.train()
         model.train()
         order = np.arange(len(parts)) if accumulate else rng.permutation(len(parts))
+        if world > 1:  # data parallel: rank r takes partitions r, r + w, …; gradients are summed below
+            order = order[rank::world]
         sums: dict[str, float] = {}
         if accumulate:
             opt.zero_grad(set_to_none=True)
@@ -310,6 +322,9 @@ def train_partitioned(
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 opt.step()
         if accumulate:
+            if world > 1:
+                dist_ctx.all_reduce_grads(params)
+                sums = dist_ctx.all_reduce_scalars(sums)
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
@@ -326,13 +341,17 @@ def embed_partitioned(
     """The clustered embedding (VGAE: μ) for all spots, float32 ``(N, L)``, written one partition's core at a time."""
     import torch
 
+    from stmm_core.distributed import context as dist_ctx
+
     fusion.eval()
     model.eval()
     n = sum(p.n_core for p in parts)
     out: np.ndarray | None = None
     device = t_gene.device
+    world, rank = dist_ctx.world_size(), dist_ctx.rank()
+    mine = parts[rank::world] if world > 1 else parts
     with torch.inference_mode():
-        for part in parts:
+        for part in mine:
             idx = torch.from_numpy(part.nodes).to(device)
             img = None if t_img is None else t_img.index_select(0, idx)
             emb = _clustered(model(fusion(img, t_gene.index_select(0, idx), part.ctx), part.ctx))
@@ -340,6 +359,19 @@ def embed_partitioned(
             if out is None:
                 out = np.empty((n, emb.shape[1]), dtype=np.float32)
             out[part.nodes[: part.n_core]] = emb
+    if world > 1:  # every row was written by exactly one rank: a sum gathers them
+        import torch.distributed as dist
+
+        width = torch.tensor([0 if out is None else out.shape[1]])
+        dist.all_reduce(width, op=dist.ReduceOp.MAX)
+        full = torch.zeros((n, int(width)), dtype=torch.float32) if out is None else torch.from_numpy(out)
+        if out is not None:
+            mask = np.zeros(n, dtype=bool)
+            for part in mine:
+                mask[part.nodes[: part.n_core]] = True
+            full[torch.from_numpy(~mask)] = 0.0
+        dist.all_reduce(full, op=dist.ReduceOp.SUM)
+        out = full.numpy()
     assert out is not None
     return out
 

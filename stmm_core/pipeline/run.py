@@ -76,8 +76,11 @@ def fit_to_dir(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise StmmError(f"-o {out_dir} exists and is not a folder")
+    from stmm_core.distributed import context as dist_ctx
+
     dev = resolve_device(device)
     threads = configure_threads()
+    distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     t_read = time.perf_counter()
     section = load_section(data, image=image, scale=scale)
     read_s = time.perf_counter() - t_read
@@ -85,7 +88,11 @@ def fit_to_dir(
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
     result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                              cache=FeatureCache() if use_cache else None, progress=progress)
+                              cache=FeatureCache() if use_cache else None,
+                              progress=progress and dist_ctx.rank() == 0)
+    if distributed and dist_ctx.rank() != 0:
+        dist_ctx.finish()
+        return {"rank": dist_ctx.rank()}
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
@@ -105,7 +112,11 @@ def fit_to_dir(
         metrics["clustering"]["label_column"] = labels
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
+    if distributed:
+        metrics["processes"] = dist_ctx.world_size()
     metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
+    if distributed:
+        dist_ctx.finish()
     return metrics
 
 
