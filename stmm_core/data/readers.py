@@ -6,6 +6,7 @@
   factors in ``uns["spatial"][library_id]``) or the HER2ST convention (``uns["image"]`` with
   ``path_relative_to_her2st_dir`` and ``scale_fullres_to_image``);
 * a Space Ranger output folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``), or a 10x ``.h5`` file;
+* a Stereo-seq GEM file (``.gem``/``.gem.gz``), binned at ``bin_size`` DNB (:mod:`stmm_core.data.stereo`);
 * a counts table (``.csv``/``.tsv``/``.txt``, optionally ``.gz``; spots × genes, first column = spot id)
   with ``coords=`` a table of ``id, x, y`` (full-res px) or a Space Ranger ``spatial/`` folder.
 
@@ -532,6 +533,7 @@ def read_section(
     library_id: str | None = None,
     counts_layer: str | None = None,
     validate: bool = True,
+    bin_size: float | None = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -547,6 +549,7 @@ def read_section(
         library_id: which ``uns["spatial"]`` library to use when there are several.
         counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``.
         validate: run :func:`~stmm_core.data.validate.validate_section` before returning.
+        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50).
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
@@ -554,7 +557,15 @@ def read_section(
     import pandas as pd
 
     p = _exists(Path(path).expanduser(), "data path")
-    if p.is_dir() or p.suffix.lower() == ".h5":
+    if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
+        from stmm_core.data.stereo import read_gem
+
+        adata = read_gem(p, bin_size=bin_size or 50)
+        ld = _Loaded(library_id or p.name.split(".")[0], _to_csr(adata.X, str(p)), adata.obs_names, adata.obs,
+                     adata.var, np.asarray(adata.obsm["spatial"], dtype=np.float64), None, adata)
+        if spot_diameter is None:
+            spot_diameter = float(bin_size or 50)
+    elif p.is_dir() or p.suffix.lower() == ".h5":
         ld = _load_spaceranger(p, coords, library_id)
     elif _is_table(p):
         ld = _load_table(p, coords, library_id)
