@@ -1,0 +1,146 @@
+"""Which pipelines a benchmark runs: recipe names, glob patterns over recipes, or spec files.
+
+A pipeline that cannot be built (unknown recipe, invalid override) is kept with its error, so it appears in
+the results as a failed row instead of aborting the benchmark.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from stmm_core.errors import StmmError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.spec import PipelineSpec
+
+#: Pipelines treated as baselines when a config does not say otherwise.
+DEFAULT_BASELINES = ("expression-gmm", "expression-leiden", "image-gmm", "hest-ridge", "graphst",
+                     "stereomm-expression")
+
+
+@dataclass
+class BenchPipeline:
+    """A pipeline as the benchmark runs it."""
+
+    name: str
+    source: str
+    spec: Optional["PipelineSpec"] = None
+    method: Optional[str] = None  # e.g. "hest-ridge": not the pipeline's own fit
+    overrides: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+    baseline: bool = False
+
+    @property
+    def kind(self) -> Optional[str]:
+        return None if self.spec is None else self.spec.pipeline
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "pipeline": self.kind, "method": self.method,
+                "spec_hash": None if self.spec is None else self.spec.hash(), "overrides": self.overrides,
+                "notes": self.notes, "error": self.error}
+
+
+def _has_path(data: dict[str, Any], dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    if head in ("train", "tiles", "features", "domains"):
+        node: Any = data.get(head, {})
+        for part in rest.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+    comps = data.get("components", {})
+    return comps.get(head) is not None
+
+
+def overrides_for(name: str, spec_data: dict[str, Any], rules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Overrides for pipeline *name*: glob rules (``"*"``, ``"stereomm*"``) apply where the spec has that
+    setting; a rule naming the pipeline exactly applies unconditionally (errors then show in its row)."""
+    out: dict[str, Any] = {}
+    for pattern, sets in rules.items():
+        if pattern == name:
+            continue
+        if fnmatch.fnmatchcase(name, pattern):
+            out.update({k: v for k, v in sets.items() if _has_path(spec_data, k)})
+    out.update(rules.get(name, {}))
+    return out
+
+
+def _from_recipe(name: str, rules: dict[str, dict[str, Any]], baselines: set[str]) -> BenchPipeline:
+    from stmm_core.recipes import get_recipe
+    from stmm_core.spec import parse_spec
+
+    pipe = BenchPipeline(name=name, source=f"recipe:{name}", baseline=name in baselines)
+    try:
+        recipe = get_recipe(name)
+        pipe.method = recipe.get("method")
+        pipe.baseline = pipe.baseline or bool(recipe.get("baseline"))
+        base = parse_spec(recipe["spec"])
+        pipe.overrides = overrides_for(name, base.to_dict(), rules)
+        pipe.spec = base.with_overrides(pipe.overrides) if pipe.overrides else base
+    except StmmError as exc:
+        pipe.error = str(exc)
+    _annotate(pipe)
+    return pipe
+
+
+def _from_file(path: Path, rules: dict[str, dict[str, Any]], baselines: set[str]) -> BenchPipeline:
+    from stmm_core.spec import load_spec
+
+    name = path.stem
+    pipe = BenchPipeline(name=name, source=f"spec:{path}", baseline=name in baselines)
+    try:
+        base = load_spec(path)
+        raw = json.loads(path.read_text())
+        pipe.method = raw.get("method") if isinstance(raw, dict) else None
+        pipe.overrides = overrides_for(name, base.to_dict(), rules)
+        pipe.spec = base.with_overrides(pipe.overrides) if pipe.overrides else base
+    except StmmError as exc:
+        pipe.error = str(exc)
+    _annotate(pipe)
+    return pipe
+
+
+def _annotate(pipe: BenchPipeline) -> None:
+    spec = pipe.spec
+    if spec is None:
+        return
+    img = spec.components.get("image")
+    if img is not None and img.params.get("weights") == "random":
+        pipe.notes.append(f"image encoder {img.name} randomly initialised (no pretrained weights reachable)")
+
+
+def select(items: list[str] | None, default: list[str], rules: dict[str, dict[str, Any]] | None = None,
+           baselines: list[str] | None = None) -> list[BenchPipeline]:
+    """Resolve ``--pipelines`` items (recipe names, glob patterns over recipe names, spec-file paths)."""
+    from stmm_core.recipes import all_recipes
+
+    rules = rules or {}
+    base_set = set(DEFAULT_BASELINES if baselines is None else baselines)
+    names = list(all_recipes())
+    out: list[BenchPipeline] = []
+    for item in items or default:
+        p = Path(item)
+        if item.endswith(".json") or p.is_file():
+            if not p.is_file():
+                raise StmmError(f"--pipelines {item}: spec file not found")
+            out.append(_from_file(p, rules, base_set))
+        elif any(ch in item for ch in "*?["):
+            hits = [n for n in names if fnmatch.fnmatchcase(n, item)]
+            if not hits:
+                raise StmmError(f"--pipelines {item!r} matches no recipe; recipes: {', '.join(sorted(names))}")
+            out.extend(_from_recipe(n, rules, base_set) for n in sorted(hits))
+        else:  # a name: unknown ones stay as failed rows (with the registry's suggestion)
+            out.append(_from_recipe(item, rules, base_set))
+    seen: set[str] = set()
+    unique = []
+    for pipe in out:
+        if pipe.name not in seen:
+            seen.add(pipe.name)
+            unique.append(pipe)
+    return unique

@@ -1,0 +1,135 @@
+"""Suite ``domains``: ARI and NMI against a label column, K taken from the labels, over seeds.
+
+Graph-fusion pipelines are fitted on the section as ``stmm fit`` does. A magic pipeline is represented by its
+stage-1 embedding: stage 1 (contrastive image-gene training) is fitted on the section itself, and the
+concatenated unit image and gene embeddings of every spot are clustered with the same GMM task as the
+baselines.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stmm_core.benchmark.runner import Context, Metrics, NotApplicable, Unit
+from stmm_core.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.benchmark.datasets import ResolvedDataset
+    from stmm_core.benchmark.pipelines import BenchPipeline
+
+METRICS = ["ari", "nmi"]
+PRIMARY = "ari"
+HIGHER_IS_BETTER = {"ari": True, "nmi": True}
+DEFAULT_DATASETS = ["dlpfc-151676"]
+DEFAULT_PIPELINES = ["stereomm", "stereomm-expression", "graphst", "magic", "expression-gmm", "expression-leiden",
+                     "image-gmm"]
+DEFAULT_SEEDS = 3
+
+
+def describe(m: Metrics) -> str:
+    return f"ARI {m.get('ari') or 0:.3f}  NMI {m.get('nmi') or 0:.3f}"
+
+
+def _section(ctx: Context, ds: "ResolvedDataset") -> Any:
+    from stmm_core.pipeline.run import load_section
+
+    cache = ctx.store.setdefault("sections", {})
+    if ds.name not in cache:
+        cache[ds.name] = load_section(ds.local_path)
+    return cache[ds.name]
+
+
+def _remember_map(ctx: Context, pipe: str, ds: "ResolvedDataset", seed: int, coords: np.ndarray,
+                  labels: np.ndarray, truth: np.ndarray, ari: float) -> None:
+    maps = ctx.store.setdefault("maps", {})
+    key = (ds.name, pipe)
+    if key not in maps:  # the first seed of each pipeline
+        maps[key] = {"coords": np.asarray(coords), "labels": np.asarray(labels), "truth": np.asarray(truth),
+                     "seed": seed, "ari": ari}
+
+
+def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
+    from stmm_core.data.cache import FeatureCache
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_core.pipeline.run import resolve_n_domains
+
+    label = ds.descriptor.label
+    section = _section(ctx, ds)
+    k = resolve_n_domains(section, None, label)
+    spec = pipe.spec.with_overrides({"train.seed": seed})
+    res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
+    truth = section.obs[label].to_numpy()
+    scores = clustering_scores(truth, res.labels)
+    _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"])
+    details = {"k": k, "n_labelled": scores["n_labelled"], "stages": res.profile.to_list(),
+               "image_cached": bool(res.info.get("image", {}).get("cached")), "spec_hash": spec.hash()}
+    return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
+
+
+def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
+    import torch
+
+    from stmm_core.data.cache import FeatureCache
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.plugins import get_catalogue
+    from stmm_core.pipeline.run import resolve_n_domains
+    from stmm_magic.data import section_tiles, tile_size_fullres
+    from stmm_magic.pipeline import fit_magic, image_input_px, read_sections
+    from stmm_magic.run_io import load_run
+
+    label = ds.descriptor.label
+    spec = pipe.spec.with_overrides({"train.seed": seed})
+    run_dir = Path(ctx.work_dir) / "domains" / f"{pipe.name}-{spec.hash()[:12]}" / ds.name
+    t0 = time.perf_counter()
+    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device)
+    fit_s = time.perf_counter() - t0
+    run = load_run(run_dir, stages=(1,))
+    section = read_sections([ds.local_path])[0]
+    k = resolve_n_domains(section, None, label)
+    size = tile_size_fullres(section, spec.tiles.size, spec.tiles.size_factor)
+    tiles = section_tiles(section, size, image_input_px(spec), spec.tiles.pad_value, FeatureCache())
+    tokens = run.stage1.gene.tokenize(section)
+    with torch.no_grad():
+        emb = run.stage1.embed(torch.from_numpy(tiles), torch.from_numpy(tokens))
+    x = torch.cat([emb["image"], emb["gene"]], dim=1).numpy().astype(np.float32)
+    task = get_catalogue().get("task", "gmm").build({})
+    labels = np.asarray(task.run(x, k, seed), dtype=np.int64)
+    truth = section.obs[label].to_numpy()
+    scores = clustering_scores(truth, labels)
+    _remember_map(ctx, pipe.name, ds, seed, section.coords, labels, truth, scores["ari"])
+    details = {"k": k, "n_labelled": scores["n_labelled"], "embedding": "stage-1 unit image + gene embeddings, "
+               "concatenated, GMM (default params)", "fit_seconds": fit_s, "timings": meta.get("timings"),
+               "stage1_epochs": spec.train.stage1.epochs, "spec_hash": spec.hash()}
+    return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
+
+
+def units(ctx: Context) -> list[Unit]:
+    for ds in ctx.datasets:
+        if not ds.descriptor.label:
+            raise DataError(f"the domains suite needs ground-truth labels: dataset {ds.name!r} has no label column; "
+                            "pass --label COLUMN")
+    out = []
+    for ds in ctx.datasets:
+        for pipe in ctx.pipelines:
+            for seed in ctx.seeds:
+                def fn(pipe=pipe, ds=ds, seed=seed) -> tuple[Metrics, dict]:
+                    if pipe.method is not None:
+                        raise NotApplicable(f"{pipe.method} predicts expression; it does not cluster domains")
+                    if pipe.kind == "magic":
+                        return _magic_embedding(ctx, pipe, ds, seed)
+                    return _graph_fusion(ctx, pipe, ds, seed)
+                out.append(Unit(pipe, ds.name, None, seed, fn))
+    return out
+
+
+def notes(ctx: Context) -> list[str]:
+    out = ["K = number of distinct labels; unlabelled spots are excluded from ARI/NMI (they are still clustered)."]
+    if any(p.kind == "magic" for p in ctx.pipelines):
+        out.append("magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then the "
+                   "concatenated image and gene embeddings are clustered by GMM.")
+    return out

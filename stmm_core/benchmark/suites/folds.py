@@ -1,0 +1,148 @@
+"""Leave-one-section-out folds shared by the ``expression`` and ``retrieval`` suites.
+
+One fold = train on every other section, evaluate on the held-out one. A fold's evaluation is stored as
+``<work>/folds/<pipeline>-<spec hash>/seed<s>/<held out>/eval.json``, so running ``expression`` and then
+``retrieval`` with the same ``--work`` folder trains each model once.
+
+* magic pipelines: both stages trained on the training sections (``stmm run magic``), evaluated with
+  ``stmm evaluate``'s code (per-gene Pearson over all targets and over the 50 most variable targets of the
+  training sections; image → expression retrieval among all spots of the held-out section).
+* ``hest-ridge``: ridge on PCA-256 of frozen pooled features of the spec's image encoder at its seeded
+  initialisation (the same initialisation Magic's stage 1 starts from when the image settings agree), on
+  the same target genes; retrieval scores are Pearson r between the predicted and each true profile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stmm_core.benchmark.runner import Context, NotApplicable
+from stmm_core.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmm_core.benchmark.pipelines import BenchPipeline
+
+
+def fold_pairs(ctx: Context) -> list[tuple[str, list[str], str]]:
+    """``(held-out name, training paths, held-out path)`` for every dataset."""
+    if len(ctx.datasets) < 2:
+        raise DataError(f"the {ctx.suite} suite holds one section out at a time: give at least two sections "
+                        f"(got {', '.join(d.name for d in ctx.datasets) or 'none'}), e.g. --datasets 'her2st-C*'")
+    return [(d.name, [o.local_path for o in ctx.datasets if o.name != d.name], d.local_path) for d in ctx.datasets]
+
+
+def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str) -> dict[str, Any]:
+    import torch
+
+    from stmm_core.data.cache import FeatureCache
+    from stmm_core.seeding import configure_threads, seed_everything
+    from stmm_magic.baseline import hest_ridge, pooled_features
+    from stmm_magic.data import section_tiles, tile_size_fullres
+    from stmm_magic.evaluate import expression_scores
+    from stmm_magic.genes import log1p_expression, shared_genes
+    from stmm_magic.metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
+    from stmm_magic.model import params_digest
+    from stmm_magic.pipeline import build_component, choose_genes, image_input_px, read_sections
+
+    configure_threads()
+    seed = int(spec.train.seed)
+    cache = FeatureCache()
+    t0 = time.perf_counter()
+    train = read_sections(train_paths)
+    test = read_sections([test_path])[0]
+    shared_genes(train, min_shared=2)
+    seed_everything(seed)
+    genes = choose_genes(spec, train, build_component(spec, "gene"))
+    seed_everything(seed)
+    enc = build_component(spec, "image")  # first module built after seeding, as in Magic's stage 1
+    digest = params_digest(enc)
+    target_sum = float(spec.components["decoder"].params["target_sum"])
+    targets, hvg = genes["targets"], genes["eval_hvg"]
+    missing = [g for g in targets if g not in set(map(str, test.gene_names))]
+    if missing:
+        raise DataError(f"held-out section {test.name!r} lacks {len(missing)} target gene(s), e.g. {missing[:3]}")
+    hvg_idx = [targets.index(g) for g in hvg]
+
+    def arrays(sections: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        tiles, ys = [], []
+        for s in sections:
+            size = tile_size_fullres(s, spec.tiles.size, spec.tiles.size_factor)
+            tiles.append(section_tiles(s, size, image_input_px(spec), spec.tiles.pad_value, cache))
+            ys.append(log1p_expression(s, targets, target_sum))
+        return np.concatenate(tiles), np.concatenate(ys)
+
+    tiles_tr, y_tr = arrays(train)
+    tiles_te, y_te = arrays([test])
+    enc = enc.to(device)
+    f_tr = pooled_features(enc, torch.from_numpy(tiles_tr))
+    f_te = pooled_features(enc, torch.from_numpy(tiles_te))
+    pred, info = hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
+    pg_all = pearson_per_gene(pred, y_te, targets)
+    pg_hvg = pearson_per_gene(pred[:, hvg_idx], y_te[:, hvg_idx], hvg)
+    retr = retrieval_topk(expression_scores(pred, y_te))
+    return {
+        "metrics": {"pearson_hvg50": pg_hvg["mean"], "pearson_all": pg_all["mean"],
+                    "pearson_spot": pearson_per_spot(pred, y_te)["mean"], "mse": mse(pred, y_te),
+                    "top1": retr["top1"], "top5": retr["top5"], "chance_top1": retr["chance_top1"],
+                    "chance_top5": retr["chance_top5"], "n_spots": float(test.n_spots)},
+        "details": {"fit": info, "image_init_params_sha256": digest, "n_targets": len(targets),
+                    "n_eval_hvg": len(hvg), "retrieval_scores": "Pearson r (predicted vs true profile)",
+                    "seconds": time.perf_counter() - t0},
+    }
+
+
+def _magic_fold(spec: Any, train_paths: list[str], test_path: str, run_dir: Path, device: str,
+                log: Any) -> dict[str, Any]:
+    from stmm_magic.evaluate import evaluate_run
+    from stmm_magic.pipeline import fit_magic
+
+    t0 = time.perf_counter()
+    meta = fit_magic(spec, train_paths, run_dir, device=device, log=None)
+    fit_s = time.perf_counter() - t0
+    res = evaluate_run(run_dir, test_path)
+    r = res["retrieval"]
+    con, dec, itm = r.get("contrastive", {}), r.get("decoder_expression", {}), r.get("itm_rerank", {})
+    return {
+        "metrics": {"pearson_hvg50": res["pearson_gene_hvg"]["mean"], "pearson_all": res["pearson_gene_all"]["mean"],
+                    "pearson_spot": res["pearson_spot"]["mean"], "mse": res["mse"],
+                    "top1": con.get("top1"), "top5": con.get("top5"),
+                    "chance_top1": (con or dec).get("chance_top1"), "chance_top5": (con or dec).get("chance_top5"),
+                    "top1_decoder": dec.get("top1"), "top5_decoder": dec.get("top5"),
+                    "top1_itm": itm.get("top1"), "top5_itm": itm.get("top5"), "n_spots": float(res["n_spots"])},
+        "details": {"image_init_params_sha256": (meta.get("image_init") or {}).get("params_sha256"),
+                    "timings": meta.get("timings"), "fit_seconds": fit_s, "n_targets": res["genes"]["n_targets"],
+                    "n_eval_hvg": res["genes"]["n_eval_hvg"],
+                    "retrieval_scores": "top1/top5: contrastive image-gene similarity; *_decoder: Pearson r of the "
+                                        "stage-2 prediction; *_itm: contrastive top-16 re-ranked by the ITM head"},
+    }
+
+
+def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_paths: list[str],
+              test_path: str) -> dict[str, Any]:
+    """Metrics and details of one fold (computed once per work folder, then read back)."""
+    if pipe.kind != "magic":
+        raise NotApplicable("graph-fusion pipelines cluster domains; they do not predict expression from images")
+    spec = pipe.spec.with_overrides({"train.seed": seed})
+    fold_dir = Path(ctx.work_dir) / "folds" / f"{pipe.name}-{spec.hash()[:12]}" / f"seed{seed}" / held
+    done = fold_dir / "eval.json"
+    if done.is_file():
+        cached = json.loads(done.read_text())
+        cached["details"]["reused"] = str(done)
+        return cached
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    if pipe.method == "hest-ridge":
+        out = _ridge_fold(spec, train_paths, test_path, ctx.device)
+    elif pipe.method is None:
+        out = _magic_fold(spec, train_paths, test_path, fold_dir / "run", ctx.device, ctx.log)
+    else:
+        raise NotApplicable(f"unknown benchmark method {pipe.method!r}")
+    out["details"]["spec_hash"] = spec.hash()
+    tmp = fold_dir / ".eval.json.tmp"
+    tmp.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    tmp.replace(done)
+    return out

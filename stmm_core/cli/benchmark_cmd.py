@@ -1,0 +1,94 @@
+"""``stmm benchmark``: pipelines against baselines on registered datasets, side by side."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def _split(items: Optional[list[str]]) -> Optional[list[str]]:
+    """Repeated options and comma-separated lists both work: ``--pipelines a,b --pipelines c``."""
+    if not items:
+        return None
+    return [x.strip() for item in items for x in item.split(",") if x.strip()]
+
+
+def parse_pipeline_sets(sets: Optional[list[str]]) -> dict[str, dict[str, Any]]:
+    """``--set [PIPELINE:]key=value``; without a pipeline the override applies to every pipeline that has it."""
+    from stmm_core.cli.compose_cmd import parse_sets
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in sets or []:
+        target, sep, rest = item.partition(":")
+        if not sep or "=" in target:
+            target, rest = "*", item
+        out.setdefault(target, {}).update(parse_sets([rest]))
+    return out
+
+
+def benchmark(
+    suite: str = typer.Argument(..., help="domains | expression | retrieval | speed, a config .json, or report (rebuild DIR/RESULTS.md)"),
+    pipelines: Optional[list[str]] = typer.Option(None, "--pipelines", "-p",
+                                                  help="Recipe names, glob patterns (stereomm*) or spec files; "
+                                                       "repeat or comma-separate."),
+    datasets: Optional[list[str]] = typer.Option(None, "--datasets", "-d",
+                                                 help="Registered names, glob patterns (her2st-C*) or .h5ad paths."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Number of seeds per run."),
+    seed_start: Optional[int] = typer.Option(None, "--seed-start", min=0, help="First seed (default 0)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="stdout format: table, json or markdown."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Folder for results/<suite>.json, schema, Markdown, plots, RESULTS.md."),
+    work: Optional[Path] = typer.Option(None, "--work",
+                                        help="Folder for trained fold models (reused across suites); default temp."),
+    label: Optional[str] = typer.Option(None, "--label", help="Label column for user datasets (domains suite)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set",
+                                             help="[PIPELINE:]component.param=value (repeatable)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    list_datasets: bool = typer.Option(False, "--list-datasets", help="Print the registered datasets and exit."),
+) -> None:
+    """Run every pipeline against the baselines on the same data; a failed run stays in the table."""
+    from stmm_core.errors import StmmError
+
+    if list_datasets:
+        from stmm_core.benchmark.datasets import BUILTIN, data_root
+
+        typer.echo(f"data folder: {data_root()} (set STMM_DATA)")
+        for d in BUILTIN.values():
+            typer.echo(f"{d.name:<14} {d.path or d.url}  label={d.label or '-'}  {d.description}")
+        return
+    if suite == "report":
+        from stmm_core.benchmark.api import write_combined
+
+        if output is None or not (output / "results").is_dir():
+            raise StmmError("stmm benchmark report -o DIR: DIR must hold results/<suite>.json from earlier runs")
+        typer.echo(f"wrote {write_combined(output)}", err=True)
+        return
+    if fmt not in ("table", "json", "markdown"):
+        raise StmmError(f"--format {fmt!r}: use table, json or markdown")
+    from stmm_core.benchmark.api import run_benchmark
+
+    command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
+    outcome = run_benchmark(suite, pipelines=_split(pipelines), datasets=_split(datasets), seeds=seeds,
+                            seed_start=seed_start, label=label, sets=parse_pipeline_sets(sets), out_dir=output,
+                            work_dir=work, device=device, command=command)
+    res = outcome.result
+    if fmt == "json":
+        typer.echo(res.model_dump_json(indent=1))
+    elif fmt == "markdown":
+        from stmm_core.benchmark.api import render_extra
+        from stmm_core.benchmark.report import markdown
+
+        typer.echo(markdown(res, **render_extra(res.suite, outcome.baselines)))
+    else:
+        from stmm_core.benchmark.report import table
+
+        typer.echo(table(res))
+    for f in outcome.files + outcome.plots:
+        typer.echo(f"wrote {f}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark)
