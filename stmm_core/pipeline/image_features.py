@@ -93,7 +93,7 @@ def encode_section(
             for start, chunk in tile_batches(section, tile_px, out_px, batch_size=batch, pad_value=tiles.pad_value,
                                              lo=lo, hi=hi):
                 x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device)
-                out = encoder.encode(x).float().cpu().numpy()
+                out = _encode(encoder, x)
                 if not np.isfinite(out).all():
                     from stmm_core.errors import StmmError
 
@@ -112,6 +112,20 @@ def encode_section(
     if cache is not None and key is not None and dist_ctx.rank() == 0:
         cache.put(key, feats)
     return feats, info
+
+
+def _encode(encoder: "ImageEncoder", x: Any) -> np.ndarray:
+    """One batch of features. ``STMM_EXACT_CONV=1`` runs CPU convolutions without oneDNN: its kernels can differ in
+    the last bit between processes (~1e-7), the plain ones do not (2-4x slower for CNNs), so a saved pipeline
+    re-run on the same section reproduces the fit's embedding bit for bit."""
+    import os
+
+    import torch
+
+    if os.environ.get("STMM_EXACT_CONV", "").strip().lower() in ("1", "true", "yes", "on"):
+        with torch.backends.mkldnn.flags(enabled=False):
+            return encoder.encode(x).float().cpu().numpy()
+    return encoder.encode(x).float().cpu().numpy()
 
 
 def standardise(x: np.ndarray) -> np.ndarray:
