@@ -1,0 +1,213 @@
+"""`stmm benchmark`: failure isolation, results schema, reports, plots, dataset descriptors, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stmm_core.benchmark import datasets as dsets
+from stmm_core.benchmark.api import run_benchmark
+from stmm_core.benchmark.pipelines import overrides_for, select
+from stmm_core.benchmark.report import markdown, table
+from stmm_core.benchmark.results import BenchmarkResult, Row, schema, summarise, validate
+from stmm_core.errors import DataError, StmmError
+
+
+@pytest.fixture(scope="module")
+def section_paths(tmp_path_factory):
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    d = tmp_path_factory.mktemp("bench-data")
+    with_img = d / "syn_img.h5ad"
+    no_img = d / "syn_noimg.h5ad"
+    make_synthetic_adata(n_spots=200, n_genes=150, n_domains=3, seed=0).write_h5ad(with_img)
+    make_synthetic_adata(n_spots=200, n_genes=150, n_domains=3, seed=1, image=False).write_h5ad(no_img)
+    return with_img, no_img
+
+
+@pytest.fixture(scope="module")
+def domains_run(section_paths, tmp_path_factory):
+    """One small domains benchmark: a working baseline, a pipeline that fails at run time (image-gmm on a
+    section without an image), an unknown recipe and a method that does not cluster."""
+    _, no_img = section_paths
+    out = tmp_path_factory.mktemp("bench-out")
+    outcome = run_benchmark("domains", pipelines=["expression-gmm", "image-gmm", "no-such-recipe", "hest-ridge"],
+                            datasets=[str(no_img)], label="domain", seeds=2, out_dir=out,
+                            work_dir=out / "work", progress=False, log=lambda m: None,
+                            sets={"*": {"image.weights": "random"}})
+    return outcome, out
+
+
+def test_failed_runs_stay_as_rows(domains_run):
+    outcome, _ = domains_run
+    rows = outcome.result.rows
+    by = {}
+    for r in rows:
+        by.setdefault(r.pipeline, []).append(r)
+    assert [r.status for r in by["expression-gmm"]] == ["ok", "ok"]
+    assert all(r.metrics["ari"] > 0.5 for r in by["expression-gmm"])  # 3 clean synthetic domains
+    assert all(r.status == "failed" and "no image" in r.error for r in by["image-gmm"])
+    assert all(r.status == "failed" and "unknown recipe 'no-such-recipe'" in r.error for r in by["no-such-recipe"])
+    assert all(r.status == "not applicable" for r in by["hest-ridge"])
+    summ = {(s.pipeline, s.metric): s for s in outcome.result.summary}
+    assert summ[("expression-gmm", "ari")].n == 2 and summ[("expression-gmm", "ari")].n_failed == 0
+    assert summ[("image-gmm", "ari")].mean is None and summ[("image-gmm", "ari")].n_failed == 2
+    assert ("hest-ridge", "ari") not in summ
+
+
+def test_json_validates_against_its_schema(domains_run):
+    _, out = domains_run
+    data = json.loads((out / "results" / "domains.json").read_text())
+    sch = json.loads((out / "results" / "schema.json").read_text())
+    assert sch == json.loads(json.dumps(schema()))
+    assert validate(data, sch) == []
+    assert data["result_version"] == 1 and data["environment"]["torch"]
+    assert {p["name"]: p["spec_hash"] is not None for p in data["pipelines"]}["expression-gmm"]
+    broken = json.loads(json.dumps(data))
+    del broken["rows"][0]["status"]
+    broken["seeds"] = ["zero"]
+    problems = validate(broken, sch)
+    assert any("missing 'status'" in p for p in problems) and any("seeds[0]" in p for p in problems)
+    BenchmarkResult.model_validate(data)  # and it round-trips through the model
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    jsonschema.validate(data, sch)
+
+
+def test_markdown_and_table(domains_run):
+    outcome, out = domains_run
+    md = markdown(outcome.result)
+    lines = md.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| pipeline |"))
+    assert lines[header] == "| pipeline | dataset | runs | ari | nmi |"
+    assert lines[header + 1] == "|---|---|---|---|---|"
+    gmm = next(ln for ln in lines if ln.startswith("| expression-gmm |"))
+    assert len(gmm.split("|")) == len(lines[header].split("|")) and "±" in gmm
+    assert "Failed runs" in md and "no-such-recipe" in md
+    assert "expression-gmm" in table(outcome.result)
+    combined = (out / "RESULTS.md").read_text()
+    assert "## `domains`" in combined and "plots/domains-scores.png" in combined
+
+
+def test_plots_are_written(domains_run):
+    outcome, out = domains_run
+    names = sorted(p.name for p in outcome.plots)
+    assert names == ["domains-maps-syn_noimg.png", "domains-scores.png"]
+    for p in outcome.plots:
+        blob = p.read_bytes()
+        assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
+
+
+def test_summary_mean_sd_and_nan():
+    rows = [Row(pipeline="a", dataset="d", seed=s, status="ok", metrics={"ari": v}) for s, v in enumerate([0.2, 0.4])]
+    rows.append(Row(pipeline="a", dataset="d", seed=2, status="ok", metrics={"ari": None}))
+    rows.append(Row(pipeline="a", dataset="d", seed=3, status="failed", error="boom"))
+    (s,) = summarise(rows, ["ari"])
+    assert math.isclose(s.mean, 0.3) and math.isclose(s.sd, math.sqrt(0.02)) and s.n == 2 and s.n_failed == 1
+
+
+def test_dataset_sha256_is_checked(tmp_path, monkeypatch):
+    f = tmp_path / "sec.h5ad"
+    f.write_bytes(b"not really an h5ad")
+    good = hashlib.sha256(f.read_bytes()).hexdigest()
+    ok = dsets.resolve(dsets.DatasetDescriptor(name="x", path=str(f), sha256=good))
+    assert ok.verified and ok.local_path == str(f)
+    with pytest.raises(DataError, match="sha256"):
+        dsets.resolve(dsets.DatasetDescriptor(name="x", path=str(f), sha256="0" * 64))
+    # download address (file:// here, offline) with its checksum, into the cache folder
+    monkeypatch.setenv("STMM_CACHE_DIR", str(tmp_path / "cache"))
+    got = dsets.resolve(dsets.DatasetDescriptor(name="remote", url=f.as_uri(), sha256=good))
+    assert got.verified and got.local_path.startswith(str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="sha256"):
+        dsets.resolve(dsets.DatasetDescriptor(name="remote2", url=f.as_uri(), sha256="1" * 64))
+    assert not (tmp_path / "cache" / "datasets" / "remote2").exists() or \
+        not any((tmp_path / "cache" / "datasets" / "remote2").iterdir())
+    with pytest.raises(ValueError, match="sha256"):
+        dsets.DatasetDescriptor(name="y", url="https://example.org/a.h5ad")
+
+
+def test_registered_and_user_datasets(section_paths, monkeypatch, tmp_path):
+    with_img, _ = section_paths
+    names = [d.name for d in dsets.select(["her2st-C*"], [])]
+    assert names == ["her2st-C2", "her2st-C3", "her2st-C4", "her2st-C5", "her2st-C6"]
+    (user,) = dsets.select([str(with_img)], [], label="domain")
+    assert user.name == "syn_img" and user.label == "domain" and user.sha256 is None
+    assert dsets.resolve(user).local_path == str(with_img.resolve())
+    monkeypatch.setenv("STMM_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="STMM_DATA"):
+        dsets.resolve(dsets.BUILTIN["dlpfc-151676"])
+    with pytest.raises(DataError, match="did you mean dlpfc-151676"):
+        dsets.select(["dlpfc-15167"], [])
+
+
+def test_registered_dataset_checksums_match_shared_data(shared_data, monkeypatch):
+    monkeypatch.setenv("STMM_DATA", str(shared_data))
+    for name in ("dlpfc-151676", "her2st-C2"):
+        assert dsets.resolve(dsets.BUILTIN[name]).verified
+
+
+def test_override_rules_apply_where_the_setting_exists():
+    spec = {"components": {"image": {"name": "resnet50"}, "gene": {"name": "hvg"}}, "train": {"epochs": 5}}
+    rules = {"*": {"image.weights": "random", "train.stage1.epochs": 1}, "stereo*": {"train.epochs": 3},
+             "x": {"gene.pca": 10}}
+    assert overrides_for("stereomm", spec, rules) == {"image.weights": "random", "train.epochs": 3}
+    assert overrides_for("x", {"components": {"gene": {"name": "hvg"}}}, rules) == {"gene.pca": 10}
+    with pytest.raises(StmmError, match="matches no recipe"):
+        select(["zzz*"], [])
+
+
+def test_fold_suites_need_two_sections(section_paths):
+    with_img, _ = section_paths
+    with pytest.raises(DataError, match="at least two sections"):
+        run_benchmark("expression", pipelines=["hest-ridge"], datasets=[str(with_img)], progress=False,
+                      log=lambda m: None)
+
+
+def test_identity_graph_model_returns_its_input():
+    import torch
+
+    from stmm_core.plugins import get_catalogue
+
+    model = get_catalogue().get("graph_model", "identity").build({})
+    model.setup(4, 4, 3)
+    x = torch.randn(3, 4)
+    out = model(x)
+    assert torch.equal(out.mu, x) and float(model.loss(out, x)["loss"].detach()) == 0.0
+    fusion = get_catalogue().get("fusion", "image-only").build({})
+    fusion.setup(2, 5)
+    img = torch.randn(3, 2)
+    assert torch.equal(fusion(img, torch.randn(3, 5)), img) and fusion.out_dim == 2
+    with pytest.raises(StmmError, match="needs an image encoder"):
+        fusion.setup(None, 5)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["benchmark", "domainz"], "unknown benchmark suite 'domainz' (did you mean 'domains'?)"),
+    (["benchmark", "domains", "--datasets", "dlpfc-99"], "unknown dataset 'dlpfc-99'"),
+    (["benchmark", "domains", "--format", "xml"], "--format 'xml'"),
+])
+def test_cli_bad_names_give_one_clear_error(argv, needle, capsys):
+    from stmm_core.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_cli_markdown_output(section_paths, capsys, tmp_path):
+    from stmm_core.cli.main import main
+
+    _, no_img = section_paths
+    rc = main(["benchmark", "domains", "-p", "expression-gmm", "-d", str(no_img), "--label", "domain", "--seeds", "1",
+               "--format", "json", "--work", str(tmp_path)])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["suite"] == "domains" and data["rows"][0]["status"] == "ok"
+    assert validate(data, schema()) == []
+    assert np.isfinite(data["rows"][0]["metrics"]["ari"])
