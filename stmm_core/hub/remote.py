@@ -188,6 +188,10 @@ def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = 
                                 "download them anyway (stmm never unpickles them; it loads safetensors only)")
             snap = Path(snapshot_download(repo_id, revision=commit, allow_patterns=names + [MANIFEST],
                                           cache_dir=s.cache_dir, endpoint=s.endpoint, token=s.token))
+            if not pinned:  # remember what the branch/tag pointed at, for later offline use (as huggingface_hub does)
+                ref = Path(s.cache_dir) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+                ref.parent.mkdir(parents=True, exist_ok=True)
+                ref.write_text(commit)
         except StmmError:
             raise
         except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one line

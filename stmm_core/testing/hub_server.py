@@ -461,8 +461,11 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             name, org = payload.get("name"), payload.get("organization")
             repo_id = f"{org}/{name}" if org else f"loopback/{name}"
             with hub._lock:
-                if repo_id in hub.repos:
-                    raise _HTTPError(409, None, "You already created this model repo")
+                if repo_id in hub.repos:  # the Hub answers 409 with the URL (create_repo(exist_ok=True) reads it)
+                    self._send(409, json.dumps({"error": "You already created this model repo",
+                                                "url": f"{hub.endpoint}/{repo_id}"}).encode(),
+                               headers={"X-Error-Message": "You already created this model repo"})
+                    return
                 private = payload.get("private") is True or payload.get("visibility") == "private"
                 hub.repos[repo_id] = Repo(repo_id, private=private)
                 hub.commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
