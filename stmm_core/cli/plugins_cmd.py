@@ -36,8 +36,13 @@ def list_components(
     pattern: Optional[str] = typer.Argument(None, help="Name pattern (substring or shell wildcard)."),
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. image_encoder."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="List the published encoders of the zoo index "
+                                                                "(licence, gating, embedding size)."),
 ) -> None:
     """List registered components (and recipes)."""
+    if pretrained:
+        _list_pretrained(pattern, as_json)
+        return
     from stmm_core.plugins import get_registry
 
     reg = get_registry()
@@ -69,6 +74,12 @@ def info(
     from stmm_core.errors import ComponentNotFound
     from stmm_core.plugins import get_registry
 
+    from stmm_registry.zoo import get_encoder
+
+    zoo = get_encoder(name) if kind is None else None
+    if zoo is not None:
+        typer.echo(json.dumps(zoo.model_dump(mode="json"), indent=2))
+        return
     reg = get_registry()
     if kind is None and name in reg.recipes:
         typer.echo(json.dumps(reg.recipes[name], indent=2))
@@ -85,6 +96,20 @@ def info(
                 reg.catalogue.get(k, name)
         raise ComponentNotFound(f"no component or recipe named {name!r}; run 'stmm list'")
     typer.echo(json.dumps([m.describe() for m in matches], indent=2))
+
+
+def _list_pretrained(pattern: Optional[str], as_json: bool) -> None:
+    from stmm_registry.zoo import load_zoo
+
+    rows = [e for e in load_zoo().encoders if not pattern or pattern.strip("*").lower() in e.name]
+    if as_json:
+        typer.echo(json.dumps({"pretrained": [e.model_dump(mode="json") for e in rows]}, indent=2))
+        return
+    for e in rows:
+        gate = "gated" if e.gated else "open"
+        check = "" if e.verified else "  (unverified)"
+        typer.echo(f"{e.modality:<6} {e.name:<14} {e.loader:<12} {e.embedding_dim:>5}-d  {e.license:<16} {gate:<6} "
+                   f"{e.repo}{check}")
 
 
 def register(app: typer.Typer) -> None:
