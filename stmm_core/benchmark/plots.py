@@ -50,13 +50,13 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
                 xs.append(x)
                 ys.append(s.mean)
                 es.append(s.sd or 0.0)
-            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=3, color=cmap(i % 10), label=p,
-                   error_kw={"elinewidth": 1})
+            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=3, color=cmap(i % 10),
+                   label=p if xs else f"{p} (failed)", error_kw={"elinewidth": 1})
             for x in failed:
                 ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7, color="firebrick")
         for j, m in enumerate(metrics):
             ref = (chance or {}).get(m)
-            vals = [s.mean for s in rows if s.dataset == ds and s.metric == ref and s.mean is not None]
+            vals = [s.mean for s in result.summary if s.dataset == ds and s.metric == ref and s.mean is not None]
             if vals:
                 c = float(np.mean(vals))
                 ax.hlines(c, j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1)
@@ -109,13 +109,34 @@ def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path |
     ax2.set_yticklabels([])
     ax.set_xlabel("wall time per stage (s)")
     ax2.set_xlabel("peak RSS (MB)")
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(keys) < 4 else -0.12), ncol=4, fontsize=8,
+              frameon=False)
     fig.suptitle("speed: where the time goes", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Rename predicted clusters to the truth label they overlap most (one-to-one, Hungarian), so colours
+    agree across panels; unmatched clusters keep a distinct name."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred).astype(str)
+    labelled = ~np.isin(np.char.lower(truth.astype(str)), ["nan", "none", ""])
+    p_cats, t_cats = sorted(set(pred)), sorted(set(truth[labelled]))
+    if not t_cats:
+        return pred
+    table = np.zeros((len(p_cats), len(t_cats)))
+    pi = {c: i for i, c in enumerate(p_cats)}
+    ti = {c: i for i, c in enumerate(t_cats)}
+    for p, t in zip(pred[labelled], truth[labelled]):
+        table[pi[p], ti[t]] += 1
+    rows, cols = linear_sum_assignment(-table)
+    names = {p_cats[r]: t_cats[c] for r, c in zip(rows, cols)}
+    return np.array([names.get(p, f"extra {p}") for p in pred], dtype=object)
 
 
 def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> list[Path]:
@@ -129,18 +150,22 @@ def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> l
         panels = [("ground truth", items[0][1]["truth"], None)] + [(p, v["labels"], v) for p, v in items]
         ncol = min(4, len(panels))
         nrow = int(np.ceil(len(panels) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.7 * nrow), squeeze=False)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 4.1 * nrow), squeeze=False)
         coords = np.asarray(items[0][1]["coords"], dtype=float)
         size = max(1.0, min(12.0, 20000.0 / max(len(coords), 1)))
         cmap = plt.get_cmap("tab20")
         for ax in axes.ravel():
             ax.axis("off")
+        truth = np.asarray(items[0][1]["truth"], dtype=object).astype(str)
+        palette: dict[str, Any] = {}
         for ax, (name, lab, v) in zip(axes.ravel(), panels):
-            lab = np.asarray(lab, dtype=object).astype(str)
+            lab = np.asarray(lab, dtype=object).astype(str) if v is None else _match_to_truth(lab, truth)
             xy = np.asarray(v["coords"] if v is not None else coords, dtype=float)
-            for i, c in enumerate(sorted(set(lab), key=lambda s: (len(s), s))):
+            for c in sorted(set(lab), key=lambda s: (len(s), s)):
                 m = lab == c
-                color = (0.85, 0.85, 0.85, 1.0) if c.lower() in ("nan", "none", "") else cmap(i % 20)
+                if c not in palette:
+                    palette[c] = cmap(len(palette) % 20)
+                color = (0.85, 0.85, 0.85, 1.0) if c.lower() in ("nan", "none", "") else palette[c]
                 ax.scatter(xy[m, 0], xy[m, 1], s=size, color=color, linewidths=0)
             ax.set_aspect("equal")
             ax.invert_yaxis()

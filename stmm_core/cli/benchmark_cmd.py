@@ -30,7 +30,7 @@ def parse_pipeline_sets(sets: Optional[list[str]]) -> dict[str, dict[str, Any]]:
 
 
 def benchmark(
-    suite: str = typer.Argument(..., help="domains | expression | retrieval | speed, a config .json, or report (rebuild DIR/RESULTS.md)"),
+    suite: Optional[str] = typer.Argument(None, help="domains | expression | retrieval | speed, a config .json, or report (rebuild DIR/RESULTS.md)"),
     pipelines: Optional[list[str]] = typer.Option(None, "--pipelines", "-p",
                                                   help="Recipe names, glob patterns (stereomm*) or spec files; "
                                                        "repeat or comma-separate."),
@@ -59,6 +59,9 @@ def benchmark(
         for d in BUILTIN.values():
             typer.echo(f"{d.name:<14} {d.path or d.url}  label={d.label or '-'}  {d.description}")
         return
+    if suite is None:
+        raise StmmError("give a suite: stmm benchmark domains|expression|retrieval|speed|CONFIG.json|report "
+                        "(stmm benchmark --help)")
     if suite == "report":
         from stmm_core.benchmark.api import write_combined
 
