@@ -1,0 +1,122 @@
+"""The contrastive graph autoencoder (GraphST family): shapes, loss terms, learning, the graphst recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from stmm_core.errors import DataError
+from stmm_core.interfaces import GraphContext
+from stmm_graph.builders import KnnGraph
+from stmm_graph.contrastive_gae import ContrastiveGAE, neighbourhood_mean
+from stmm_graph.params import ContrastiveGAEParams, KnnGraphParams
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _domains_section(side: int = 20, n_feat: int = 40, seed: int = 0):
+    """Square grid with 4 quadrant domains; each domain shifts a different block of noisy features."""
+    rng = np.random.default_rng(seed)
+    xs, ys = np.meshgrid(np.arange(side), np.arange(side))
+    coords = np.stack([xs.ravel(), ys.ravel()], 1).astype(float) * 100.0
+    truth = (xs.ravel() >= side // 2).astype(int) * 2 + (ys.ravel() >= side // 2).astype(int)
+    x = rng.normal(size=(side * side, n_feat)).astype(np.float32)
+    for k in range(4):
+        x[truth == k, k * 5:(k + 1) * 5] += 0.8
+    graph = KnnGraph(KnnGraphParams(k=4)).build(coords, None)
+    ctx = GraphContext(edge_index=graph.torch_edge_index("cpu"), n_nodes=len(coords))
+    return torch.from_numpy(x), ctx, truth
+
+
+def test_neighbourhood_mean_matches_dense():
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    ctx = GraphContext(edge_index=ei, n_nodes=3)
+    e = torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+    a = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 1, 1]], dtype=torch.float32)
+    dense = (a @ e) / a.sum(1, keepdim=True)
+    assert torch.allclose(neighbourhood_mean(e, ctx), dense)
+
+
+def test_shapes_loss_terms_and_eval():
+    x, ctx, _ = _domains_section(side=8)
+    torch.manual_seed(0)
+    m = ContrastiveGAE(ContrastiveGAEParams(latent=16))
+    m.setup(x.shape[1], x.shape[1], x.shape[0])
+    out = m(x, ctx)
+    assert out.mu.shape == (64, 16) and out.recon.shape == (64, 40) and out.logits.shape == (64, 4)
+    terms = m.loss(out, x)
+    assert set(terms) == {"recon", "contrastive", "loss"}
+    assert torch.isclose(terms["loss"], 10 * terms["recon"] + terms["contrastive"])
+    terms["loss"].backward()
+    assert m.discriminator.weight.grad is not None and m.discriminator.weight.grad.abs().sum() > 0
+    m.eval()
+    out = m(x, ctx)
+    assert out.logits is None and out.clustered() is out.embedding and out.embedding.shape == (64, 40)
+    assert torch.equal(m.embed(x, ctx), m.embed(x, ctx))  # deterministic in eval mode
+    lat = ContrastiveGAE(ContrastiveGAEParams(latent=16, embedding="latent"))
+    lat.setup(40, 40, 64)
+    assert lat.embed(x, ctx).shape == (64, 16)
+    with pytest.raises(DataError, match="input must be"):
+        m(x[:, :5], ctx)
+    with pytest.raises(DataError, match="target has shape"):
+        m.loss(m(x, ctx), x[:, :5])
+
+
+def test_contrastive_term_learns_to_separate_real_from_shuffled():
+    x, ctx, _ = _domains_section()
+    torch.manual_seed(0)
+    m = ContrastiveGAE(ContrastiveGAEParams(latent=16, recon_weight=0.0))
+    m.setup(x.shape[1], x.shape[1], x.shape[0])
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss = m.loss(m(x, ctx), x)["contrastive"]
+        first = float(loss.detach()) if first is None else first
+        loss.backward()
+        opt.step()
+    assert first > 1.2  # ≈ 2·ln 2 = 1.386 at chance
+    assert float(loss.detach()) < 0.75 * first
+
+
+def test_embedding_recovers_spatial_domains():
+    from stmm_tasks.clustering import GMMClustering
+    from stmm_tasks.params import GMMParams
+
+    x, ctx, truth = _domains_section()
+    torch.manual_seed(0)
+    m = ContrastiveGAE(ContrastiveGAEParams(latent=16))
+    m.setup(x.shape[1], x.shape[1], x.shape[0])
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        m.loss(m(x, ctx), x)["loss"].backward()
+        opt.step()
+    emb = m.embed(x, ctx).numpy()
+    raw = GMMClustering(GMMParams(pca=10)).run(x.numpy(), 4, 0)
+    got = GMMClustering(GMMParams(pca=10)).run(emb, 4, 0)
+    assert adjusted_rand_score(truth, got) > 0.8
+    assert adjusted_rand_score(truth, got) > adjusted_rand_score(truth, raw) + 0.2
+
+
+def test_graphst_recipe_fits_end_to_end(tmp_path):
+    from stmm_core.cli.compose_cmd import compose_spec
+    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_core.pipeline.run import load_section
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    spec = compose_spec(recipe="graphst", sets={"train.epochs": 20, "gene.n_top_genes": 50})
+    make_synthetic_adata(n_spots=150, n_genes=80, n_domains=3, seed=0).write_h5ad(tmp_path / "s.h5ad")
+    section = load_section(tmp_path / "s.h5ad")
+    res = fit_graph_fusion(spec, section, n_domains=3, progress=False)
+    assert res.embedding.shape == (150, 50)  # the reconstruction of the 50 HVGs
+    assert res.labels is not None and set(res.labels.tolist()) <= {0, 1, 2}
+    assert {"recon", "contrastive", "loss"} <= set(res.history[-1])
