@@ -92,3 +92,107 @@ def test_conformance_skips_kinds_without_a_driver():
 
     report = check_component("decoder", "gene-query-decoder")
     assert report.skipped and not report.ok
+
+
+def _tiny_vit_repo(tmp_path, hub, repo_id, *, registers: int = 0):
+    """A tiny random transformers ViT (or DINOv2 with registers) + image-processor config, pushed to *hub*."""
+    import torch
+    from huggingface_hub import HfApi
+
+    from stmm_core.compat import ensure_torchvision
+
+    ensure_torchvision()  # transformers' torchvision-backed image processors
+    from transformers import BitImageProcessor, Dinov2WithRegistersConfig, Dinov2WithRegistersModel, ViTConfig, \
+        ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / repo_id.replace("/", "--")
+    if registers:
+        cfg = Dinov2WithRegistersConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                                        image_size=28, patch_size=14, num_register_tokens=registers)
+        model = Dinov2WithRegistersModel(cfg).eval()
+        proc = BitImageProcessor(size={"shortest_edge": 32}, do_center_crop=True, crop_size={"height": 28, "width": 28},
+                                 image_mean=[0.7, 0.6, 0.7], image_std=[0.2, 0.23, 0.18], resample=3)
+    else:
+        cfg = ViTConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+                        image_size=32, patch_size=16)
+        model = ViTModel(cfg, add_pooling_layer=False).eval()  # saved without a pooler, like Phikon
+        proc = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+                                 image_std=[0.229, 0.224, 0.225], resample=2)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    api.create_repo(repo_id, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder)).oid
+    return model, commit
+
+
+def test_transformers_model_name_from_the_loopback_hub(hub_client, tmp_path, monkeypatch):
+    """A tiny Phikon-layout ViT pushed with save_pretrained files, loaded pinned by commit through
+    AutoModel.from_pretrained; preprocessing from its image-processor config; features = a direct forward."""
+    import torch
+
+    from stmm_core.errors import WeightsUnavailable
+    from stmm_core.plugins import get_catalogue
+
+    hub = hub_client.server
+    model, commit = _tiny_vit_repo(tmp_path, hub, "lab/phikon-tiny")
+    enc = get_catalogue().get("image_encoder", "transformers").build({"model": "lab/phikon-tiny"})  # unpinned: main
+    assert enc.weights_info["commit"] == commit and f"lab/phikon-tiny@{commit}" in enc.identity()
+    assert enc.preprocessing.input_size == 32 and enc.preprocessing.interpolation == "bilinear"
+    assert enc.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert enc.preprocessing.std == pytest.approx((0.229, 0.224, 0.225))
+    assert enc.model.pooler is None and enc.out_dim == 24
+
+    gen = torch.Generator().manual_seed(1)
+    tiles = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    x = (tiles.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        direct = model(pixel_values=x).last_hidden_state
+    got = enc.encode(tiles)
+    assert got.shape == (3, 24) and got.dtype == torch.float32
+    torch.testing.assert_close(got, direct[:, 0], rtol=0, atol=1e-6)
+    mean_enc = get_catalogue().get("image_encoder", "transformers").build(
+        {"model": f"lab/phikon-tiny@{commit}", "pool": "mean"})
+    torch.testing.assert_close(mean_enc.encode(tiles), direct[:, 1:].mean(1), rtol=0, atol=1e-6)
+
+    # a new commit on main does not move a pinned name; the cache serves it offline
+    hub.commit("lab/phikon-tiny", {"README.md": b"# moved\n"})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    n = len(hub.requests)
+    pinned = get_catalogue().get("image_encoder", "transformers").build({"model": f"lab/phikon-tiny@{commit}"})
+    assert len(hub.requests) == n and pinned.identity() == enc.identity()
+    torch.testing.assert_close(pinned.encode(tiles), got, rtol=0, atol=0)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+    # a pickled checkpoint only: refused, nothing unpickled
+    hub.create_repo("lab/pickled", {"config.json": hub.files("lab/phikon-tiny")["config.json"],
+                                    "preprocessor_config.json": hub.files("lab/phikon-tiny")["preprocessor_config.json"],
+                                    "pytorch_model.bin": b"\x80\x04junk"})
+    with pytest.raises(WeightsUnavailable, match="safetensors weights only"):
+        get_catalogue().get("image_encoder", "transformers").build({"model": "lab/pickled"})
+    with pytest.raises(WeightsUnavailable, match="revision 'v9'.*does not exist"):
+        get_catalogue().get("image_encoder", "transformers").build({"model": "lab/phikon-tiny@v9"})
+
+
+def test_transformers_registers_and_cls_mean_pooling(hub_client, tmp_path):
+    """DINOv2 with register tokens (Phikon-v2 / Virchow-like layout): resize-then-crop becomes the crop size, and
+    cls+mean excludes the register tokens."""
+    import torch
+
+    from stmm_core.plugins import get_catalogue
+
+    hub = hub_client.server
+    model, commit = _tiny_vit_repo(tmp_path, hub, "lab/dino-reg", registers=4)
+    enc = get_catalogue().get("image_encoder", "transformers").build(
+        {"model": f"lab/dino-reg@{commit}", "pool": "cls+mean"})
+    assert enc.preprocessing.input_size == 28 and enc.preprocessing.interpolation == "bicubic"
+    assert enc.num_prefix_tokens == 5 and enc.out_dim == 48
+    tiles = torch.randint(0, 256, (2, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    x = (tiles.float() / 255 - torch.tensor([0.7, 0.6, 0.7]).view(1, 3, 1, 1)) / \
+        torch.tensor([0.2, 0.23, 0.18]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        h = model(pixel_values=x).last_hidden_state
+    assert h.shape[1] == 1 + 4 + 4
+    torch.testing.assert_close(enc.encode(tiles), torch.cat([h[:, 0], h[:, 5:].mean(1)], -1), rtol=0, atol=1e-6)

@@ -127,11 +127,13 @@ def _unavailable(model: str, reason: str) -> WeightsUnavailable:
     )
 
 
-def _hub_download(model: str, repo_id: str, filename: str, revision: str | None) -> str:
+def _hub_download(model: str, repo_id: str, filename: str, revision: str | None, *,
+                  missing_ok: bool = False) -> str | None:
     """Path of *filename* from the Hub cache, downloading it when needed and possible.
 
     Offline (``HF_HUB_OFFLINE``) or when the Hub cannot be reached quickly, only the local cache is used.
-    Every failure becomes :class:`WeightsUnavailable` with a one-line reason.
+    Every failure becomes :class:`WeightsUnavailable` with a one-line reason; with *missing_ok* a file that the
+    repository (or, offline, the cache) does not have gives None instead.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
@@ -153,6 +155,8 @@ def _hub_download(model: str, repo_id: str, filename: str, revision: str | None)
             endpoint=None if local_only else endpoint,
         )
     except hf_errors.LocalEntryNotFoundError as exc:
+        if missing_ok and local_only:
+            return None
         raise _unavailable(model, why_local if local_only else _short(exc)) from None
     except hf_errors.GatedRepoError:
         raise _unavailable(
@@ -163,6 +167,8 @@ def _hub_download(model: str, repo_id: str, filename: str, revision: str | None)
     except hf_errors.RepositoryNotFoundError:
         raise _unavailable(model, f"repository {repo_id} not found (or private: set HF_TOKEN)") from None
     except hf_errors.RemoteEntryNotFoundError:
+        if missing_ok:
+            return None
         raise _unavailable(
             model, f"{repo_id} has no {filename} (stmm loads safetensors weights only, never pickled checkpoints)"
         ) from None

@@ -83,3 +83,53 @@ class ViTParams(TimmEncoderParams):
         description="timm ViT name, e.g. vit_small_patch16_224, vit_base_patch16_224, "
         "deit_base_patch16_224 (Magic's DeiT weights), or hf-hub:org/name@revision",
     )
+
+
+class TransformersEncoderParams(BaseModel):
+    """A Hugging Face ``transformers`` vision model (``AutoModel``) as a frozen tile encoder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model: str = Field(
+        "owkin/phikon",
+        min_length=3,
+        description="Hub model id, optionally pinned: org/name or org/name@revision (branch, tag or commit), e.g. "
+        "owkin/phikon, owkin/phikon-v2; or local-dir:/path (a save_pretrained folder with preprocessor_config.json)",
+    )
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="pretrained: the published safetensors weights (an error if they cannot be obtained); random: "
+        "the architecture from config.json with random initialisation (seeded by the pipeline seed)",
+    )
+    sha256: str | None = Field(
+        None, description="expected sha256 of model.safetensors (single-file checkpoints); a mismatch is an error"
+    )
+    pool: Literal["cls", "mean", "cls+mean", "pooler"] = Field(
+        "cls",
+        description="embedding: cls = class token of last_hidden_state; mean = mean of the patch tokens (class and "
+        "register tokens excluded); cls+mean = both concatenated (2 x hidden size); pooler = the model's "
+        "pooler_output",
+    )
+    model_kwargs: dict[str, Union[bool, int, float, str, None]] = Field(
+        default_factory=dict,
+        description="extra keyword arguments of from_pretrained / the config (JSON scalars only), e.g. "
+        '{"add_pooling_layer": false}',
+    )
+    batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("sha256 must be 64 hex digits")
+        return v.lower() if v else v
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _no_code(cls, v: dict) -> dict:
+        banned = {"trust_remote_code", "code_revision", "use_safetensors", "revision", "local_files_only"}
+        bad = sorted(banned & set(v))
+        if bad:
+            raise ValueError(f"{bad} cannot be set here: stmm never runs downloaded code, loads safetensors only and "
+                             "pins the revision in 'model'")
+        return v

@@ -1,12 +1,14 @@
-"""Registers the bundled image encoders (timm ResNet / ViT). Metadata only: timm is imported on first use."""
+"""Registers the bundled image encoders (timm ResNet / ViT / any timm model, transformers vision models). Metadata
+only: timm and transformers are imported on first use."""
 
 from __future__ import annotations
 
 from stmm_core import hookimpl
 from stmm_core.catalogue import ComponentInfo
-from stmm_vision.params import ResNet50Params, TimmEncoderParams, ViTParams
+from stmm_vision.params import ResNet50Params, TimmEncoderParams, TransformersEncoderParams, ViTParams
 
 IMPL = "stmm_vision.encoders:TimmImageEncoder"
+HF_IMPL = "stmm_vision.hf_transformers:TransformersImageEncoder"
 
 
 @hookimpl
@@ -18,4 +20,7 @@ def stmm_components():
                       "Vision Transformer (timm; any ViT name or hf-hub: id), pooled features + patch tokens"),
         ComponentInfo("timm", "image_encoder", IMPL, TimmEncoderParams,
                       "any timm model or hf-hub:org/name@rev, pooled features"),
+        ComponentInfo("transformers", "image_encoder", HF_IMPL, TransformersEncoderParams,
+                      "any transformers vision model by Hub name (org/name@rev: Phikon, Phikon-v2, ...), "
+                      "class token / patch mean / pooler", aliases=("hf-vision",)),
     ]
