@@ -211,3 +211,29 @@ def test_cli_markdown_output(section_paths, capsys, tmp_path):
     assert data["suite"] == "domains" and data["rows"][0]["status"] == "ok"
     assert validate(data, schema()) == []
     assert np.isfinite(data["rows"][0]["metrics"]["ari"])
+
+
+def test_fold_subset_and_models_shared_between_suites(tmp_path):
+    """Leave-one-out folds restricted with ``folds``; ``retrieval`` reuses what ``expression`` computed."""
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"sec{i}.h5ad"
+        make_synthetic_adata(n_spots=90, n_genes=120, n_domains=3, seed=10 + i).write_h5ad(p)
+        paths.append(str(p))
+    kw = dict(pipelines=["hest-ridge", "expression-gmm"], datasets=paths, folds=["sec1"], progress=False,
+              log=lambda m: None, work_dir=tmp_path / "work",
+              sets={"hest-ridge": {"decoder.n_targets": 60, "gene.n_genes": 32}})
+    expr = run_benchmark("expression", **kw).result
+    (row,) = [r for r in expr.rows if r.pipeline == "hest-ridge"]
+    assert row.status == "ok" and row.fold == "sec1" and -1 <= row.metrics["pearson_all"] <= 1
+    assert row.details["n_targets"] == 60 and "reused" not in row.details
+    assert [r.status for r in expr.rows if r.pipeline == "expression-gmm"] == ["not applicable"]
+    assert {s.dataset for s in expr.summary} == {"1 of 3 folds (sec1)"}
+    retr = run_benchmark("retrieval", **kw).result
+    (row2,) = [r for r in retr.rows if r.pipeline == "hest-ridge"]
+    assert row2.details["reused"].endswith("eval.json")
+    assert math.isclose(row2.metrics["chance_top1"], 1 / 90) and 0 <= row2.metrics["top5"] <= 1
+    with pytest.raises(DataError, match="not among the datasets"):
+        run_benchmark("expression", **{**kw, "folds": ["sec9"]})

@@ -30,6 +30,7 @@ class BenchmarkConfig(BaseModel):
     seeds: Optional[int] = Field(None, ge=1, le=100)
     seed_start: int = Field(0, ge=0)
     label: Optional[str] = None
+    folds: Optional[list[str]] = Field(None, description="held-out sections to evaluate (fold suites); default all")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                  description="pipeline name or glob → {setting: value}")
     baselines: Optional[list[str]] = None
@@ -90,6 +91,7 @@ def run_benchmark(
     seeds: int | None = None,
     seed_start: int | None = None,
     label: str | None = None,
+    folds: list[str] | None = None,
     sets: dict[str, dict[str, Any]] | None = None,
     out_dir: Path | None = None,
     work_dir: Path | None = None,
@@ -121,13 +123,15 @@ def run_benchmark(
     configure_threads()
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="stmm-bench-"))
     ctx = Context(suite=cfg.suite, pipelines=selected, datasets=resolved, seeds=seed_list, work_dir=work,
-                  device=dev, progress=progress, **({"log": log} if log else {}))
+                  device=dev, progress=progress, folds=folds or cfg.folds, **({"log": log} if log else {}))
     units = mod.units(ctx)
     t0 = time.perf_counter()
     rows = run_units(ctx, units, mod.describe)
     groups = None
     if any(r.fold for r in rows):
-        label_all = f"{len(resolved)} folds ({', '.join(d.name for d in resolved)})"
+        held = sorted({r.fold for r in rows if r.fold})
+        label_all = f"{len(held)} of {len(resolved)} folds ({', '.join(held)})" if len(held) < len(resolved) \
+            else f"{len(resolved)} folds ({', '.join(d.name for d in resolved)})"
         groups = {d.name: label_all for d in resolved}
     result = BenchmarkResult(
         suite=cfg.suite, created=now_iso(), command=command or f"stmm benchmark {suite_or_config}",

@@ -45,6 +45,8 @@ class Context:
     device: str = "cpu"
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+    #: held-out sections to evaluate (fold suites); None = every dataset
+    folds: Optional[list[str]] = None
     #: per-suite scratch (loaded sections, domain maps for plots, …)
     store: dict[str, Any] = field(default_factory=dict)
 

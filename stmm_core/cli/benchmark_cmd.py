@@ -43,6 +43,9 @@ def benchmark(
                                           help="Folder for results/<suite>.json, schema, Markdown, plots, RESULTS.md."),
     work: Optional[Path] = typer.Option(None, "--work",
                                         help="Folder for trained fold models (reused across suites); default temp."),
+    folds: Optional[list[str]] = typer.Option(None, "--folds",
+                                              help="Held-out sections to evaluate (expression/retrieval); "
+                                                   "training always uses all the other datasets."),
     label: Optional[str] = typer.Option(None, "--label", help="Label column for user datasets (domains suite)."),
     sets: Optional[list[str]] = typer.Option(None, "--set",
                                              help="[PIPELINE:]component.param=value (repeatable)."),
@@ -75,7 +78,8 @@ def benchmark(
 
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
     outcome = run_benchmark(suite, pipelines=_split(pipelines), datasets=_split(datasets), seeds=seeds,
-                            seed_start=seed_start, label=label, sets=parse_pipeline_sets(sets), out_dir=output,
+                            seed_start=seed_start, label=label,
+                            folds=_split(folds), sets=parse_pipeline_sets(sets), out_dir=output,
                             work_dir=work, device=device, command=command)
     res = outcome.result
     if fmt == "json":

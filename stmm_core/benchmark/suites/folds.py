@@ -33,7 +33,13 @@ def fold_pairs(ctx: Context) -> list[tuple[str, list[str], str]]:
     if len(ctx.datasets) < 2:
         raise DataError(f"the {ctx.suite} suite holds one section out at a time: give at least two sections "
                         f"(got {', '.join(d.name for d in ctx.datasets) or 'none'}), e.g. --datasets 'her2st-C*'")
-    return [(d.name, [o.local_path for o in ctx.datasets if o.name != d.name], d.local_path) for d in ctx.datasets]
+    names = [d.name for d in ctx.datasets]
+    held = ctx.folds or names
+    unknown = [f for f in held if f not in names]
+    if unknown:
+        raise DataError(f"--folds {', '.join(unknown)}: not among the datasets ({', '.join(names)})")
+    return [(d.name, [o.local_path for o in ctx.datasets if o.name != d.name], d.local_path) for d in ctx.datasets
+            if d.name in held]
 
 
 def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str) -> dict[str, Any]:
