@@ -57,3 +57,27 @@ def test_bin_adata_keeps_every_cell_and_rejects_bad_input():
     np.testing.assert_allclose(np.asarray(bins.X.sum(0)).ravel(), np.asarray(X.sum(0)).ravel())
     with pytest.raises(DataError):
         bin_points(np.array([-5.0]), np.array([1.0]), np.array([0]), np.array([1.0]), 1, 10)
+
+
+def test_synthetic_stereo_section_and_lazy_tiff_tiles_through_workers(tmp_path):
+    from stmm_core.data.image import open_image
+    from stmm_core.data.readers import read_section
+    from stmm_core.data.tile_loader import tile_batches
+    from stmm_core.data.tiles import iter_tiles
+    from stmm_core.testing.stereo_synthetic import make_stereo_like, write_synthetic_tiff
+
+    a = make_stereo_like(3000, n_genes=100, seed=0, image_feature_dim=8)
+    assert a.n_obs == 3000 and a.obs["domain"].nunique() == 7
+    assert 0.85 < a.uns["synthetic"]["zero_fraction"] < 0.97
+    assert a.obsm["X_image_features"].shape == (3000, 8)
+    info = write_synthetic_tiff(tmp_path / "img.tif", a.uns["synthetic"]["extent_px"], 7, image_scale=0.2, tile=64)
+    img = open_image(info["path"])
+    img.read_region(0, 0, 8, 8)
+    assert img.access == "zarr" and img.width == info["size_px"]
+    a.write_h5ad(tmp_path / "s.h5ad")
+    sec = read_section(tmp_path / "s.h5ad", image=info["path"], scale=0.2)
+    rows = slice(100, 900)
+    ref = np.concatenate(list(iter_tiles(sec, 50.0, 16, batch_size=64)))[rows]
+    pairs = list(tile_batches(sec, 50.0, 16, batch_size=64, workers=2, lo=100, hi=900))
+    assert [start for start, _ in pairs] == list(range(0, 800, 64))  # in order, offsets relative to lo
+    np.testing.assert_array_equal(np.concatenate([arr for _, arr in pairs]), ref)
