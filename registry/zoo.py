@@ -2,7 +2,8 @@
 
 Each entry says how a published model is loaded (timm ``hf-hub:`` with its exact keyword arguments, transformers
 ``from_pretrained``, or a separate package), what its embedding is and how wide, its licence and whether the
-Hub repository is gated. Entries not checked against the model card are marked ``verified: false``.
+Hub repository is gated. ``verified: true`` means every field was confirmed in the publisher's own text (listed in
+``sources``); ``checked`` names the fields confirmed where only some were; everything else must be checked before use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from importlib import resources
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ZooEncoder(BaseModel):
@@ -35,8 +36,19 @@ class ZooEncoder(BaseModel):
     license: str
     gated: bool
     verified: bool = False
+    checked: list[str] = Field(default_factory=list,
+                               description="the fields confirmed against the publisher's own text (see sources)")
+    sources: list[str] = Field(default_factory=list, description="where the checked fields were confirmed")
     notes: str = ""
 
+    @model_validator(mode="after")
+    def _verified_needs_sources(self) -> "ZooEncoder":
+        if (self.verified or self.checked) and not self.sources:
+            raise ValueError(f"{self.name}: verified/checked fields need the source they were confirmed in")
+        unknown = sorted(set(self.checked) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"{self.name}: checked names unknown fields {unknown}")
+        return self
 
 
 class ZooIndex(BaseModel):

@@ -60,6 +60,23 @@ def test_zoo_index_is_valid_and_complete():
         assert name in zoo and zoo[name].modality == "image"
     assert zoo["virchow2"].embedding_dim == 2560 and zoo["uni"].kwargs["init_values"] == 1e-5
     assert zoo["scbert"].license == "gpl-3.0" and "GPL-3.0" in zoo["scbert"].notes
+    for e in zoo.values():  # a verified entry says where it was confirmed
+        assert not (e.verified or e.checked) or e.sources, e.name
+    assert zoo["uni2-h"].verified and zoo["uni2-h"].kwargs["mlp_ratio"] == pytest.approx(2.66667 * 2)
+    from stmm_core.errors import SpecError
+    from stmm_registry.zoo import ZooEncoder
+
+    with pytest.raises(ValueError, match="need the source"):
+        ZooEncoder.model_validate({**zoo["uni"].model_dump(), "sources": []})
+    # the layer classes named in the zoo resolve through the allow-list only
+    import torch
+
+    from stmm_vision.layer_args import resolve_layer_kwargs
+
+    resolved = resolve_layer_kwargs(zoo["virchow2"].kwargs)
+    assert resolved["act_layer"] is torch.nn.SiLU and resolved["mlp_layer"].func.__name__ == "GluMlp"
+    with pytest.raises(SpecError, match="only from timm.layers, torch.nn"):
+        resolve_layer_kwargs({"mlp_layer": "subprocess.Popen"})
 
 
 def test_list_pretrained_and_info_cli():
@@ -196,3 +213,51 @@ def test_transformers_registers_and_cls_mean_pooling(hub_client, tmp_path):
         h = model(pixel_values=x).last_hidden_state
     assert h.shape[1] == 1 + 4 + 4
     torch.testing.assert_close(enc.encode(tiles), torch.cat([h[:, 0], h[:, 5:].mean(1)], -1), rtol=0, atol=1e-6)
+
+
+def test_virchow2_layout_layer_classes_and_cls_mean(hub_client, tmp_path):
+    """A tiny ViT with Virchow2's layout (SwiGLUPacked MLP, SiLU, 4 register tokens, no pooling) on the loopback
+    Hub: the layer classes are named as dotted paths and resolved from the allow-list; the embedding is the class
+    token concatenated with the mean of the patch tokens, register tokens excluded (2 x width)."""
+    import torch
+    from huggingface_hub import HfApi
+
+    from stmm_core.compat import import_timm
+    from stmm_core.errors import SpecError, WeightsUnavailable
+    from stmm_vision.encoders import TimmImageEncoder
+    from stmm_vision.params import TimmEncoderParams
+
+    timm = import_timm()
+    hub = hub_client.server
+    torch.manual_seed(0)
+    args = {"img_size": 28, "patch_size": 14, "embed_dim": 24, "depth": 2, "num_heads": 2, "init_values": 1e-5,
+            "mlp_ratio": 5.3375, "reg_tokens": 4, "global_pool": "", "num_classes": 0, "dynamic_img_size": True}
+    model = timm.create_model("vit_huge_patch14_224", pretrained=False, mlp_layer=timm.layers.SwiGLUPacked,
+                              act_layer=torch.nn.SiLU, **args).eval()
+    folder = tmp_path / "virchow2-tiny"
+    for key in ("mlp_layer", "act_layer"):  # classes cannot go into config.json: the model card passes them
+        getattr(model, "_model_args", {}).pop(key, None)
+    timm.models.save_for_hf(model, str(folder), model_args=args, safe_serialization=True)
+    assert "mlp_layer" not in json.loads((folder / "config.json").read_text())["model_args"]
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    api.create_repo("lab/virchow2-tiny", exist_ok=True)
+    commit = api.upload_folder(repo_id="lab/virchow2-tiny", folder_path=str(folder)).oid
+
+    layers = {"mlp_layer": "timm.layers.SwiGLUPacked", "act_layer": "torch.nn.SiLU"}
+    enc = TimmImageEncoder(TimmEncoderParams(model=f"hf-hub:lab/virchow2-tiny@{commit}", model_kwargs=layers,
+                                             pool="cls+mean", channels_last=False))
+    assert enc.out_dim == 48 and enc.num_prefix_tokens == 5 and enc.pool_type == "cls+mean"
+    assert "SwiGLUPacked" in enc.identity()
+    tiles = torch.randint(0, 256, (2, 3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    x = (tiles.float() / 255 - enc._mean) / enc._std
+    with torch.no_grad():
+        out = model(x)  # (B, 1 + 4 + 4, 24): the model card's recipe
+    assert out.shape == (2, 9, 24)
+    torch.testing.assert_close(enc.encode(tiles), torch.cat([out[:, 0], out[:, 5:].mean(1)], -1), rtol=0, atol=1e-6)
+
+    with pytest.raises(WeightsUnavailable, match="do not fit"):  # without the layer classes the weights do not load
+        TimmImageEncoder(TimmEncoderParams(model=f"hf-hub:lab/virchow2-tiny@{commit}"))
+    for bad in ("os.system", "torch.nn.functional.silu", "timm.layers._private", "torch.nn.NotALayer"):
+        with pytest.raises(SpecError, match="model_kwargs.act_layer"):
+            TimmImageEncoder(TimmEncoderParams(model=f"hf-hub:lab/virchow2-tiny@{commit}",
+                                               model_kwargs={"act_layer": bad}))

@@ -244,8 +244,10 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         self._digest: str | None = None
         self.weights_info: dict[str, Any] = {}
 
-        kwargs: dict[str, Any] = {}
-        if params.pool != "default":
+        from .layer_args import resolve_layer_kwargs
+
+        kwargs: dict[str, Any] = resolve_layer_kwargs(dict(params.model_kwargs))
+        if params.pool not in ("default", "cls+mean"):
             kwargs["global_pool"] = "token" if params.pool == "cls" else params.pool
 
         name = params.model.strip()
@@ -350,7 +352,7 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.model_name = getattr(model, "pretrained_cfg", {}).get("architecture") or name
-        self.out_dim = int(model.num_features)
+        self.out_dim = int(model.num_features) * (2 if params.pool == "cls+mean" else 1)
 
         from timm.data import resolve_model_data_config
 
@@ -371,8 +373,10 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         self.register_buffer("_mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
-        #: The pooling actually used (``avg`` for ResNets, ``token`` for class-token ViTs...).
-        self.pool_type: str = _pool_name(model) or params.pool
+        #: The pooling actually used (``avg`` for ResNets, ``token`` for class-token ViTs, ``cls+mean``...).
+        self.pool_type: str = "cls+mean" if params.pool == "cls+mean" else (_pool_name(model) or params.pool)
+        if self.pool_type == "cls+mean" and not self.num_prefix_tokens:
+            raise SpecError(f"image.pool=cls+mean needs a model with a class token; {name} has none")
 
     # -- construction helpers ------------------------------------------------------------------------------------
 
@@ -483,7 +487,11 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
     def _side(self, h: int, w: int) -> int:
         if isinstance(self.params.input_size, int) or self.fixed_input_size:
             return self.max_input_size
-        return int(min(max(max(h, w), self.min_input_size), self.max_input_size))
+        side = int(min(max(max(h, w), self.min_input_size), self.max_input_size))
+        # flexible-size ViTs (dynamic_img_size) need a whole number of patches: nearest multiple of the patch size
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch or 1)
+        return max(patch, int(round(side / patch)) * patch) if patch > 1 else side
 
     def _prepare(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) → normalised float32 on the model's device, resized when needed."""
@@ -518,6 +526,9 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         tiles = self._check(tiles)
         if tiles.shape[0] == 0:
             return torch.empty(0, self.out_dim, dtype=torch.float32, device=self._mean.device)
+        if self.pool_type == "cls+mean":  # class token ++ mean of the patch tokens (class/register tokens excluded)
+            t = self.encode_tokens(tiles)
+            return torch.cat([t[:, 0], t[:, self.num_prefix_tokens:].mean(1)], dim=-1)
         self.model.eval()
         bs = int(self.params.batch_size)
         with torch.inference_mode():
@@ -567,8 +578,9 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         else:
             w = f"{src};sha256={info.get('sha256')}"
         size = self.params.input_size if isinstance(self.params.input_size, int) else "auto"
+        kw = f"kwargs={json.dumps(self.params.model_kwargs, sort_keys=True)};" if self.params.model_kwargs else ""
         return (f"timm/{self.model_name};weights={w};pool={self.pool_type};size={size}/{self.max_input_size};"
-                f"timm={self._timm_version}")
+                f"{kw}timm={self._timm_version}")
 
     def extra_repr(self) -> str:
         return f"identity={self.identity()!r}"

@@ -36,10 +36,18 @@ class TimmEncoderParams(BaseModel):
         ">= 32) clamped to the model's pretrained input size (fixed-size models such as ViTs always get their "
         "pretrained size); an int builds/feeds the network at that size",
     )
-    pool: Literal["default", "avg", "max", "avgmax", "token", "cls"] = Field(
+    pool: Literal["default", "avg", "max", "avgmax", "token", "cls", "cls+mean"] = Field(
         "default",
         description="how the feature map / tokens are pooled to one vector: default = the model's own; "
-        "avg/max/avgmax for CNNs; token (= cls, the class token) or avg (mean of patch tokens) for ViTs",
+        "avg/max/avgmax for CNNs; token (= cls, the class token) or avg (mean of patch tokens) for ViTs; "
+        "cls+mean = class token concatenated with the mean of the patch tokens, class and register tokens "
+        "excluded (Virchow/Virchow2's embedding, 2 x width)",
+    )
+    model_kwargs: dict[str, Union[bool, int, float, str, None, list[int]]] = Field(
+        default_factory=dict,
+        description="extra keyword arguments of timm.create_model (JSON values); layer classes as dotted paths "
+        "from timm.layers or torch.nn only, e.g. {\"mlp_layer\": \"timm.layers.SwiGLUPacked\", "
+        "\"act_layer\": \"torch.nn.SiLU\"}",
     )
     batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
     channels_last: bool = Field(True, description="channels-last memory format (faster CNNs on CPU and GPU)")
