@@ -92,6 +92,7 @@ def run_benchmark(
     seed_start: int | None = None,
     label: str | None = None,
     folds: list[str] | None = None,
+    part: str | None = None,
     sets: dict[str, dict[str, Any]] | None = None,
     out_dir: Path | None = None,
     work_dir: Path | None = None,
@@ -126,56 +127,123 @@ def run_benchmark(
                   device=dev, progress=progress, folds=folds or cfg.folds, **({"log": log} if log else {}))
     units = mod.units(ctx)
     t0 = time.perf_counter()
-    rows = run_units(ctx, units, mod.describe)
-    groups = None
-    if any(r.fold for r in rows):
-        held = sorted({r.fold for r in rows if r.fold})
-        label_all = f"{len(held)} of {len(resolved)} folds ({', '.join(held)})" if len(held) < len(resolved) \
-            else f"{len(resolved)} folds ({', '.join(d.name for d in resolved)})"
-        groups = {d.name: label_all for d in resolved}
-    result = BenchmarkResult(
-        suite=cfg.suite, created=now_iso(), command=command or f"stmm benchmark {suite_or_config}",
-        wall_seconds=time.perf_counter() - t0, seeds=seed_list, metrics=list(mod.METRICS),
-        environment=capture_environment(),
-        datasets=[DatasetRecord(name=d.name, path=d.local_path, sha256=d.descriptor.sha256, verified=d.verified,
-                                label=d.descriptor.label, description=d.descriptor.description) for d in resolved],
-        pipelines=[PipelineRecord(**p.record()) for p in selected],
-        rows=rows, summary=summarise(rows, list(mod.METRICS), groups),
-        notes=list(cfg.notes) + list(mod.notes(ctx)),
-    )
     baselines = {p.name for p in selected if p.baseline}
-    outcome = Outcome(result, baselines=baselines)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        outcome.files.append(write_result(result, out_dir / "results"))
-        outcome.plots = _plots(result, ctx, out_dir / "plots")
-        (out_dir / "results" / "baselines.json").parent.mkdir(parents=True, exist_ok=True)
-        _write_baselines(out_dir / "results", cfg.suite, sorted(baselines))
-        md = out_dir / "results" / f"{cfg.suite}.md"
-        from stmm_core.benchmark.report import markdown
+    stem = cfg.suite if part is None else f"{cfg.suite}.part-{part}"
+    results_dir = None if out_dir is None else Path(out_dir) / "results"
 
-        rel = [os.path.relpath(p, md.parent) for p in outcome.plots]
-        md.write_text(markdown(result, plots=rel, **render_extra(cfg.suite, baselines)) + "\n")
-        outcome.files.append(md)
-        outcome.files.append(write_combined(out_dir))
+    def build(rows: list[Any]) -> BenchmarkResult:
+        groups = None
+        if any(r.fold for r in rows):
+            held = sorted({r.fold for r in rows if r.fold})
+            label_all = f"{len(held)} of {len(resolved)} folds ({', '.join(held)})" if len(held) < len(resolved) \
+                else f"{len(resolved)} folds ({', '.join(d.name for d in resolved)})"
+            groups = {d.name: label_all for d in resolved}
+        return BenchmarkResult(
+            suite=cfg.suite, created=now_iso(), command=command or f"stmm benchmark {suite_or_config}",
+            wall_seconds=time.perf_counter() - t0, seeds=seed_list, metrics=list(mod.METRICS),
+            environment=env,
+            datasets=[DatasetRecord(name=d.name, path=d.local_path, sha256=d.descriptor.sha256, verified=d.verified,
+                                    label=d.descriptor.label, description=d.descriptor.description)
+                      for d in resolved],
+            pipelines=[PipelineRecord(**p.record()) for p in selected],
+            rows=rows, summary=summarise(rows, list(mod.METRICS), groups),
+            notes=list(cfg.notes) + list(mod.notes(ctx)),
+        )
+
+    env = capture_environment()
+
+    def checkpoint(rows: list[Any]) -> None:
+        """Rewritten after every run, so an interrupted benchmark keeps the runs it finished."""
+        if results_dir is not None:
+            write_result(build(rows), results_dir, stem)
+            _write_baselines(results_dir, cfg.suite, sorted(baselines))
+            save_maps(ctx.store.get("maps", {}), results_dir / f"{stem}.maps.npz")
+
+    rows = run_units(ctx, units, mod.describe, on_row=checkpoint)
+    result = build(rows)
+    outcome = Outcome(result, baselines=baselines)
+    if results_dir is not None:
+        outcome.files.append(write_result(result, results_dir, stem))
+        save_maps(ctx.store.get("maps", {}), results_dir / f"{stem}.maps.npz")
+        if part is None:
+            files, outcome.plots = finalise_suite(Path(out_dir), cfg.suite, result)
+            outcome.files += files
     return outcome
+
+
+def save_maps(maps: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
+    """Domain labels of the first seed of each pipeline (for the per-section maps), as ``.npz``."""
+    if not maps:
+        return
+    import numpy as np
+
+    arrays = {}
+    for (ds, pipe), v in maps.items():
+        for k in ("coords", "labels", "truth"):
+            arrays[f"{ds}|{pipe}|{k}"] = np.asarray(v[k]).astype(str) if k == "truth" else np.asarray(v[k])
+        arrays[f"{ds}|{pipe}|meta"] = np.asarray([v["seed"], v["ari"]], dtype=float)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_maps(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
+    import numpy as np
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                ds, pipe, field_ = key.split("|")
+                d = out.setdefault((ds, pipe), {})
+                if field_ == "meta":
+                    d["seed"], d["ari"] = int(z[key][0]), float(z[key][1])
+                else:
+                    d[field_] = z[key]
+    return out
+
+
+def finalise_suite(out_dir: Path, suite: str, result: Any | None = None) -> tuple[list[Path], list[Path]]:
+    """Merge ``<suite>.part-*.json`` shards (if any) into ``<suite>.json``, then plots, ``<suite>.md`` and
+    ``RESULTS.md``."""
+    from stmm_core.benchmark.report import markdown
+    from stmm_core.benchmark.results import load_result, merge, write_result
+
+    results_dir = out_dir / "results"
+    parts = sorted(results_dir.glob(f"{suite}.part-*.json"))
+    files: list[Path] = []
+    if parts:
+        result = merge([load_result(p) for p in parts])
+        files.append(write_result(result, results_dir, suite))
+        map_files = sorted(results_dir.glob(f"{suite}.part-*.maps.npz"))
+    else:
+        result = result or load_result(results_dir / f"{suite}.json")
+        map_files = [p for p in [results_dir / f"{suite}.maps.npz"] if p.is_file()]
+    bpath = results_dir / "baselines.json"
+    baselines = set(json.loads(bpath.read_text()).get(suite, [])) if bpath.is_file() else set()
+    plots = _plots(result, load_maps(map_files), out_dir / "plots")
+    md = results_dir / f"{suite}.md"
+    rel = [os.path.relpath(p, md.parent) for p in plots]
+    md.write_text(markdown(result, plots=rel, **render_extra(suite, baselines)) + "\n")
+    files += [md, write_combined(out_dir)]
+    return files, plots
 
 
 def _write_baselines(results_dir: Path, suite: str, names: list[str]) -> None:
     path = results_dir / "baselines.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[suite] = names
+    data[suite] = sorted(set(data.get(suite, [])) | set(names))  # shards of one suite add up
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _plots(result: Any, ctx: Any, plot_dir: Path) -> list[Path]:
+def _plots(result: Any, maps: dict[tuple[str, str], dict[str, Any]], plot_dir: Path) -> list[Path]:
     from stmm_core.benchmark import plots
 
     s = result.suite
     out: list[Optional[Path]] = []
     if s == "domains":
         out.append(plots.bar_chart(result, ["ari", "nmi"], plot_dir / "domains-scores.png", "domains: ARI / NMI"))
-        out += plots.domain_maps(ctx.store.get("maps", {}), lambda ds: plot_dir / f"domains-maps-{ds}.png")
+        out += plots.domain_maps(maps, lambda ds: plot_dir / f"domains-maps-{ds}.png")
     elif s == "expression":
         out.append(plots.bar_chart(result, ["pearson_hvg50", "pearson_all", "pearson_spot"],
                                    plot_dir / "expression-pearson.png", "expression: Pearson r, held-out sections"))
@@ -201,7 +269,7 @@ def write_combined(out_dir: Path) -> Path:
     base = json.loads(bpath.read_text()) if bpath.is_file() else {}
     items = []
     for suite in SUITES:
-        path = out_dir / "results" / f"{suite}.json"
+        path = out_dir / "results" / f"{suite}.json"  # shards (<suite>.part-*.json) are merged by finalise_suite
         if not path.is_file():
             continue
         res = load_result(path)

@@ -183,19 +183,55 @@ def schema() -> dict[str, Any]:
     return s
 
 
-def write_result(result: BenchmarkResult, results_dir: Path) -> Path:
-    """Write ``<suite>.json`` (and ``schema.json``) atomically; the result is checked against the schema first."""
+def write_result(result: BenchmarkResult, results_dir: Path, stem: str | None = None) -> Path:
+    """Write ``<stem or suite>.json`` (and ``schema.json``) atomically, checked against the schema first."""
     results_dir.mkdir(parents=True, exist_ok=True)
     data = json.loads(result.model_dump_json())
     sch = schema()
     problems = validate(data, sch)
     if problems:  # pragma: no cover - a bug, not a user error
         raise RuntimeError("benchmark result does not match its schema: " + "; ".join(problems[:5]))
-    for name, payload in ((f"{result.suite}.json", data), ("schema.json", sch)):
+    stem = stem or result.suite
+    for name, payload in ((f"{stem}.json", data), ("schema.json", sch)):
         tmp = results_dir / f".{name}.tmp"
         tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
         tmp.replace(results_dir / name)
-    return results_dir / f"{result.suite}.json"
+    return results_dir / f"{stem}.json"
+
+
+def merge(parts: list[BenchmarkResult]) -> BenchmarkResult:
+    """One result from shards of the same suite run in parallel (rows concatenated, summary recomputed)."""
+    from stmm_core.errors import DataError
+
+    if not parts:
+        raise DataError("nothing to merge")
+    suites = {p.suite for p in parts}
+    if len(suites) != 1:
+        raise DataError(f"cannot merge results of different suites: {sorted(suites)}")
+    first = parts[0]
+    rows = [r for p in parts for r in p.rows]
+    pipes: dict[str, PipelineRecord] = {}
+    for p in parts:
+        for rec in p.pipelines:
+            pipes.setdefault(rec.name, rec)
+    datasets: dict[str, DatasetRecord] = {}
+    for p in parts:
+        for d in p.datasets:
+            datasets.setdefault(d.name, d)
+    groups = {}
+    for p in parts:
+        names = {d.name for d in p.datasets}
+        for s in p.summary:
+            if s.dataset not in names:  # a pooled fold group
+                groups.update({n: s.dataset for n in names})
+    notes = list(dict.fromkeys(n for p in parts for n in p.notes))
+    notes.append(f"Merged from {len(parts)} parts run side by side (commands joined with ' ; ').")
+    return BenchmarkResult(
+        suite=first.suite, created=max(p.created for p in parts), command=" ; ".join(p.command for p in parts),
+        wall_seconds=max(p.wall_seconds for p in parts), seeds=sorted({s for p in parts for s in p.seeds}),
+        metrics=first.metrics, environment=first.environment, datasets=list(datasets.values()),
+        pipelines=list(pipes.values()), rows=rows, summary=summarise(rows, first.metrics, groups or None),
+        notes=notes)
 
 
 def load_result(path: Path) -> BenchmarkResult:

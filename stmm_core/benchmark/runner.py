@@ -71,8 +71,11 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
-def run_units(ctx: Context, units: list[Unit], describe: Callable[[Metrics], str]) -> list[Row]:
-    """Run every unit; exceptions become failed rows, :class:`NotApplicable` a 'not applicable' row."""
+def run_units(ctx: Context, units: list[Unit], describe: Callable[[Metrics], str],
+              on_row: Callable[[list[Row]], None] | None = None) -> list[Row]:
+    """Run every unit; exceptions become failed rows, :class:`NotApplicable` a 'not applicable' row.
+
+    *on_row* is called with the rows so far after each unit (checkpointing)."""
     from stmm_core.progress import progress_bar
 
     rows: list[Row] = []
@@ -81,32 +84,32 @@ def run_units(ctx: Context, units: list[Unit], describe: Callable[[Metrics], str
         for i, u in enumerate(units, 1):
             where = u.dataset + (f" (held out {u.fold})" if u.fold else "")
             tag = f"[{i}/{n}] {u.pipeline.name} on {where}" + ("" if u.seed is None else f", seed {u.seed}")
-            t0 = time.perf_counter()
-            base = {"pipeline": u.pipeline.name, "dataset": u.dataset, "fold": u.fold, "seed": u.seed}
-            if u.pipeline.error is not None:
-                rows.append(Row(**base, status="failed", error=u.pipeline.error))
-                ctx.log(f"{tag}: FAILED: {u.pipeline.error}")
-                bar.update(1)
-                continue
-            try:
-                metrics, details = u.fn()
-            except NotApplicable as exc:
-                rows.append(Row(**base, status="not applicable", error=str(exc)))
-                bar.update(1)
-                continue
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - a failed run stays in the table
-                seconds = time.perf_counter() - t0
-                tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-                rows.append(Row(**base, status="failed", error=error_text(exc), seconds=seconds,
-                                details={"traceback_tail": "".join(tb[-3:])[-2000:]}))
-                ctx.log(f"{tag}: FAILED after {seconds:.0f} s: {error_text(exc)}")
-                bar.update(1)
-                continue
-            seconds = time.perf_counter() - t0
-            m = clean_metrics(metrics)
-            rows.append(Row(**base, status="ok", seconds=seconds, metrics=m, details=details))
-            ctx.log(f"{tag}: {describe(m)} ({seconds:.0f} s)")
+            rows.append(_run_one(ctx, u, tag, describe))
             bar.update(1)
+            if on_row is not None:
+                on_row(rows)
     return rows
+
+
+def _run_one(ctx: Context, u: Unit, tag: str, describe: Callable[[Metrics], str]) -> Row:
+    base = {"pipeline": u.pipeline.name, "dataset": u.dataset, "fold": u.fold, "seed": u.seed}
+    if u.pipeline.error is not None:
+        ctx.log(f"{tag}: FAILED: {u.pipeline.error}")
+        return Row(**base, status="failed", error=u.pipeline.error)
+    t0 = time.perf_counter()
+    try:
+        metrics, details = u.fn()
+    except NotApplicable as exc:
+        return Row(**base, status="not applicable", error=str(exc))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a failed run stays in the table
+        seconds = time.perf_counter() - t0
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        ctx.log(f"{tag}: FAILED after {seconds:.0f} s: {error_text(exc)}")
+        return Row(**base, status="failed", error=error_text(exc), seconds=seconds,
+                   details={"traceback_tail": "".join(tb[-3:])[-2000:]})
+    seconds = time.perf_counter() - t0
+    m = clean_metrics(metrics)
+    ctx.log(f"{tag}: {describe(m)} ({seconds:.0f} s)")
+    return Row(**base, status="ok", seconds=seconds, metrics=m, details=details)

@@ -46,6 +46,9 @@ def benchmark(
     folds: Optional[list[str]] = typer.Option(None, "--folds",
                                               help="Held-out sections to evaluate (expression/retrieval); "
                                                    "training always uses all the other datasets."),
+    part: Optional[str] = typer.Option(None, "--part",
+                                       help="Write results/<suite>.part-NAME.json (a shard run in parallel); "
+                                            "'stmm benchmark report -o DIR' merges the shards."),
     label: Optional[str] = typer.Option(None, "--label", help="Label column for user datasets (domains suite)."),
     sets: Optional[list[str]] = typer.Option(None, "--set",
                                              help="[PIPELINE:]component.param=value (repeatable)."),
@@ -66,11 +69,15 @@ def benchmark(
         raise StmmError("give a suite: stmm benchmark domains|expression|retrieval|speed|CONFIG.json|report "
                         "(stmm benchmark --help)")
     if suite == "report":
-        from stmm_core.benchmark.api import write_combined
+        from stmm_core.benchmark.api import SUITES, finalise_suite
 
         if output is None or not (output / "results").is_dir():
             raise StmmError("stmm benchmark report -o DIR: DIR must hold results/<suite>.json from earlier runs")
-        typer.echo(f"wrote {write_combined(output)}", err=True)
+        for name in SUITES:
+            if any((output / "results").glob(f"{name}.part-*.json")) or (output / "results" / f"{name}.json").is_file():
+                files, plots = finalise_suite(output, name)
+                for f in files + plots:
+                    typer.echo(f"wrote {f}", err=True)
         return
     if fmt not in ("table", "json", "markdown"):
         raise StmmError(f"--format {fmt!r}: use table, json or markdown")
@@ -79,7 +86,7 @@ def benchmark(
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
     outcome = run_benchmark(suite, pipelines=_split(pipelines), datasets=_split(datasets), seeds=seeds,
                             seed_start=seed_start, label=label,
-                            folds=_split(folds), sets=parse_pipeline_sets(sets), out_dir=output,
+                            folds=_split(folds), part=part, sets=parse_pipeline_sets(sets), out_dir=output,
                             work_dir=work, device=device, command=command)
     res = outcome.result
     if fmt == "json":
