@@ -237,3 +237,18 @@ def test_fold_subset_and_models_shared_between_suites(tmp_path):
     assert math.isclose(row2.metrics["chance_top1"], 1 / 90) and 0 <= row2.metrics["top5"] <= 1
     with pytest.raises(DataError, match="not among the datasets"):
         run_benchmark("expression", **{**kw, "folds": ["sec9"]})
+
+
+def test_shards_merge_into_one_result(domains_run):
+    from stmm_core.benchmark.results import merge
+
+    outcome, _ = domains_run
+    res = outcome.result
+    a = res.model_copy(update={"rows": [r for r in res.rows if r.pipeline == "expression-gmm"], "command": "A"})
+    b = res.model_copy(update={"rows": [r for r in res.rows if r.pipeline != "expression-gmm"], "command": "B"})
+    merged = merge([a, b])
+    assert merged.command == "A ; B" and len(merged.rows) == len(res.rows)
+    key = lambda s: (s.pipeline, s.dataset, s.metric)  # noqa: E731
+    assert sorted(map(key, merged.summary)) == sorted(map(key, res.summary))
+    assert {key(s): s.mean for s in merged.summary} == {key(s): s.mean for s in res.summary}
+    assert validate(json.loads(merged.model_dump_json()), schema()) == []
