@@ -6,10 +6,26 @@ import os
 import random
 
 
+#: The intra-op thread count chosen by :func:`configure_threads`, re-applied by :func:`seed_everything`.
+_PINNED_THREADS: int | None = None
+
+
 def seed_everything(seed: int) -> None:
-    """Seed every RNG stmm uses. On CPU the same seed gives the same embedding."""
+    """Seed every RNG stmm uses and restore the pinned thread count. On CPU, with the same thread count, the same
+    seed gives the same embedding bit for bit, in this process or a new one.
+
+    The thread count matters: oneDNN convolutions split their reductions by thread, so 1 and 2 threads give
+    features that differ in the last bit (~1e-8), and that difference survives into the embedding. Libraries
+    used while fitting the gene features (scikit-learn / scanpy through threadpoolctl, numba) reset the shared
+    OpenMP pool to the machine's default, so a fit would encode images with more threads than ``stmm embed``
+    (which restores the gene state without those calls) - the whole "differs in a new process" effect.
+    Re-applying the count chosen by :func:`configure_threads` before every stage removes it.
+    """
     import numpy as np
     import torch
+
+    if _PINNED_THREADS is not None and torch.get_num_threads() != _PINNED_THREADS:
+        torch.set_num_threads(_PINNED_THREADS)
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
@@ -37,9 +53,11 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads from *threads* or ``STMM_THREADS`` (default: torch's own choice).
+    """Set torch's intra-op threads from *threads* or ``STMM_THREADS`` (default: torch's own choice) and pin it:
+    :func:`seed_everything` restores it before each stage when a library has changed it in between.
 
-    On an oversubscribed machine (other busy processes) fewer threads can be several times faster.
+    On an oversubscribed machine (other busy processes) fewer threads can be several times faster. Bit-for-bit
+    reproduction of an embedding needs the same count as the fit (``metrics.json`` records it as ``threads``).
     """
     import torch
 
@@ -56,4 +74,6 @@ def configure_threads(threads: int | None = None) -> int:
         if threads < 1:
             raise StmmError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    return torch.get_num_threads()
+    global _PINNED_THREADS
+    _PINNED_THREADS = torch.get_num_threads()  # kept for every later stage (see seed_everything)
+    return _PINNED_THREADS

@@ -34,13 +34,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     data = root / "section.h5ad"
     make_synthetic_adata(n_spots=200, n_genes=80, n_domains=3, seed=2).write_h5ad(data)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STMM_EXACT_CONV", "1")  # oneDNN convolutions differ in the last bit between processes
-    try:
-        fit_to_dir(compose_spec("stereomm", None, TINY), data, root / "run", n_domains=3, progress=False,
-                   use_cache=False)
-    finally:
-        mp.undo()
+    fit_to_dir(compose_spec("stereomm", None, TINY), data, root / "run", n_domains=3, progress=False,
+               use_cache=False)  # default kernels (oneDNN): reproduction needs only the same thread count
     return data, root / "run"
 
 
@@ -66,8 +61,9 @@ def test_run_folder_is_a_verified_pipeline(trained):
     assert "stmm pull" in card and "stmm embed" in card
 
 
-def test_push_pull_by_commit_reproduces_the_embedding_bit_for_bit(trained, hub_server, tmp_path):
-    """CLI end to end: push, pull by commit into an empty cache, embed, compare; then again offline."""
+def test_push_pull_by_commit_reproduces_the_embedding_bit_for_bit(trained, hub_server, tmp_path, monkeypatch):
+    """CLI end to end (fresh processes): push, pull by commit into an empty cache, embed, compare; then again
+    offline from that cache (in this process)."""
     data, run = trained
     env = hub_server.client_env(tmp_path / "pusher")
     r = run_stmm(["push", str(run), "lab/tiny-stereomm", "--license", "cc-by-4.0"], env=env)
@@ -77,8 +73,10 @@ def test_push_pull_by_commit_reproduces_the_embedding_bit_for_bit(trained, hub_s
     assert len(commit) == 40 and commit == hub_server.repos["lab/tiny-stereomm"].branches["main"]
     pushed = hub_server.files("lab/tiny-stereomm")
     assert "license: cc-by-4.0" in pushed["README.md"].decode() and "result.h5ad" not in pushed
+    metrics = pushed["metrics.json"].decode()  # no local paths travel with the pipeline
+    assert str(data.parent) not in metrics and json.loads(metrics)["data"] == "<local>/section.h5ad"
 
-    user = {**hub_server.client_env(tmp_path / "user", token=False), "STMM_EXACT_CONV": "1"}  # empty cache, no token
+    user = hub_server.client_env(tmp_path / "user", token=False)  # empty cache, no token
     r = run_stmm(["pull", f"lab/tiny-stereomm@{commit}", "-o", str(tmp_path / "pulled")], env=user)
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr  # pinned: no warning
@@ -91,13 +89,21 @@ def test_push_pull_by_commit_reproduces_the_embedding_bit_for_bit(trained, hub_s
     reference = ad.read_h5ad(run / "result.h5ad").obsm["X_stmm"]
     np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "e.h5ad").obsm["X_stmm"], reference)
 
-    offline = {**user, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    from huggingface_hub import constants
+
+    from stmm_core.cli.hub_cmd import resolve_pipeline
+    from stmm_core.pipeline.embed import embed_section
+    from stmm_core.pipeline.run import load_section
+
+    hub_server.activate(monkeypatch, tmp_path / "user", token=False)  # the cache the CLI pull filled
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     n_requests = len(hub_server.requests)
-    r = run_stmm(["embed", f"hf:lab/tiny-stereomm@{commit}", "--data", str(data), "-o", str(tmp_path / "o.h5ad"),
-                  "-q"], env=offline)
-    assert r.returncode == 0, r.stderr
-    assert len(hub_server.requests) == n_requests  # served from the cache alone
-    np.testing.assert_array_equal(ad.read_h5ad(tmp_path / "o.h5ad").obsm["X_stmm"], reference)
+    loaded, source, _ = resolve_pipeline(f"hf:lab/tiny-stereomm@{commit}")
+    assert source == f"lab/tiny-stereomm@{commit}" and len(hub_server.requests) == n_requests  # cache alone
+    emb, _ = embed_section(loaded, load_section(data))
+    np.testing.assert_array_equal(emb, reference)
 
 
 def test_unpinned_pull_warns_and_records_the_commit(trained, hub_client, tmp_path):
@@ -157,7 +163,7 @@ def test_wrong_revision_and_missing_repo(trained, hub_client):
         pull("lab/not-stmm@main")
 
 
-def test_gated_repo_without_token(trained, hub_server, tmp_path):
+def test_gated_repo_without_token(trained, hub_server, tmp_path, monkeypatch):
     files = {p.name: p.read_bytes() for p in trained[1].iterdir()
              if p.name in json.loads((trained[1] / "manifest.json").read_text())["files"] or p.name == "manifest.json"}
     commit = hub_server.create_repo("lab/gated", files, gated=True)
@@ -167,15 +173,19 @@ def test_gated_repo_without_token(trained, hub_server, tmp_path):
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1, err
     assert "gated" in err and "request access" in err and "HF_TOKEN" in err
-    # a token without access: same advice; the token never appears
+
+    # a token without access: same advice; the token never appears (in this process from here on)
     other = "hf_someone_elses_token"
     hub_server.access[other] = set()
-    r = run_stmm(["pull", f"lab/gated@{commit}"], env={**env, "HF_TOKEN": other})
-    assert r.returncode == 2 and "request access" in r.stderr and other not in r.stderr + r.stdout
+    hub_server.activate(monkeypatch, tmp_path / "anon")
+    monkeypatch.setenv("HF_TOKEN", other)
+    with pytest.raises(HubAccessError, match="request access") as err:
+        pull(f"lab/gated@{commit}")
+    assert other not in str(err.value)
     hub_server.grant(other, "lab/gated")
-    r = run_stmm(["pull", f"lab/gated@{commit}"], env={**env, "HF_TOKEN": other})
-    assert r.returncode == 0, r.stderr
-    assert other not in r.stderr + r.stdout
+    warnings: list[str] = []
+    res = pull(f"lab/gated@{commit}", warn=warnings.append)
+    assert res.commit == commit and not any(other in w for w in warnings)
 
 
 def test_pickle_files_are_refused_unless_allowed(trained, hub_client, tmp_path):

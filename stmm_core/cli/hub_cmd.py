@@ -102,7 +102,10 @@ def embed(
 
     loaded, source, load_s = resolve_pipeline(pipeline, offline=offline, allow_pickle=allow_pickle)
     dev = resolve_device(device)
-    configure_threads()
+    threads = _fit_threads(loaded.metrics)
+    used = configure_threads(threads)
+    if not quiet and threads is not None:
+        typer.echo(f"using {used} threads, as the fit did (bit-for-bit reproduction; STMM_THREADS overrides)", err=True)
     t0 = time.perf_counter()
     section = load_section(data, image=image, scale=scale)
     read_s = time.perf_counter() - t0
@@ -121,6 +124,19 @@ def embed(
                f"embedding {emb.shape[0]}x{emb.shape[1]} float32, sha256 "
                f"{__import__('hashlib').sha256(np.ascontiguousarray(emb).tobytes()).hexdigest()[:16]}")
     typer.echo(f"wrote {output}")
+
+
+def _fit_threads(metrics: dict) -> int | None:
+    """The fit's thread count when ``STMM_THREADS`` is not set and this machine has that many cores, else None.
+
+    oneDNN convolutions and reductions split work by thread, so the embedding equals the fit's bit for bit only
+    with the same count."""
+    import os
+
+    if os.environ.get("STMM_THREADS", "").strip():
+        return None
+    n = metrics.get("threads") if isinstance(metrics, dict) else None
+    return int(n) if isinstance(n, int) and 1 <= n <= (os.cpu_count() or 1) else None
 
 
 def register(app: typer.Typer) -> None:

@@ -115,9 +115,10 @@ def encode_section(
 
 
 def _encode(encoder: "ImageEncoder", x: Any) -> np.ndarray:
-    """One batch of features. ``STMM_EXACT_CONV=1`` runs CPU convolutions without oneDNN: its kernels can differ in
-    the last bit between processes (~1e-7), the plain ones do not (2-4x slower for CNNs), so a saved pipeline
-    re-run on the same section reproduces the fit's embedding bit for bit."""
+    """One batch of features. Bit-for-bit reproduction of a fit needs only the same thread count (pinned by
+    :func:`stmm_core.seeding.configure_threads`, re-applied by ``seed_everything``): oneDNN convolutions are
+    deterministic for a given count. ``STMM_EXACT_CONV=1`` additionally runs CPU convolutions without oneDNN
+    (2-4x slower for CNNs); it is not needed for reproduction and kept for comparing the two kernels."""
     import os
 
     import torch

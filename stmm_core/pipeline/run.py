@@ -114,6 +114,10 @@ def fit_to_dir(
     metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
     if distributed:
         metrics["processes"] = dist_ctx.world_size()
+    # the run folder is a pipeline that may be pushed: no local paths in metrics.json
+    from stmm_core.hub.scrub import scrub_paths
+
+    metrics = scrub_paths(metrics)
     metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
     if distributed:
         dist_ctx.finish()
