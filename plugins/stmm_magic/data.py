@@ -94,24 +94,42 @@ def dihedral(tiles: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(t, k % 4, dims=(-2, -1))
 
 
+def draw_augment(b: int, mode: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random choices of :func:`augment_tiles` for *b* tiles: ``ops`` ``(b,)`` dihedral elements and, with
+    ``flips+color``, ``bright``/``contrast`` factors ``(b, 1, 1, 1)``. Drawn in a fixed order from *generator*,
+    so processes sharing a generator draw the same values for a whole batch and each applies its own rows."""
+    if mode == "none":
+        return {}
+    out = {"ops": torch.randint(0, 8, (b,), generator=generator)}
+    if mode == "flips+color":
+        out["bright"] = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+        out["contrast"] = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+    return out
+
+
+def apply_augment(tiles: torch.Tensor, mode: str, draw: dict[str, torch.Tensor],
+                  rows: slice = slice(None)) -> torch.Tensor:
+    """Apply rows *rows* of *draw* (:func:`draw_augment`) to ``tiles`` uint8 ``(B, 3, S, S)``."""
+    if mode == "none":
+        return tiles
+    b = tiles.shape[0]
+    ops = draw["ops"][rows]
+    out = torch.empty_like(tiles)
+    for i in range(b):
+        out[i] = dihedral(tiles[i], int(ops[i]))
+    if mode == "flips+color":
+        x = out.float()
+        bright, contrast = draw["bright"][rows], draw["contrast"][rows]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * contrast + mean) * bright
+        out = x.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
 def augment_tiles(tiles: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """Random dihedral transform per tile (8 flips/rotations), plus mild brightness/contrast jitter.
 
     ``tiles`` uint8 ``(B, 3, S, S)`` → uint8 ``(B, 3, S, S)``. No inversion/solarisation/posterisation (those
     destroy H&E stain semantics) and no tiny random crops.
     """
-    if mode == "none":
-        return tiles
-    b = tiles.shape[0]
-    ops = torch.randint(0, 8, (b,), generator=generator)
-    out = torch.empty_like(tiles)
-    for i in range(b):
-        out[i] = dihedral(tiles[i], int(ops[i]))
-    if mode == "flips+color":
-        x = out.float()
-        bright = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
-        contrast = 1.0 + 0.1 * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * contrast + mean) * bright
-        out = x.round().clamp(0, 255).to(torch.uint8)
-    return out
+    return apply_augment(tiles, mode, draw_augment(tiles.shape[0], mode, generator))

@@ -64,19 +64,46 @@ class ImageGeneMatching(nn.Module, Objective):
 
     def forward(self, fusion: nn.Module, img_tokens: torch.Tensor, gene_tokens: torch.Tensor,
                 sim_i2g: torch.Tensor, sim_g2i: torch.Tensor, idx: torch.Tensor,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, global_batch: int | None = None) -> dict[str, torch.Tensor]:
+        """Positives and drawn negatives of the batch through *fusion*; see the class docstring.
+
+        Data-parallel (``global_batch=n``, this process holding a block of b rows, ``sim_*`` ``(b, n)``): the
+        similarity rows and ids of all blocks are gathered, negatives are drawn over the whole batch with the
+        shared *generator* (every process draws the same ones, as one process would), a process scores the
+        pairs of its own rows, taking negative tokens from the gathered (differentiable) tokens of the batch,
+        and its loss is weighted so that the mean over processes is the whole batch's mean.
+        """
         b = img_tokens.shape[0]
         hard = self.params.hard_negatives
-        with torch.no_grad():
-            neg_img = sample_negatives(sim_g2i, idx, generator, hard)  # for each gene profile: an image
-            neg_gene = sample_negatives(sim_i2g, idx, generator, hard)  # for each image: a gene profile
-        keep1, keep2 = neg_img >= 0, neg_gene >= 0
-        imgs = torch.cat([img_tokens, img_tokens[neg_img[keep1]], img_tokens[keep2]], 0)
-        genes = torch.cat([gene_tokens, gene_tokens[keep1], gene_tokens[neg_gene[keep2]]], 0)
+        if global_batch is None:
+            with torch.no_grad():
+                neg_img = sample_negatives(sim_g2i, idx, generator, hard)  # for each gene profile: an image
+                neg_gene = sample_negatives(sim_i2g, idx, generator, hard)  # for each image: a gene profile
+            keep1, keep2 = neg_img >= 0, neg_gene >= 0
+            imgs = torch.cat([img_tokens, img_tokens[neg_img[keep1]], img_tokens[keep2]], 0)
+            genes = torch.cat([gene_tokens, gene_tokens[keep1], gene_tokens[neg_gene[keep2]]], 0)
+            weight, n_pairs = 1.0, None
+        else:
+            from stmm_core.distributed.context import gather_batch, rank, shard, world_size
+
+            n = int(global_batch)
+            lo, hi = shard(n, rank(), world_size())
+            with torch.no_grad():
+                idx_all = gather_batch(idx.view(-1), n)
+                neg_img_all = sample_negatives(gather_batch(sim_g2i, n), idx_all, generator, hard)
+                neg_gene_all = sample_negatives(gather_batch(sim_i2g, n), idx_all, generator, hard)
+            neg_img, neg_gene = neg_img_all[lo:hi], neg_gene_all[lo:hi]
+            keep1, keep2 = neg_img >= 0, neg_gene >= 0
+            img_all = gather_batch(img_tokens, n, grad=True)
+            gene_all = gather_batch(gene_tokens, n, grad=True)
+            imgs = torch.cat([img_tokens, img_all[neg_img[keep1]], img_tokens[keep2]], 0)
+            genes = torch.cat([gene_tokens, gene_tokens[keep1], gene_all[neg_gene[keep2]]], 0)
+            n_pairs = n + int((neg_img_all >= 0).sum()) + int((neg_gene_all >= 0).sum())  # whole batch
+            weight = len(imgs) * world_size() / n_pairs
         logits = self.head(fusion(imgs, genes))
         labels = torch.cat([torch.ones(b, dtype=torch.long),
                             torch.zeros(int(keep1.sum()) + int(keep2.sum()), dtype=torch.long)]).to(logits.device)
-        loss = F.cross_entropy(logits, labels)
-        acc = (logits.argmax(-1) == labels).float().mean()
+        loss = F.cross_entropy(logits, labels) * weight
+        acc = (logits.argmax(-1) == labels).float().mean() * weight
         return {"loss": self.params.weight * loss, "loss_itm": loss.detach(), "itm_acc": acc.detach(),
                 "neg_img": neg_img, "neg_gene": neg_gene}

@@ -68,7 +68,9 @@ class MagicStage1(nn.Module):
         self.contrastive.momentum_update()
 
     def forward(self, tiles: torch.Tensor, tokens: torch.Tensor, idx: torch.Tensor, alpha: float | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, global_batch: int | None = None) -> dict[str, torch.Tensor]:
+        """Losses of one batch. Data-parallel: the arguments are this process's block of a batch of
+        *global_batch* rows (see :mod:`stmm_magic.contrastive` and :mod:`stmm_magic.itm`)."""
         img = self.image(tiles)
         gen = self.gene(tokens)
         with torch.no_grad():
@@ -76,12 +78,12 @@ class MagicStage1(nn.Module):
                 self.momentum_update()
             img_m = self.momentum_image(tiles)["pooled"]
             gen_m = self.momentum_gene(tokens)["pooled"]
-        out = self.contrastive(img["pooled"], gen["pooled"], img_m, gen_m, idx, alpha)
+        out = self.contrastive(img["pooled"], gen["pooled"], img_m, gen_m, idx, alpha, global_batch=global_batch)
         total = out["loss"]
         result = {"loss_itc": out["loss_itc"], "temp": out["temp"]}
         if self.matching is not None and self.fusion is not None:
             itm = self.matching(self.fusion, img["tokens"], gen["tokens"], out["sim_i2g"], out["sim_g2i"], idx,
-                                generator)
+                                generator, global_batch=global_batch)
             total = total + itm["loss"]
             result.update(loss_itm=itm["loss_itm"], itm_acc=itm["itm_acc"])
         result["loss"] = total

@@ -172,9 +172,14 @@ def fit_magic(
     ``stage=None`` trains both; ``stage=1`` only the contrastive stage; ``stage=2`` only the decoder, loading
     stage 1 from *out_dir* (which must hold a stage-1 run of the same stage-1 spec). Returns the metadata dict
     also written to ``magic.json``.
+
+    Under torchrun (``stmm run magic --nproc N``) stage 1 is trained data-parallel by all processes (see
+    :func:`stmm_magic.train.train_stage1`); process 0 alone writes the run folder and trains stage 2 (a small
+    decoder over frozen image tokens); the other processes return ``{"rank": r}`` after stage 1.
     """
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
+    from stmm_core.distributed import context as dist_ctx
     from stmm_core.seeding import configure_threads, resolve_device, seed_everything
     from stmm_magic.data import train_val_split
     from stmm_magic.model import freeze, load_prefixed
@@ -192,6 +197,16 @@ def fit_magic(
         raise StmmError(f"-o {out_dir} exists and is not a folder")
     dev = resolve_device(device)
     threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
+    distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
+    rank = dist_ctx.rank() if distributed else 0
+    if rank != 0:
+        log = lambda msg: None  # noqa: E731 - process 0 reports
+        if stage == 2:  # stage 2 is trained by process 0 alone
+            dist_ctx.finish()
+            return {"rank": rank}
+    elif distributed and stage == 2:
+        dist_ctx.finish()
+        distributed = False
     t_start = time.perf_counter()
     cfg = spec.train
     seed = int(cfg.seed)
@@ -239,7 +254,8 @@ def fit_magic(
     targets = torch.from_numpy(np.concatenate([a.targets for a in arrays]))
     train_idx, val_idx = train_val_split([a.n for a in arrays], cfg.val_fraction, seed)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = dict(prev_meta or {})
     meta.update({
         "format": "stmm-magic-v1", "stmm_version": __version__, "spec_hash": spec.hash(),
@@ -253,7 +269,8 @@ def fit_magic(
         meta["image_init"]["params_sha256"] = params_digest(model1.image)
     timings: dict[str, float] = dict(meta.get("timings", {}))
     timings.update(read_seconds=read_s, tiles_seconds=tiles_s)
-    (out_dir / SPEC_FILE).write_text(spec.pretty_json() + "\n")
+    if rank == 0:
+        (out_dir / SPEC_FILE).write_text(spec.pretty_json() + "\n")
 
     # ---- stage 1
     if stage in (None, 1):
@@ -265,6 +282,11 @@ def fit_magic(
                              device=dev)
         timings["stage1_seconds"] = time.perf_counter() - t0
         meta["history_stage1"] = hist1
+        if distributed:
+            meta["stage1_processes"] = dist_ctx.world_size()
+            dist_ctx.finish()
+            if rank != 0:
+                return {"rank": rank}
         model1 = model1.to("cpu")
         (out_dir / STAGE_FILES[2]).unlink(missing_ok=True)  # a previous stage 2 belongs to another stage 1
         save_stage(out_dir, 1, model1.saved_state(), spec)

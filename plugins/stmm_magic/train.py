@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stmm_magic.data import augment_tiles, dihedral
+from stmm_magic.data import apply_augment, augment_tiles, dihedral, draw_augment
 
 if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.spec import MagicStageSpec
@@ -57,6 +57,24 @@ def _optimizer(model: nn.Module, cfg: "MagicStageSpec") -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
+def _data_parallel(model: nn.Module, device: str) -> nn.Module:
+    """*model* wrapped in ``DistributedDataParallel``: parameters and buffers taken from process 0 once, no
+    buffer broadcast per step (queues and momentum copies are updated identically on every process), and
+    unused parameters allowed (a fusion module without a matching objective, frozen parts)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    kwargs: dict[str, Any] = {"find_unused_parameters": True}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        kwargs["forward_sync_buffers"] = False
+    else:  # pragma: no cover - older torch
+        kwargs["broadcast_buffers"] = False
+    if str(device).startswith("cuda"):
+        kwargs["device_ids"] = [torch.cuda.current_device()]
+    return DistributedDataParallel(model, **kwargs)
+
+
 def train_stage1(model: "MagicStage1", tiles: torch.Tensor, tokens: torch.Tensor, train_idx: np.ndarray,
                  val_idx: np.ndarray, cfg: "MagicStageSpec", augment: str, seed: int,
                  log: Callable[[str], None] | None = None, device: str = "cpu") -> list[dict[str, float]]:
@@ -65,7 +83,17 @@ def train_stage1(model: "MagicStage1", tiles: torch.Tensor, tokens: torch.Tensor
     The dataset index of a row is its identity for the contrastive targets (queue entries of the same spot are
     positives). Returns one dict per epoch (mean losses, temperature, validation retrieval top-1 when
     *val_idx* is not empty).
+
+    Data-parallel (a torch.distributed process group of W > 1 processes, e.g. ``stmm run magic --nproc W``):
+    ``cfg.batch_size`` stays the global batch. Every process draws the same shuffle and augmentation choices
+    from the shared seed, takes its contiguous block of each batch (:func:`stmm_core.distributed.context.shard`)
+    and runs the model wrapped in ``DistributedDataParallel`` (gradients averaged; gloo on CPU, NCCL on GPU).
+    Momentum features, spot ids and ITM similarities/tokens are gathered across processes inside the model,
+    so the losses, the queues and - after every step - the weights are those of one process training on the
+    whole batch, up to floating-point summation order. Dropout masks are the exception (drawn per process).
     """
+    from stmm_core.distributed import context as dist_ctx
+
     g = torch.Generator().manual_seed(seed)
     gs = torch.Generator().manual_seed(seed + 1)  # negative sampling
     opt = _optimizer(model, cfg)
@@ -76,6 +104,16 @@ def train_stage1(model: "MagicStage1", tiles: torch.Tensor, tokens: torch.Tensor
     a = model.contrastive.params
     alpha_ramp = a.alpha_warmup_steps or n_batches
     params = [p for p in model.parameters() if p.requires_grad]
+    world, rank = (dist_ctx.world_size(), dist_ctx.rank()) if dist_ctx.active() else (1, 0)
+    step_fn: nn.Module = model
+    if world > 1:
+        smallest = min(cfg.batch_size, len(tr))
+        if smallest < world:
+            from stmm_core.errors import SpecError
+
+            raise SpecError(f"stage 1 batches of {smallest} spots cannot be split over {world} processes; "
+                            f"use at most {smallest} processes or a larger train.stage1.batch_size")
+        step_fn = _data_parallel(model, device)
     history: list[dict[str, float]] = []
     step = 0
     for epoch in range(cfg.epochs):
@@ -88,8 +126,16 @@ def train_stage1(model: "MagicStage1", tiles: torch.Tensor, tokens: torch.Tensor
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
             alpha = a.alpha * min(1.0, (step + 1) / alpha_ramp)
-            x = augment_tiles(tiles[rows], augment, g).to(device)
-            out = model(x, tokens[rows].to(device), rows.to(device), alpha=alpha, generator=gs)
+            if world > 1:
+                lo, hi = dist_ctx.shard(len(rows), rank, world)
+                draw = draw_augment(len(rows), augment, g)  # the whole batch's choices, as one process draws
+                x = apply_augment(tiles[rows[lo:hi]], augment, draw, slice(lo, hi)).to(device)
+                own = rows[lo:hi]
+                out = step_fn(x, tokens[own].to(device), own.to(device), alpha=alpha, generator=gs,
+                              global_batch=len(rows))
+            else:
+                x = augment_tiles(tiles[rows], augment, g).to(device)
+                out = step_fn(x, tokens[rows].to(device), rows.to(device), alpha=alpha, generator=gs)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if cfg.grad_clip:
@@ -98,17 +144,24 @@ def train_stage1(model: "MagicStage1", tiles: torch.Tensor, tokens: torch.Tensor
             step += 1
             nb += 1
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if k.startswith("loss") or k in ("temp", "itm_acc"):
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums = dist_ctx.all_reduce_mean_scalars(sums) if world > 1 else sums
         rec = {k: v / max(nb, 1) for k, v in sums.items()}
         rec.update(epoch=epoch + 1, seconds=time.perf_counter() - t0, lr=opt.param_groups[0]["lr"])
         if len(val_idx) > 1:
             va = torch.as_tensor(val_idx, dtype=torch.long)
-            emb = model.embed(tiles[va], tokens[va])
+            if world > 1 and len(va) >= world:  # each process embeds its block of the validation spots
+                lo, hi = dist_ctx.shard(len(va), rank, world)
+                emb = model.embed(tiles[va[lo:hi]], tokens[va[lo:hi]])
+                emb = {k: dist_ctx.gather_batch(v.to(device), len(va)).cpu() for k, v in emb.items()}
+            else:
+                emb = model.embed(tiles[va], tokens[va])
             sim = emb["image"].cpu() @ emb["gene"].cpu().T
             rec["val_top1"] = float((sim.argmax(1) == torch.arange(len(va))).float().mean())
             rec["val_chance"] = 1.0 / len(va)
         history.append(rec)
-        if log:
+        if log and rank == 0:
             extra = f" val top-1 {rec['val_top1']:.3f} (chance {rec['val_chance']:.3f})" if "val_top1" in rec else ""
             log(f"stage 1 epoch {epoch + 1}/{cfg.epochs}: loss {rec.get('loss', float('nan')):.4f} "
                 f"(itc {rec.get('loss_itc', float('nan')):.4f}, itm {rec.get('loss_itm', float('nan')):.4f}), "

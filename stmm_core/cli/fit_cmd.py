@@ -49,21 +49,22 @@ NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
 NPROC = typer.Option(1, "--nproc", min=1, help="Processes (torchrun, data parallel: image encoding sharded, "
-                                                "training over spatial partitions; gloo on CPU, NCCL on GPU).")
+                                                "training over spatial partitions, magic stage 1 with "
+                                                "DistributedDataParallel; gloo on CPU, NCCL on GPU).")
 
 
 def _relaunch(nproc: int) -> None:
-    """With ``--nproc N > 1`` outside torchrun: re-run this command under torchrun in N processes and exit."""
+    """With ``--nproc N > 1`` outside torchrun: re-run this command under torchrun in N processes and exit
+    with their status (a user error in any process: its one-line message, exit code 2)."""
     import os
-    import subprocess
-    import sys
 
-    from stmm_core.distributed.context import launch_command
+    from stmm_core.cli.main import current_argv
+    from stmm_core.distributed.launch import launch
 
     if nproc <= 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return
     argv, skip = [], False
-    for a in sys.argv[1:]:
+    for a in current_argv():
         if skip:
             skip = False
             continue
@@ -73,7 +74,7 @@ def _relaunch(nproc: int) -> None:
         if a.startswith("--nproc="):
             continue
         argv.append(a)
-    raise typer.Exit(subprocess.run(launch_command(nproc, argv)).returncode)
+    raise typer.Exit(launch(nproc, argv))
 
 
 def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels) -> None:
@@ -95,6 +96,8 @@ def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_d
             typer.echo(msg, err=True)
 
     meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log)
+    if meta.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
+        return
     t = meta["timings"]
     g = meta["genes"]
     init = meta.get("image_init", {}).get("source", "?")
@@ -128,10 +131,13 @@ def fit(
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
+    nproc: int = NPROC,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
     from stmm_core.spec import load_spec
+
+    _relaunch(nproc)
 
     if looks_like_hub_ref(str(spec_path)) or (spec_path.is_dir() and (spec_path / "manifest.json").is_file()):
         from stmm_core.cli.hub_cmd import resolve_pipeline

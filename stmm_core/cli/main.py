@@ -43,6 +43,21 @@ def _register() -> None:
 
 _register()
 
+_ARGV: list[str] | None = None
+
+
+def current_argv() -> list[str]:
+    """Arguments of the running ``stmm`` command, without the program name (e.g. to relaunch it)."""
+    return list(_ARGV if _ARGV is not None else sys.argv[1:])
+
+
+def _error(message: str) -> None:
+    """One line on stderr; in a process of a multi-process run, left to the launcher (or to process 0)."""
+    from stmm_core.distributed.launch import report_worker_error
+
+    if not report_worker_error(message):
+        typer.echo(f"stmm: error: {message}", err=True)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: turns :class:`~stmm_core.errors.StmmError` into one line on stderr."""
@@ -50,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from stmm_core.errors import StmmError
 
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
@@ -62,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("stmm: aborted", err=True)
         return 130
     except StmmError as exc:
-        typer.echo(f"stmm: error: {exc}", err=True)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("stmm: interrupted", err=True)

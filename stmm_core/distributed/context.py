@@ -6,7 +6,9 @@ degrades to the single-process behaviour when the run is not distributed, so cal
 
 * :func:`shard` — the contiguous block of rows ``[lo, hi)`` of this rank (blocks in rank order);
 * :func:`gather_rows` — every rank's block, concatenated in rank order on every rank (so row order is kept);
-* :func:`all_reduce_grads` — sum the gradients of parameters over ranks (data-parallel training).
+* :func:`all_reduce_grads` — sum the gradients of parameters over ranks (data-parallel training);
+* :func:`gather_batch` — every rank's block of a mini-batch tensor, concatenated in rank order, optionally
+  differentiable (the gradient of each block flows back to the rank that owns it).
 """
 
 from __future__ import annotations
@@ -135,6 +137,97 @@ def all_reduce_scalars(values: dict[str, float]) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(keys, t.tolist()))
+
+
+def active() -> bool:
+    """True when a process group with more than one process is running (collectives may be issued)."""
+    try:
+        import torch.distributed as dist
+
+        return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def batch_sizes(n_total: int, w: int | None = None) -> list[int]:
+    """Rows of each rank when a batch of *n_total* rows is split by :func:`shard` (rank order)."""
+    w = world_size() if w is None else w
+    return [hi - lo for lo, hi in (shard(n_total, r, w) for r in range(w))]
+
+
+def gather_batch(local: "torch.Tensor", n_total: int, grad: bool = False) -> "torch.Tensor":
+    """Concatenate every rank's block ``(n_r, ...)`` of a batch of *n_total* rows (blocks as :func:`shard`) in
+    rank order → ``(n_total, ...)`` on every rank; *local* itself when not distributed.
+
+    ``grad=True`` makes the result differentiable: the backward pass sums, over ranks, the gradient with
+    respect to the whole gathered tensor and hands each rank the rows of its own block (as ALBEF/BLIP's
+    gather layer). Every rank must call this in the same order with the same *n_total*.
+    """
+    if not active():
+        return local
+    import torch
+
+    sizes = batch_sizes(n_total)
+    if grad and local.requires_grad:
+        return _GatherBatch.apply(local, n_total)
+    return _gather_padded(local.detach(), sizes)
+
+
+def _gather_padded(local: "torch.Tensor", sizes: list[int]) -> "torch.Tensor":
+    import torch
+    import torch.distributed as dist
+
+    width = max(sizes)
+    if local.shape[0] != sizes[rank()]:
+        raise RuntimeError(f"rank {rank()} holds {local.shape[0]} rows of the batch, expected {sizes[rank()]}")
+    buf = local.new_zeros((width, *local.shape[1:]))
+    buf[: local.shape[0]] = local
+    bufs = [torch.empty_like(buf) for _ in sizes]
+    dist.all_gather(bufs, buf.contiguous())
+    return torch.cat([b[:n] for b, n in zip(bufs, sizes)], 0)
+
+
+def _gather_batch_fn():
+    import torch
+
+    class GatherBatch(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, local, n_total):  # type: ignore[override]
+            ctx.sizes = batch_sizes(n_total)
+            return _gather_padded(local, ctx.sizes)
+
+        @staticmethod
+        def backward(ctx, grad_out):  # type: ignore[override]
+            import torch.distributed as dist
+
+            g = grad_out.contiguous().clone()
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            lo = sum(ctx.sizes[: rank()])
+            return g[lo: lo + ctx.sizes[rank()]], None
+
+    return GatherBatch
+
+
+class _LazyGather:
+    """Builds the autograd function on first use (this module must not import torch at import time)."""
+
+    _fn = None
+
+    def apply(self, *args):
+        if _LazyGather._fn is None:
+            _LazyGather._fn = _gather_batch_fn()
+        return _LazyGather._fn.apply(*args)
+
+
+_GatherBatch = _LazyGather()
+
+
+def all_reduce_mean_scalars(values: dict[str, float]) -> dict[str, float]:
+    """Mean of a dict of floats over ranks (same keys on every rank); *values* when not distributed."""
+    if not active():
+        return values
+    w = world_size()
+    return {k: v / w for k, v in all_reduce_scalars(values).items()}
 
 
 def launch_command(nproc: int, argv: list[str]) -> list[str]:
