@@ -18,6 +18,15 @@ Fitted state (:meth:`HVGGeneEncoder.state`) is a JSON-able dict: parameters, sel
 sum, the per-gene means/stds and the PCA basis, so a fitted preprocessor can be saved next to a model and
 applied to new sections bit-identically.
 
+Memory: nothing of size spots × genes is ever dense except the output itself. The counts stay sparse through
+normalisation and HVG ranking; with ``pca`` set, the z-scored matrix is formed one block of rows at a time
+(:data:`BLOCK_BYTES`). The PCA uses the solver scikit-learn's ``PCA`` would choose for the shape, so results
+are those of the former dense code up to rounding: exact axes from the covariance (float64 Gram matrix
+accumulated over blocks, genes × genes) for tall-and-narrow or small matrices, and otherwise scikit-learn's
+randomised SVD with the same random draws, run on an operator that rebuilds each block when multiplied
+(~16 passes over the sparse data). Transforming projects block by block into the ``(N, pca)`` output. At 1M
+spots × 2000 genes that is ~64 MB of blocks instead of an 8 GB dense matrix plus the PCA's copies of it.
+
 Notes: the HVG ranking always uses ``log1p`` of the normalised counts (what the dispersion flavours expect);
 ``log1p=False`` only changes the output features. The library size of a spot is its total over *all* genes of
 the section it comes from, so sections measured on different gene panels get different normalisations.
@@ -41,6 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STATE_FORMAT = "stmm.genes.hvg/1"
 _EPS_STD = 1e-8
+#: Size of one dense block of z-scored rows (float64 while fitting the PCA).
+BLOCK_BYTES = 1 << 26
 
 
 def _counts(section: "Section") -> "sp.csr_matrix":
@@ -88,23 +99,27 @@ def _library_scale(X: "sp.csr_matrix", target_sum: float) -> np.ndarray:
 
 
 def _normalise(X: "sp.csr_matrix", scale: np.ndarray, log1p: bool) -> "sp.csr_matrix":
-    """Rows of *X* times *scale*, then log1p (sparse, float32)."""
-    import scipy.sparse as sp
-
-    Y = sp.diags(scale.astype(np.float32)) @ X
-    Y = Y.tocsr().astype(np.float32)
+    """Rows of *X* times *scale*, then log1p (sparse CSR float32; one copy of *X*)."""
+    Y = X.astype(np.float32, copy=True)
+    Y.data *= np.repeat(scale.astype(np.float32), np.diff(Y.indptr))
     if log1p:
         np.log1p(Y.data, out=Y.data)
     return Y
 
 
 def _column_mean_var(Y: "sp.csr_matrix") -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and (population) variance of a sparse matrix, float64, without densifying."""
-    n = Y.shape[0]
-    mean = np.asarray(Y.sum(axis=0, dtype=np.float64)).ravel() / n
-    sq = Y.copy()
-    sq.data = sq.data.astype(np.float64) ** 2
-    var = np.asarray(sq.sum(axis=0, dtype=np.float64)).ravel() / n - mean**2
+    """Column mean and (population) variance of a sparse matrix, float64, without densifying or copying it
+    (the non-zeros are summed per column in chunks)."""
+    n, g = Y.shape
+    total, sq = np.zeros(g), np.zeros(g)
+    step = 1 << 22
+    for lo in range(0, Y.nnz, step):
+        d = Y.data[lo: lo + step].astype(np.float64)
+        j = Y.indices[lo: lo + step]
+        total += np.bincount(j, weights=d, minlength=g)
+        sq += np.bincount(j, weights=d * d, minlength=g)
+    mean = total / n
+    var = sq / n - mean**2
     return mean, np.maximum(var, 0.0)
 
 
@@ -175,7 +190,11 @@ class HVGGeneEncoder(GeneEncoder):
         self.genes = [names[i] for i in idx]
         self.target_sum = target
 
-        Y = logn[:, idx] if p.log1p else _normalise(X[:, idx], scale, log1p=False)
+        if p.log1p:
+            Y = logn if len(idx) == n_genes else logn[:, idx]  # all genes kept: no copy
+        else:
+            Y = _normalise(X[:, idx], scale, log1p=False)
+        del logn
         if p.scale == "zscore":
             mean, var = _column_mean_var(Y)
             std = np.sqrt(var)
@@ -188,17 +207,82 @@ class HVGGeneEncoder(GeneEncoder):
         self.info = {"n_spots": int(n_spots), "n_genes_in": int(n_genes), "n_selected": len(idx),
                      "flavor": p.flavor if k < n_genes else "all", "target_sum": target}
         if p.pca is not None:
-            Z = self._scaled(Y)
             n_comp = int(min(p.pca, n_spots, len(idx)))
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=n_comp, random_state=0)
-            pca.fit(Z)
-            self.pca_components = pca.components_.astype(np.float64)
-            self.pca_mean = pca.mean_.astype(np.float64)
+            comps, pmean, ratio = self._fit_pca(Y, n_comp)
+            self.pca_components, self.pca_mean = comps, pmean
             self.info["pca_components"] = n_comp
-            self.info["pca_explained_variance_ratio"] = float(pca.explained_variance_ratio_.sum())
+            self.info["pca_explained_variance_ratio"] = ratio
         return self
+
+    def _fit_pca(self, Y: "sp.csr_matrix", n_comp: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Principal axes ``(k, G)``, mean ``(G,)`` and explained variance ratio of the z-scored *Y*, with the
+        solver scikit-learn's ``PCA(svd_solver="auto", random_state=0)`` picks for that shape - without
+        forming the z-scored matrix: exact (covariance eigendecomposition) where it is exact, its randomised
+        SVD (same random draws, same power iterations) on an implicit, row-blocked operator where it is
+        randomised. Signs as scikit-learn's ``svd_flip``: the largest entry of each axis positive."""
+        n, g = Y.shape
+        total, sq, gram = np.zeros(g), np.zeros(g), None
+        exact = (g <= 1000 and n >= 10 * g) or max(n, g) <= 500 or not 1 <= n_comp < 0.8 * min(n, g)
+        if exact:
+            gram = np.zeros((g, g))
+        for Z in self._scaled_blocks(Y, 8):
+            Z = Z.astype(np.float64)
+            total += Z.sum(axis=0)
+            if gram is not None:
+                gram += Z.T @ Z
+            else:
+                sq += np.einsum("ij,ij->j", Z, Z)
+        mean = total / n
+        if gram is not None:
+            cov = (gram - n * np.outer(mean, mean)) / max(n - 1, 1)
+            cov = (cov + cov.T) / 2
+            var_total = float(np.clip(np.diag(cov), 0, None).sum())
+            evals, evecs = np.linalg.eigh(cov)
+            order = np.argsort(evals)[::-1][:n_comp]
+            comps = np.ascontiguousarray(evecs[:, order].T)
+            explained = np.clip(evals[order], 0, None)
+        else:
+            var_total = float(np.clip(sq - n * mean**2, 0, None).sum() / max(n - 1, 1))
+            comps, svals = self._randomized_axes(Y, mean, n_comp)
+            explained = svals.astype(np.float64) ** 2 / max(n - 1, 1)
+        pivot = np.argmax(np.abs(comps), axis=1)
+        comps = comps * np.sign(comps[np.arange(len(comps)), pivot])[:, None]
+        ratio = float(explained.sum() / var_total) if var_total > 0 else 0.0
+        return comps.astype(np.float64), mean, ratio
+
+    def _randomized_axes(self, Y: "sp.csr_matrix", mean: np.ndarray, n_comp: int) -> tuple[np.ndarray, np.ndarray]:
+        """Right singular vectors ``(k, G)`` and singular values of the centred z-scores (float32, as
+        scikit-learn's PCA on float32 data), by randomised SVD over an operator that rebuilds row blocks."""
+        from scipy.sparse.linalg import LinearOperator
+        from sklearn.utils import extmath
+
+        svd = getattr(extmath, "_randomized_svd", extmath.randomized_svd)
+        n, g = Y.shape
+        mu = mean.astype(np.float32)[None, :]
+        one_block = n * g * 4 <= BLOCK_BYTES
+        cached = list(self._scaled_blocks(Y, 4)) if one_block else None
+
+        def blocks():
+            return iter(cached) if cached is not None else self._scaled_blocks(Y, 4)
+
+        def matmat(q: np.ndarray) -> np.ndarray:
+            q = np.asarray(q, dtype=np.float32).reshape(g, -1)
+            return np.concatenate([Z @ q for Z in blocks()], 0) - mu @ q
+
+        def rmatmat(q: np.ndarray) -> np.ndarray:
+            q = np.asarray(q, dtype=np.float32).reshape(n, -1)
+            out = np.zeros((g, q.shape[1]), dtype=np.float32)
+            lo = 0
+            for Z in blocks():
+                out += Z.T @ q[lo: lo + len(Z)]
+                lo += len(Z)
+            return out - mu.T @ q.sum(axis=0)[None, :]
+
+        op = LinearOperator(shape=(n, g), dtype=np.float32, matvec=matmat, matmat=matmat,
+                            rmatvec=rmatmat, rmatmat=rmatmat)
+        _, svals, vt = svd(op, n_components=n_comp, n_oversamples=10, n_iter="auto",
+                           power_iteration_normalizer="auto", flip_sign=False, random_state=0)
+        return np.asarray(vt, dtype=np.float64), np.asarray(svals)
 
     def transform(self, section: "Section") -> np.ndarray:
         if self.genes is None:
@@ -216,12 +300,25 @@ class HVGGeneEncoder(GeneEncoder):
         idx = np.fromiter((where[g] for g in self.genes), dtype=np.int64, count=len(self.genes))
         scale = _library_scale(X, float(self.target_sum))  # library size over all genes of this section
         Y = _normalise(X[:, idx], scale, log1p=self.params.log1p)
-        Z = self._scaled(Y)
-        if self.pca_components is not None:
-            Z = (Z - self.pca_mean.astype(np.float32)) @ self.pca_components.T.astype(np.float32)
-        return np.ascontiguousarray(Z, dtype=np.float32)
+        if self.pca_components is None:
+            return np.ascontiguousarray(self._scaled(Y), dtype=np.float32)
+        comps_t = self.pca_components.T.astype(np.float32)
+        pmean = self.pca_mean.astype(np.float32)
+        out = np.empty((Y.shape[0], comps_t.shape[1]), dtype=np.float32)
+        lo = 0
+        for Z in self._scaled_blocks(Y, 4):  # never the whole (N, genes) matrix
+            out[lo: lo + len(Z)] = (Z - pmean) @ comps_t
+            lo += len(Z)
+        return out
+
+    def _scaled_blocks(self, Y: "sp.csr_matrix", itemsize: int):
+        """:meth:`_scaled` of consecutive row blocks of *Y*, each about :data:`BLOCK_BYTES` at *itemsize*."""
+        rows = max(1, BLOCK_BYTES // max(itemsize * Y.shape[1], 1))
+        for lo in range(0, Y.shape[0], rows):
+            yield self._scaled(Y[lo: lo + rows])
 
     def _scaled(self, Y: "sp.csr_matrix") -> np.ndarray:
+        """Dense float32 z-scores (clipped) of the rows of *Y*."""
         Z = Y.toarray().astype(np.float32, copy=False)
         if self.params.scale == "zscore":
             Z -= self.mean.astype(np.float32)
