@@ -166,7 +166,9 @@ def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> l
                 if c not in palette:
                     palette[c] = cmap(len(palette) % 20)
                 color = (0.85, 0.85, 0.85, 1.0) if c.lower() in ("nan", "none", "") else palette[c]
-                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=color, linewidths=0)
+                ax.scatter(xy[m, 0], xy[m, 1], s=size, color=color, linewidths=0, label=c)
+            if v is None:  # the truth panel carries the legend (predicted domains are renamed to match it)
+                ax.legend(loc="upper right", fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1.12, 1.0))
             ax.set_aspect("equal")
             ax.invert_yaxis()
             title = name if v is None else f"{name}\nARI {v['ari']:.3f} (seed {v['seed']})"
