@@ -16,7 +16,10 @@ class GMMParams(BaseModel):
     covariance: Literal["tied", "full", "diag", "spherical"] = Field(
         "tied", description="covariance model; tied = mclust EEE (the default of DLPFC benchmarks)"
     )
-    n_init: int = Field(3, ge=1, le=100, description="EM restarts (the best likelihood is kept)")
+    n_init: int = Field(
+        20, ge=1, le=100,
+        description="EM restarts (the best likelihood is kept); with 3 the likelihood optimum was often missed",
+    )
     max_iter: int = Field(300, ge=1, le=100_000, description="EM iterations per restart")
     max_fit: int | None = Field(
         200_000, ge=100, description="fit PCA + mixture on a random subsample of at most this many spots, then "
