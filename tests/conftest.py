@@ -31,6 +31,17 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture
+def single_torch_thread():
+    """Tiny problems: one torch thread is faster and immune to OpenMP oversubscription on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("STMM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "stmm-cache"))

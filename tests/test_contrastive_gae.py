@@ -14,12 +14,7 @@ from stmm_graph.contrastive_gae import ContrastiveGAE, neighbourhood_mean
 from stmm_graph.params import ContrastiveGAEParams, KnnGraphParams
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _domains_section(side: int = 20, n_feat: int = 40, seed: int = 0):

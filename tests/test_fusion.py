@@ -20,13 +20,7 @@ from stmm_fusion.concat import ConcatFusion
 from stmm_fusion.params import AttentionFusionParams, ConcatFusionParams
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These problems are tiny: one thread is faster and immune to OpenMP oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def grid_context(side: int) -> GraphContext:

@@ -18,13 +18,7 @@ from stmm_tasks.clustering import GMMClustering
 from stmm_tasks.params import GMMParams
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These problems are tiny: one thread is faster and immune to OpenMP oversubscription on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def hex_lattice(rows: int, cols: int, spacing: float = 100.0) -> np.ndarray:

@@ -22,12 +22,7 @@ from stmm_graph.params import RadiusGraphParams, VGAEParams
 from stmm_graph.vgae import VGAE
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _problem(side: int = 24, seed: int = 0, conv: str = "gcn"):
