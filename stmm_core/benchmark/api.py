@@ -80,7 +80,9 @@ class Outcome:
 
 def render_extra(suite: str, baselines: set[str]) -> dict[str, Any]:
     mod = suite_module(suite)
-    return {"primary": mod.PRIMARY, "higher": mod.HIGHER_IS_BETTER, "baselines": baselines}
+    # speed compares different amounts of work, so no winner/loser lines there
+    primary = None if suite == "speed" else mod.PRIMARY
+    return {"primary": primary, "higher": mod.HIGHER_IS_BETTER, "baselines": baselines}
 
 
 def run_benchmark(

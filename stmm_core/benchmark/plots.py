@@ -68,7 +68,7 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     seeds = ", ".join(map(str, result.seeds))
-    fig.suptitle(f"{title} (mean ± sd; seeds {seeds})", fontsize=11)
+    fig.suptitle(f"{title} (mean ± sd; seed(s) {seeds})", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

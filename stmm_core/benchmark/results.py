@@ -225,7 +225,8 @@ def merge(parts: list[BenchmarkResult]) -> BenchmarkResult:
             if s.dataset not in names:  # a pooled fold group
                 groups.update({n: s.dataset for n in names})
     notes = list(dict.fromkeys(n for p in parts for n in p.notes))
-    notes.append(f"Merged from {len(parts)} parts run side by side (commands joined with ' ; ').")
+    if len(parts) > 1:
+        notes.append(f"Merged from {len(parts)} parts run side by side (commands joined with ' ; ').")
     return BenchmarkResult(
         suite=first.suite, created=max(p.created for p in parts), command=" ; ".join(p.command for p in parts),
         wall_seconds=max(p.wall_seconds for p in parts), seeds=sorted({s for p in parts for s in p.seeds}),
