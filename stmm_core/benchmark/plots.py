@@ -109,7 +109,7 @@ def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path |
     ax2.set_yticklabels([])
     ax.set_xlabel("wall time per stage (s)")
     ax2.set_xlabel("peak RSS (MB)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(keys) < 4 else -0.12), ncol=4, fontsize=8,
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / max(len(keys), 1)), ncol=4, fontsize=8,
               frameon=False)
     fig.suptitle("speed: where the time goes", fontsize=11)
     fig.tight_layout()
