@@ -252,3 +252,14 @@ def test_shards_merge_into_one_result(domains_run):
     assert sorted(map(key, merged.summary)) == sorted(map(key, res.summary))
     assert {key(s): s.mean for s in merged.summary} == {key(s): s.mean for s in res.summary}
     assert validate(json.loads(merged.model_dump_json()), schema()) == []
+
+
+def test_merge_keeps_different_specs_apart(domains_run):
+    from stmm_core.benchmark.results import merge
+
+    res = domains_run[0].result
+    later = res.model_copy(update={"pipelines": [p.model_copy(update={"spec_hash": "f" * 64}) for p in res.pipelines]})
+    merged = merge([res, later])
+    names = {s.pipeline for s in merged.summary}
+    assert "expression-gmm" in names and "expression-gmm@ffffffff" in names
+    assert any("different spec" in n for n in merged.notes)

@@ -194,9 +194,12 @@ def load_maps(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
 
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path in paths:
+        before = set(out)
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
                 ds, pipe, field_ = key.split("|")
+                if (ds, pipe) in before:
+                    continue  # the first shard's map of a pipeline is kept
                 d = out.setdefault((ds, pipe), {})
                 if field_ == "meta":
                     d["seed"], d["ari"] = int(z[key][0]), float(z[key][1])

@@ -209,8 +209,28 @@ def merge(parts: list[BenchmarkResult]) -> BenchmarkResult:
     if len(suites) != 1:
         raise DataError(f"cannot merge results of different suites: {sorted(suites)}")
     first = parts[0]
-    rows = [r for p in parts for r in p.rows]
+    # a pipeline whose spec differs between shards (e.g. a component default changed in between) is kept
+    # apart under "name@hash", so one mean never mixes two specs
+    seen_hash: dict[str, str | None] = {}
+    rows: list[Row] = []
     pipes: dict[str, PipelineRecord] = {}
+    notes_extra: list[str] = []
+    for p in parts:
+        rename: dict[str, str] = {}
+        for rec in p.pipelines:
+            if not any(r.pipeline == rec.name for r in p.rows):
+                continue  # listed but never run in this shard
+            if rec.name in seen_hash and seen_hash[rec.name] != rec.spec_hash:
+                new = f"{rec.name}@{(rec.spec_hash or 'none')[:8]}"
+                rename[rec.name] = new
+                notes_extra.append(f"{new}: the same recipe as {rec.name} but a different spec (hash "
+                                   f"{(rec.spec_hash or '')[:12]} vs {(seen_hash[rec.name] or '')[:12]}): run after "
+                                   "a default changed, so it is reported separately.")
+                pipes.setdefault(new, rec.model_copy(update={"name": new}))
+            else:
+                seen_hash.setdefault(rec.name, rec.spec_hash)
+                pipes.setdefault(rec.name, rec)
+        rows += [r.model_copy(update={"pipeline": rename.get(r.pipeline, r.pipeline)}) for r in p.rows]
     for p in parts:
         for rec in p.pipelines:
             pipes.setdefault(rec.name, rec)
@@ -225,6 +245,7 @@ def merge(parts: list[BenchmarkResult]) -> BenchmarkResult:
             if s.dataset not in names:  # a pooled fold group
                 groups.update({n: s.dataset for n in names})
     notes = list(dict.fromkeys(n for p in parts for n in p.notes))
+    notes += notes_extra
     if len(parts) > 1:
         notes.append(f"Merged from {len(parts)} parts run side by side (commands joined with ' ; ').")
     return BenchmarkResult(
