@@ -145,6 +145,9 @@ class GraphContext:
     edge_index: "torch.Tensor"  # (2, E) long, symmetric, no self loops
     n_nodes: int
     adj_norm: "torch.Tensor | None" = None  # sparse CSR D^-1/2 (A+I) D^-1/2, (N, N)
+    # (N, L) standard-normal draws a variational model uses instead of fresh ones; mini-batch training sets it so
+    # that every spot gets one draw per epoch whichever partitions (core or halo) it appears in
+    noise: "torch.Tensor | None" = None
 
 
 @dataclass

@@ -130,3 +130,31 @@ def test_fit_graph_fusion_in_partition_mode(tmp_path):
     ari = {b: clustering_scores(truth, r.labels)["ari"] for b, r in res.items()}
     assert ari["partition"] > 0.5 and abs(ari["partition"] - ari["full"]) < 0.15, ari
     assert len(res["partition"].history) == 30
+
+
+def test_shared_noise_makes_training_mode_partition_gradient_equal_full_batch():
+    """With the VAE noise drawn once per spot (ctx.noise), partitions reproduce the full-batch training gradient."""
+    from stmm_core.pipeline.minibatch import _core_output
+
+    coords, graph, img, gene, fusion, model, target = _problem()
+    params = list(fusion.parameters()) + list(model.parameters())
+    ctx = graph_context(graph)
+    fusion.train(), model.train()
+    eps = torch.randn(graph.n_nodes, model.latent_dim)
+    ctx.noise = eps
+    model.loss(model(fusion(img, gene, ctx), ctx), target)["loss"].backward()
+    full = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    parts = make_partitions(coords, graph.edge_index, graph.n_nodes, 150, receptive_hops(fusion, model))
+    for part in parts:
+        idx = torch.from_numpy(part.nodes)
+        part.ctx.noise = eps[idx]
+        out = model(fusion(img[idx], gene[idx], part.ctx), part.ctx)
+        loss = model.loss(_core_output(out, part.n_nodes, part.n_core), target[idx[: part.n_core]])["loss"]
+        (loss * part.n_core / graph.n_nodes).backward()
+    for g_full, p in zip(full, params):
+        assert torch.allclose(p.grad, g_full, atol=1e-5, rtol=1e-4)
+    with pytest.raises(Exception, match="noise has shape"):
+        ctx.noise = eps[:, :2]
+        model(fusion(img, gene, ctx), ctx)

@@ -132,7 +132,10 @@ class VGAE(nn.Module, GraphModel):
         """``x`` ``(N, D_in)`` → :class:`GraphModelOutput` (``z`` sampled in training mode, ``z = μ`` in eval)."""
         mu, logvar = self.encode(x, ctx)
         if self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            eps = ctx.noise if ctx.noise is not None else torch.randn_like(mu)
+            if eps.shape != mu.shape:
+                raise DataError(f"context noise has shape {tuple(eps.shape)}, expected {tuple(mu.shape)}")
+            z = mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
         else:
             z = mu
         return GraphModelOutput(z=z, mu=mu, logvar=logvar, recon=self.decode(z, ctx))

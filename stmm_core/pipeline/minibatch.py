@@ -297,9 +297,14 @@ def train_partitioned(
         sums: dict[str, float] = {}
         if accumulate:
             opt.zero_grad(set_to_none=True)
+        # one noise draw per spot and epoch, shared by every partition the spot appears in (core or halo), as in
+        # full-batch training; without it a halo spot gets a different sample in each partition
+        latent = getattr(model, "latent_dim", None)
+        noise = torch.randn(t_gene.shape[0], int(latent), device=device) if latent else None
         for i in order:
             part = parts[int(i)]
             idx = torch.from_numpy(part.nodes).to(device)
+            part.ctx.noise = None if noise is None else noise.index_select(0, idx)
             img = None if t_img is None else t_img.index_select(0, idx)
             gene = t_gene.index_select(0, idx)
             if not accumulate:
@@ -328,6 +333,8 @@ def train_partitioned(
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
+        for part in parts:
+            part.ctx.noise = None
         rec = {"epoch": epoch, **sums}
         history.append(rec)
         if on_epoch is not None:
