@@ -3,8 +3,9 @@
     STMM_THREADS=1 .venv/bin/python benchmarks/dlpfc_minibatch.py [--seeds 0 1 2] [--partition-size 1000]
 
 Recipe stereomm-expression (600 epochs, GMM, 7-NN refinement); ARI against obs["layer"]. Partition mode with
-``train.accumulate = true`` follows the full-batch gradient exactly except for the VAE noise, which is drawn per
-partition, so per-seed ARIs differ by about as much as two seeds of full-batch training do.
+``train.accumulate = true`` follows the full-batch gradient: the halo makes core rows exact and the VAE noise is
+drawn once per spot and epoch and shared by all partitions (``GraphContext.noise``), so the two modes differ only
+by floating-point summation order.
 """
 
 from __future__ import annotations
