@@ -244,6 +244,12 @@ def merge(parts: list[BenchmarkResult]) -> BenchmarkResult:
         for s in p.summary:
             if s.dataset not in names:  # a pooled fold group
                 groups.update({n: s.dataset for n in names})
+    if groups:  # relabel the pooled group from the folds actually evaluated across all shards
+        held = sorted({r.fold for r in rows if r.fold})
+        members = sorted(groups)
+        label = (f"{len(members)} folds ({', '.join(members)})" if set(held) >= set(members)
+                 else f"{len(held)} of {len(members)} folds ({', '.join(held)})")
+        groups = {n: label for n in members}
     notes = list(dict.fromkeys(n for p in parts for n in p.notes))
     notes += notes_extra
     if len(parts) > 1:
