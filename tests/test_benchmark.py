@@ -263,3 +263,25 @@ def test_merge_keeps_different_specs_apart(domains_run):
     names = {s.pipeline for s in merged.summary}
     assert "expression-gmm" in names and "expression-gmm@ffffffff" in names
     assert any("different spec" in n for n in merged.notes)
+
+
+def test_merging_fold_shards_labels_the_union_of_folds(domains_run):
+    """Shards that each evaluated some held-out sections merge into one pooled row named after all of them."""
+    from stmm_core.benchmark.results import DatasetRecord, Row, merge, summarise
+
+    base = domains_run[0].result
+    datasets = [DatasetRecord(name=n, path=f"/x/{n}.h5ad") for n in ("s1", "s2", "s3")]
+
+    def shard(folds: list[str], command: str):
+        rows = [Row(pipeline="hest-ridge", dataset=f, fold=f, seed=1, status="ok", metrics={"ari": v})
+                for f, v in zip(folds, (0.2, 0.4))]
+        label = f"{len(folds)} of 3 folds ({', '.join(folds)})"
+        groups = {d.name: label for d in datasets}
+        return base.model_copy(update={"rows": rows, "datasets": datasets, "command": command,
+                                       "summary": summarise(rows, ["ari"], groups), "metrics": ["ari"]})
+
+    partial = merge([shard(["s1"], "A"), shard(["s2"], "B")])
+    assert {s.dataset for s in partial.summary} == {"2 of 3 folds (s1, s2)"}
+    full = merge([shard(["s1"], "A"), shard(["s2", "s3"], "B")])
+    (row,) = [s for s in full.summary if s.metric == "ari"]
+    assert row.dataset == "3 folds (s1, s2, s3)" and row.n == 3
