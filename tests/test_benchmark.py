@@ -158,6 +158,11 @@ def test_override_rules_apply_where_the_setting_exists():
              "x": {"gene.pca": 10}}
     assert overrides_for("stereomm", spec, rules) == {"image.weights": "random", "train.epochs": 3}
     assert overrides_for("x", {"components": {"gene": {"name": "hvg"}}}, rules) == {"gene.pca": 10}
+    # a glob rule skips a component that does not take the parameter (a weight-free image encoder)
+    stain = {"components": {"image": {"name": "stain-stats", "params": {"scales": [1.0]}}}}
+    resnet = {"components": {"image": {"name": "resnet50", "params": {"weights": "pretrained"}}}}
+    assert overrides_for("stain", stain, rules) == {}
+    assert overrides_for("r", resnet, rules) == {"image.weights": "random"}
     with pytest.raises(StmmError, match="matches no recipe"):
         select(["zzz*"], [])
 

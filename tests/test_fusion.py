@@ -106,11 +106,37 @@ def test_no_image_modality(data):
 
 def test_target_is_raw_weighted_concat(data):
     img, gene, ctx = data
-    fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight=0.5, gene_weight=3.0))
+    fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight=0.5, gene_weight=3.0,
+                                                        balance=False))
     fusion.setup(12, 20)
     target = fusion.target(img, gene)
     torch.testing.assert_close(target, torch.cat([0.5 * img, 3.0 * gene], 1))
     assert not target.requires_grad
+
+
+def rms(x: torch.Tensor) -> float:
+    return float(x.pow(2).sum(1).mean().sqrt())
+
+
+def test_balanced_target_gives_the_image_block_the_gene_block_norm(data):
+    """A 12-d image block with 40x the scale of the 20-d gene block: balanced, its RMS row norm equals the gene
+    block's (times the weight ratio), the gene block is untouched, and the image block keeps its shape."""
+    img, gene, ctx = data
+    big = 40.0 * img + 3.0
+    fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight=0.5, gene_weight=2.0))
+    fusion.setup(12, 20)
+    target = fusion.target(big, gene)
+    t_img, t_gene = target[:, :12], target[:, 12:]
+    torch.testing.assert_close(t_gene, 2.0 * gene)
+    assert rms(t_img) == pytest.approx(0.5 * rms(gene), rel=1e-5)
+    # a pure rescaling: direction of every row preserved
+    torch.testing.assert_close(t_img / rms(t_img), big / rms(big))
+    # the gene-only target is unchanged by balancing
+    solo = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, gene_weight=2.0))
+    solo.setup(None, 20)
+    torch.testing.assert_close(solo.target(None, gene), 2.0 * gene)
+    # an all-zero image block stays finite
+    assert torch.isfinite(fusion.target(torch.zeros_like(img), gene)).all()
 
 
 def test_weights_scale_blocks(data):

@@ -90,6 +90,7 @@ def test_list_pretrained_and_info_cli():
 
 @pytest.mark.parametrize("kind,name,params", [
     ("image_encoder", "timm", {"model": "test_resnet"}),
+    ("image_encoder", "stain-stats", {}),
     ("gene_encoder", "hvg", {"n_top_genes": 20, "pca": 5}),
     ("fusion", "attention", {}),
     ("graph_builder", "radius", {}),

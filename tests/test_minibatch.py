@@ -83,13 +83,25 @@ def test_partitioned_embedding_equals_full_batch(conv):
     assert np.abs(embed_partitioned(fusion, model, img, gene, short) - full).max() > 1e-3
 
 
-def test_accumulated_partition_gradient_equals_full_batch_gradient():
+def _full_and_partitioned_gradients(shared_noise: bool):
+    """Gradients of the full-batch loss and of the partition losses (each weighted by its core share), summed.
+
+    ``shared_noise=False``: eval mode (no VAE noise, the loss is deterministic). ``True``: training mode with the
+    noise drawn once per spot (``ctx.noise``) and each partition reading its rows of it.
+    Returns ``(full, partitioned, fusion, model, img, gene, ctx, eps)``.
+    """
     from stmm_core.pipeline.minibatch import _core_output
 
     coords, graph, img, gene, fusion, model, target = _problem()
     params = list(fusion.parameters()) + list(model.parameters())
     ctx = graph_context(graph)
-    fusion.eval(), model.eval()  # no VAE noise: the loss is deterministic
+    eps = None
+    if shared_noise:
+        fusion.train(), model.train()
+        eps = torch.randn(graph.n_nodes, model.latent_dim)
+        ctx.noise = eps
+    else:
+        fusion.eval(), model.eval()
     model.loss(model(fusion(img, gene, ctx), ctx), target)["loss"].backward()
     full = [p.grad.clone() for p in params]
     for p in params:
@@ -97,11 +109,18 @@ def test_accumulated_partition_gradient_equals_full_batch_gradient():
     parts = make_partitions(coords, graph.edge_index, graph.n_nodes, 150, receptive_hops(fusion, model))
     for part in parts:
         idx = torch.from_numpy(part.nodes)
+        if eps is not None:
+            part.ctx.noise = eps[idx]
         out = model(fusion(img[idx], gene[idx], part.ctx), part.ctx)
         loss = model.loss(_core_output(out, part.n_nodes, part.n_core), target[idx[: part.n_core]])["loss"]
         (loss * part.n_core / graph.n_nodes).backward()
-    for g_full, p in zip(full, params):
-        torch.testing.assert_close(p.grad, g_full, rtol=1e-4, atol=1e-6)
+    return full, [p.grad for p in params], fusion, model, img, gene, ctx, eps
+
+
+def test_accumulated_partition_gradient_equals_full_batch_gradient():
+    full, parted, *_ = _full_and_partitioned_gradients(shared_noise=False)
+    for g_part, g_full in zip(parted, full):
+        torch.testing.assert_close(g_part, g_full, rtol=1e-4, atol=1e-6)
 
 
 def test_fit_graph_fusion_in_partition_mode(tmp_path):
@@ -134,27 +153,9 @@ def test_fit_graph_fusion_in_partition_mode(tmp_path):
 
 def test_shared_noise_makes_training_mode_partition_gradient_equal_full_batch():
     """With the VAE noise drawn once per spot (ctx.noise), partitions reproduce the full-batch training gradient."""
-    from stmm_core.pipeline.minibatch import _core_output
-
-    coords, graph, img, gene, fusion, model, target = _problem()
-    params = list(fusion.parameters()) + list(model.parameters())
-    ctx = graph_context(graph)
-    fusion.train(), model.train()
-    eps = torch.randn(graph.n_nodes, model.latent_dim)
-    ctx.noise = eps
-    model.loss(model(fusion(img, gene, ctx), ctx), target)["loss"].backward()
-    full = [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    parts = make_partitions(coords, graph.edge_index, graph.n_nodes, 150, receptive_hops(fusion, model))
-    for part in parts:
-        idx = torch.from_numpy(part.nodes)
-        part.ctx.noise = eps[idx]
-        out = model(fusion(img[idx], gene[idx], part.ctx), part.ctx)
-        loss = model.loss(_core_output(out, part.n_nodes, part.n_core), target[idx[: part.n_core]])["loss"]
-        (loss * part.n_core / graph.n_nodes).backward()
-    for g_full, p in zip(full, params):
-        assert torch.allclose(p.grad, g_full, atol=1e-5, rtol=1e-4)
+    full, parted, fusion, model, img, gene, ctx, eps = _full_and_partitioned_gradients(shared_noise=True)
+    for g_part, g_full in zip(parted, full):
+        assert torch.allclose(g_part, g_full, atol=1e-5, rtol=1e-4)
     with pytest.raises(Exception, match="noise has shape"):
         ctx.noise = eps[:, :2]
         model(fusion(img, gene, ctx), ctx)

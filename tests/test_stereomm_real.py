@@ -21,8 +21,8 @@ def test_stereomm_expression_on_dlpfc_151676(shared_data, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_domains"] == 7
     assert metrics["clustering"]["n_unlabelled"] == 29
-    # default settings, no per-section tuning (3 seeds gave 0.40-0.51); published bar (GraphST) is 0.559.
-    assert metrics["clustering"]["ari"] > 0.35, metrics["clustering"]
+    # default settings, no per-section tuning (seeds 0/1/2 gave 0.562/0.549/0.566); published bar (GraphST) 0.559.
+    assert metrics["clustering"]["ari"] > 0.45, metrics["clustering"]
 
 
 def test_demo_command_runs(tmp_path):

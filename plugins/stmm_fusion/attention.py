@@ -265,13 +265,24 @@ class CrossAttentionFusion(nn.Module, Fusion):
         return torch.cat([img_new * p.img_weight, gene_new * p.gene_weight], dim=1)
 
     def target(self, img: Tensor | None, gene: Tensor) -> Tensor:
-        """Fixed reconstruction target: ``[img_weight·img ‖ gene_weight·gene]`` of the raw inputs, ``(N, D_t)``.
+        """Fixed reconstruction target ``[img_weight·img ‖ gene_weight·gene]`` of the inputs, ``(N, D_t)``.
 
-        Without an image modality: ``gene_weight·gene``. Never depends on trainable parameters.
+        With ``balance`` the image block is first rescaled to the gene block's root-mean-square row norm over
+        the ``N`` spots given (``sqrt(mean_i ‖x_i‖²)``), so e.g. a 64-d image block and a 30-d gene block with
+        different variances enter the mean-squared-error loss with the shares set by the weights alone; the
+        gene block (and so a gene-only target) is unchanged. Without an image modality: ``gene_weight·gene``.
+        Never depends on trainable parameters.
         """
         p = self.params
         gene = gene.float() if gene.dtype != torch.float32 else gene
         if img is None:
             return gene * p.gene_weight
         img = img.float() if img.dtype != torch.float32 else img
+        if p.balance:
+            img = img * (_rms_norm(gene) / _rms_norm(img).clamp_min(1e-12))
         return torch.cat([img * p.img_weight, gene * p.gene_weight], dim=1)
+
+
+def _rms_norm(x: Tensor) -> Tensor:
+    """Root-mean-square row norm ``sqrt(mean_i ‖x_i‖²)`` of ``(N, D)`` ``x`` (a 0-d tensor)."""
+    return x.pow(2).sum(1).mean().sqrt()

@@ -27,6 +27,12 @@ class AttentionFusionParams(BaseModel):
     img_weight: float = Field(1.0, ge=0.0, le=1e6, description="weight of the image block in the output")
     gene_weight: float = Field(1.0, ge=0.0, le=1e6, description="weight of the gene block in the output")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the attention output (training only)")
+    balance: bool = Field(
+        True,
+        description="rescale the image block of the reconstruction target to the gene block's root-mean-square "
+        "norm per spot before the modality weights, so img_weight/gene_weight set each modality's share of the "
+        "loss whatever the feature widths and variances (False: raw features, as published)",
+    )
     chunk_size: int = Field(
         4096, ge=1, le=1_048_576, description="global scope: queries per attention chunk (bounds workspace)"
     )

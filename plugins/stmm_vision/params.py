@@ -8,10 +8,27 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class TimmEncoderParams(BaseModel):
-    """Any timm model as a frozen tile encoder: one pooled feature vector per tile."""
+class _EncoderParams(BaseModel):
+    """What every tile encoder takes: an optional weights checksum and the batch size (frozen, no extra keys)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    sha256: str | None = Field(
+        None,
+        description="expected sha256 of the weights file; a mismatch is an error (None = not checked, recorded)",
+    )
+    batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("sha256 must be 64 hex digits")
+        return v.lower() if v else v
+
+
+class TimmEncoderParams(_EncoderParams):
+    """Any timm model as a frozen tile encoder: one pooled feature vector per tile."""
 
     model: str = Field(
         "resnet50",
@@ -25,10 +42,6 @@ class TimmEncoderParams(BaseModel):
         description="pretrained: the model's published weights (Hugging Face Hub, cached; an error if they cannot "
         "be obtained, never a silent fallback); random: random initialisation (seeded by the pipeline seed); "
         "a path to a local .safetensors file (timm state dict); or local-dir:/path (a timm save_for_hf folder)",
-    )
-    sha256: str | None = Field(
-        None,
-        description="expected sha256 of the weights file; a mismatch is an error (None = not checked, recorded)",
     )
     input_size: Union[int, Literal["auto"]] = Field(
         "auto",
@@ -49,7 +62,6 @@ class TimmEncoderParams(BaseModel):
         "from timm.layers or torch.nn only, e.g. {\"mlp_layer\": \"timm.layers.SwiGLUPacked\", "
         "\"act_layer\": \"torch.nn.SiLU\"}",
     )
-    batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
     channels_last: bool = Field(True, description="channels-last memory format (faster CNNs on CPU and GPU)")
 
     @field_validator("input_size")
@@ -58,13 +70,6 @@ class TimmEncoderParams(BaseModel):
         if isinstance(v, int) and not 16 <= v <= 4096:
             raise ValueError("input_size must be 'auto' or an int in [16, 4096]")
         return v
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-            raise ValueError("sha256 must be 64 hex digits")
-        return v.lower() if v else v
 
 
 class ResNet50Params(TimmEncoderParams):
@@ -93,10 +98,8 @@ class ViTParams(TimmEncoderParams):
     )
 
 
-class TransformersEncoderParams(BaseModel):
+class TransformersEncoderParams(_EncoderParams):
     """A Hugging Face ``transformers`` vision model (``AutoModel``) as a frozen tile encoder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     model: str = Field(
         "owkin/phikon",
@@ -123,14 +126,6 @@ class TransformersEncoderParams(BaseModel):
         description="extra keyword arguments of from_pretrained / the config (JSON scalars only), e.g. "
         '{"add_pooling_layer": false}',
     )
-    batch_size: int = Field(64, ge=1, le=65536, description="tiles per forward pass")
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
-            raise ValueError("sha256 must be 64 hex digits")
-        return v.lower() if v else v
 
     @field_validator("model_kwargs")
     @classmethod
@@ -140,4 +135,36 @@ class TransformersEncoderParams(BaseModel):
         if bad:
             raise ValueError(f"{bad} cannot be set here: stmm never runs downloaded code, loads safetensors only and "
                              "pins the revision in 'model'")
+        return v
+
+
+class StainStatsParams(BaseModel):
+    """Weight-free H&E tile encoder: colour deconvolution (H, E, residual) + per-channel statistics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5], min_length=1, max_length=8,
+        description="centred crops, as fractions of the tile side, each summarised separately "
+        "(1.0 = the whole tile); widen the tile with tiles.size_factor for more context",
+    )
+    tissue_od: float = Field(0.15, ge=0.0, le=10.0,
+                             description="total optical density above which a pixel counts as tissue")
+    input_size: Union[int, Literal["auto"]] = Field(
+        "auto", description="tile side in px the statistics are computed on; auto: native, in [32, 64]"
+    )
+    batch_size: int = Field(256, ge=1, le=65536, description="tiles per batch")
+
+    @field_validator("scales")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < s <= 1.0 for s in v):
+            raise ValueError("scales must be fractions of the tile side in (0, 1]")
+        return v
+
+    @field_validator("input_size")
+    @classmethod
+    def _size_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 4 <= v <= 1024:
+            raise ValueError("input_size must be 'auto' or an int in [4, 1024]")
         return v

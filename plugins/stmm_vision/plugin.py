@@ -1,11 +1,17 @@
-"""Registers the bundled image encoders (timm ResNet / ViT / any timm model, transformers vision models). Metadata
-only: timm and transformers are imported on first use."""
+"""Registers the bundled image encoders (timm ResNet / ViT / any timm model, transformers vision models, stain
+statistics). Metadata only: timm and transformers are imported on first use."""
 
 from __future__ import annotations
 
 from stmm_core import hookimpl
 from stmm_core.catalogue import ComponentInfo
-from stmm_vision.params import ResNet50Params, TimmEncoderParams, TransformersEncoderParams, ViTParams
+from stmm_vision.params import (
+    ResNet50Params,
+    StainStatsParams,
+    TimmEncoderParams,
+    TransformersEncoderParams,
+    ViTParams,
+)
 
 IMPL = "stmm_vision.encoders:TimmImageEncoder"
 HF_IMPL = "stmm_vision.hf_transformers:TransformersImageEncoder"
@@ -23,4 +29,7 @@ def stmm_components():
         ComponentInfo("transformers", "image_encoder", HF_IMPL, TransformersEncoderParams,
                       "any transformers vision model by Hub name (org/name@rev: Phikon, Phikon-v2, ...), "
                       "class token / patch mean / pooler", aliases=("hf-vision",)),
+        ComponentInfo("stain-stats", "image_encoder", "stmm_vision.stain:StainStatsEncoder", StainStatsParams,
+                      "no weights: H&E colour deconvolution + per-channel statistics at several crop scales",
+                      aliases=("stain",)),
     ]

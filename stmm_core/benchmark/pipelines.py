@@ -54,8 +54,12 @@ def _has_path(data: dict[str, Any], dotted: str) -> bool:
                 return False
             node = node[part]
         return True
-    comps = data.get("components", {})
-    return comps.get(head) is not None
+    comp = data.get("components", {}).get(head)
+    if comp is None:
+        return False
+    params = comp.get("params") if isinstance(comp, dict) else None
+    # a glob rule such as image.weights=random only applies to components that take that parameter
+    return not rest or not isinstance(params, dict) or rest.split(".")[0] in params
 
 
 def overrides_for(name: str, spec_data: dict[str, Any], rules: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -75,30 +79,33 @@ def _from_recipe(name: str, rules: dict[str, dict[str, Any]], baselines: set[str
     from stmm_core.recipes import get_recipe
     from stmm_core.spec import parse_spec
 
-    pipe = BenchPipeline(name=name, source=f"recipe:{name}", baseline=name in baselines)
-    try:
+    def load() -> tuple[Any, dict[str, Any]]:
         recipe = get_recipe(name)
-        pipe.method = recipe.get("method")
-        pipe.baseline = pipe.baseline or bool(recipe.get("baseline"))
-        base = parse_spec(recipe["spec"])
-        pipe.overrides = overrides_for(name, base.to_dict(), rules)
-        pipe.spec = base.with_overrides(pipe.overrides) if pipe.overrides else base
-    except StmmError as exc:
-        pipe.error = str(exc)
-    _annotate(pipe)
-    return pipe
+        return parse_spec(recipe["spec"]), recipe
+
+    return _built(BenchPipeline(name=name, source=f"recipe:{name}", baseline=name in baselines), load, rules)
 
 
 def _from_file(path: Path, rules: dict[str, dict[str, Any]], baselines: set[str]) -> BenchPipeline:
     from stmm_core.spec import load_spec
 
-    name = path.stem
-    pipe = BenchPipeline(name=name, source=f"spec:{path}", baseline=name in baselines)
-    try:
-        base = load_spec(path)
+    def load() -> tuple[Any, dict[str, Any]]:
+        spec = load_spec(path)  # raises a clear StmmError for a missing or malformed file
         raw = json.loads(path.read_text())
-        pipe.method = raw.get("method") if isinstance(raw, dict) else None
-        pipe.overrides = overrides_for(name, base.to_dict(), rules)
+        return spec, (raw if isinstance(raw, dict) else {})
+
+    return _built(BenchPipeline(name=path.stem, source=f"spec:{path}", baseline=path.stem in baselines), load,
+                  rules)
+
+
+def _built(pipe: BenchPipeline, load: Any, rules: dict[str, dict[str, Any]]) -> BenchPipeline:
+    """Fill ``pipe`` from ``load() -> (spec, metadata)`` plus the benchmark's override rules; a spec that cannot
+    be loaded is kept as the pipeline's error (the run reports it instead of stopping)."""
+    try:
+        base, meta = load()
+        pipe.method = meta.get("method")
+        pipe.baseline = pipe.baseline or bool(meta.get("baseline"))
+        pipe.overrides = overrides_for(pipe.name, base.to_dict(), rules)
         pipe.spec = base.with_overrides(pipe.overrides) if pipe.overrides else base
     except StmmError as exc:
         pipe.error = str(exc)

@@ -8,7 +8,7 @@ See :mod:`stmm_core.benchmark.suites.folds` for what each pipeline trains.
 from __future__ import annotations
 
 from stmm_core.benchmark.runner import Context, Metrics, Unit
-from stmm_core.benchmark.suites.folds import fold_eval, fold_pairs
+from stmm_core.benchmark.suites.folds import fold_units
 
 METRICS = ["pearson_hvg50", "pearson_all", "pearson_spot", "mse"]
 PRIMARY = "pearson_hvg50"
@@ -25,15 +25,8 @@ def describe(m: Metrics) -> str:
 
 
 def units(ctx: Context) -> list[Unit]:
-    out = []
-    for pipe in ctx.pipelines:
-        for seed in ctx.seeds:
-            for held, train, test in fold_pairs(ctx):
-                def fn(pipe=pipe, seed=seed, held=held, train=train, test=test):
-                    res = fold_eval(ctx, pipe, seed, held, train, test)
-                    return {k: res["metrics"].get(k) for k in KEYS}, res["details"]
-                out.append(Unit(pipe, held, held, seed, fn))
-    return out
+    """Leave-one-section-out units, one per (pipeline, seed, held-out section)."""
+    return fold_units(ctx, KEYS, keep_missing=True)
 
 
 def notes(ctx: Context) -> list[str]:

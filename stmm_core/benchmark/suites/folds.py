@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stmm_core.benchmark.runner import Context, NotApplicable
+from stmm_core.benchmark.runner import Context, NotApplicable, Unit
 from stmm_core.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +40,21 @@ def fold_pairs(ctx: Context) -> list[tuple[str, list[str], str]]:
         raise DataError(f"--folds {', '.join(unknown)}: not among the datasets ({', '.join(names)})")
     return [(d.name, [o.local_path for o in ctx.datasets if o.name != d.name], d.local_path) for d in ctx.datasets
             if d.name in held]
+
+
+def fold_units(ctx: Context, keys: list[str], *, keep_missing: bool) -> list[Unit]:
+    """One unit per (pipeline, seed, held-out section): train on the others, report ``keys`` of the fold's
+    metrics (a key the pipeline did not produce is reported as None when ``keep_missing``, else left out)."""
+    out = []
+    for pipe in ctx.pipelines:
+        for seed in ctx.seeds:
+            for held, train, test in fold_pairs(ctx):
+                def fn(pipe=pipe, seed=seed, held=held, train=train, test=test):
+                    res = fold_eval(ctx, pipe, seed, held, train, test)
+                    got = res["metrics"]
+                    return {k: got.get(k) for k in keys if keep_missing or k in got}, res["details"]
+                out.append(Unit(pipe, held, held, seed, fn))
+    return out
 
 
 def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ held-out section; chance is k/N. Uses the same folds (and the same trained model
 from __future__ import annotations
 
 from stmm_core.benchmark.runner import Context, Metrics, Unit
-from stmm_core.benchmark.suites.folds import fold_eval, fold_pairs
+from stmm_core.benchmark.suites.folds import fold_units
 
 METRICS = ["top1", "top5", "chance_top1", "chance_top5", "top1_decoder", "top5_decoder"]
 PRIMARY = "top1"
@@ -24,16 +24,8 @@ def describe(m: Metrics) -> str:
 
 
 def units(ctx: Context) -> list[Unit]:
-    out = []
-    for pipe in ctx.pipelines:
-        for seed in ctx.seeds:
-            for held, train, test in fold_pairs(ctx):
-                def fn(pipe=pipe, seed=seed, held=held, train=train, test=test):
-                    res = fold_eval(ctx, pipe, seed, held, train, test)
-                    m = {k: res["metrics"].get(k) for k in METRICS if k in res["metrics"]}
-                    return m, res["details"]
-                out.append(Unit(pipe, held, held, seed, fn))
-    return out
+    """Leave-one-section-out units, one per (pipeline, seed, held-out section)."""
+    return fold_units(ctx, METRICS, keep_missing=False)
 
 
 def notes(ctx: Context) -> list[str]:
