@@ -34,14 +34,16 @@ class WeightsUnavailable(StmmError):
     """Pretrained weights were requested but cannot be obtained."""
 
 
-def require(module: str, feature: str, extra: str | None = None):
-    """Import *module* or raise :class:`MissingDependency` telling how to install it."""
+def require(module: str, feature: str, extra: str | None = None, package: str | None = None):
+    """Import *module* or raise :class:`MissingDependency` telling how to install it (*package*: the name on
+    PyPI when it differs from the module's, e.g. ``scikit-misc`` for ``skmisc``)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised through tests with a fake module
-        hint = f"pip install 'stmm[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
+        dist = package or module.split(".")[0]
+        hint = f"pip install 'stmm[{extra}]'" if extra else f"pip install {dist}"
         raise MissingDependency(
-            f"{feature} needs the optional package '{module.split('.')[0]}' ({exc}); install it with: {hint}"
+            f"{feature} needs the optional package '{dist}' ({exc}); install it with: {hint}"
         ) from None

@@ -65,6 +65,28 @@ def test_shapes_loss_terms_and_eval():
         m.loss(m(x, ctx), x[:, :5])
 
 
+def test_graphst_adjacency_and_no_bias_reach_the_layers():
+    """adjacency=graphst propagates with D^-1/2 A D^-1/2 + I (checked against a dense product); bias=False leaves
+    the encoder and decoder without bias terms; the pipeline's own GCN adjacency on the context is untouched."""
+    from stmm_graph.layers import build_adj_norm
+
+    x, ctx, _ = _domains_section(side=6)
+    torch.manual_seed(0)
+    m = ContrastiveGAE(ContrastiveGAEParams(latent=8, adjacency="graphst", bias=False))
+    m.setup(x.shape[1], x.shape[1], x.shape[0])
+    assert m.encoder.bias is None and m.decoder.bias is None
+    m.eval()
+    adj = build_adj_norm(ctx.edge_index, ctx.n_nodes, self_loops="graphst").to_dense()
+    h = adj @ (x @ m.encoder.weight)
+    torch.testing.assert_close(m.encode(x, ctx), h)
+    torch.testing.assert_close(m.embed(x, ctx), adj @ (h @ m.decoder.weight))
+    gcn = ContrastiveGAE(ContrastiveGAEParams(latent=8, bias=False))
+    gcn.setup(x.shape[1], x.shape[1], x.shape[0])
+    gcn.load_state_dict(m.state_dict())
+    assert not torch.allclose(gcn.encode(x, ctx), h)
+    assert ctx.adj_norm is None or not torch.allclose(ctx.adj_norm.to_dense(), adj)
+
+
 def test_contrastive_term_learns_to_separate_real_from_shuffled():
     x, ctx, _ = _domains_section()
     torch.manual_seed(0)

@@ -160,6 +160,21 @@ def test_adj_norm_matches_dense_reference():
     torch.testing.assert_close(build_adj_norm(noisy, 40).to_dense(), adj.to_dense())
 
 
+def test_graphst_adjacency_keeps_weight_one_for_the_spot_itself():
+    """GraphST's preprocess_adj: D^-1/2 A D^-1/2 (degrees without self loops) + I; an isolated node keeps 1."""
+    g = small_graph()
+    n = g.n_nodes + 1  # one extra node without neighbours
+    a = torch.zeros(n, n)
+    a[g.edge_index[1], g.edge_index[0]] = 1.0
+    deg = a.sum(1)
+    dinv = torch.where(deg > 0, deg.clamp_min(1).pow(-0.5), torch.zeros_like(deg))
+    expected = dinv[:, None] * a * dinv[None, :] + torch.eye(n)
+    adj = build_adj_norm(g.torch_edge_index(), n, self_loops="graphst")
+    torch.testing.assert_close(adj.to_dense(), expected)
+    assert adj.to_dense()[n - 1, n - 1] == 1.0 and adj.to_dense()[n - 1].sum() == 1.0
+    assert not torch.allclose(adj.to_dense(), build_adj_norm(g.torch_edge_index(), n).to_dense())
+
+
 def test_sparse_gcn_matches_dense_and_pyg():
     from torch_geometric.nn import GCNConv
 

@@ -185,6 +185,8 @@ class HVGGeneEncoder(GeneEncoder):
         elif p.flavor == "variance":
             _, var = _column_mean_var(logn)
             idx = _top_k(var, k)
+        elif p.flavor == "seurat_v3":
+            idx = self._seurat_v3(X, names, k)
         else:
             idx = self._scanpy_hvg(logn, names, k, p.flavor)
         self.genes = [names[i] for i in idx]
@@ -195,8 +197,11 @@ class HVGGeneEncoder(GeneEncoder):
         else:
             Y = _normalise(X[:, idx], scale, log1p=False)
         del logn
-        if p.scale == "zscore":
+        if p.scale in ("zscore", "std"):
             mean, var = _column_mean_var(Y)
+            if p.scale == "std":  # no centring; sample std as scanpy's scale(zero_center=False)
+                var = var * n_spots / max(n_spots - 1, 1)
+                mean = np.zeros(len(idx))
             std = np.sqrt(var)
             std[std < _EPS_STD] = 1.0
         else:
@@ -320,12 +325,20 @@ class HVGGeneEncoder(GeneEncoder):
     def _scaled(self, Y: "sp.csr_matrix") -> np.ndarray:
         """Dense float32 z-scores (clipped) of the rows of *Y*."""
         Z = Y.toarray().astype(np.float32, copy=False)
-        if self.params.scale == "zscore":
-            Z -= self.mean.astype(np.float32)
+        if self.params.scale in ("zscore", "std"):
+            if self.params.scale == "zscore":
+                Z -= self.mean.astype(np.float32)
             Z /= self.std.astype(np.float32)
             if self.params.max_value is not None:
                 np.clip(Z, -self.params.max_value, self.params.max_value, out=Z)
         return Z
+
+    @staticmethod
+    def _seurat_v3(X: "sp.csr_matrix", names: list[str], k: int) -> np.ndarray:
+        """Rank genes by Seurat v3's standardised variance of the raw counts *X*, keep exactly *k*."""
+        from stmm_genes.seurat_v3 import seurat_v3_variances
+
+        return _top_k(seurat_v3_variances(X), k)
 
     @staticmethod
     def _scanpy_hvg(logn: "sp.csr_matrix", names: list[str], k: int, flavor: str) -> np.ndarray:

@@ -15,21 +15,25 @@ class HVGParams(BaseModel):
     n_top_genes: int = Field(
         2000, ge=1, le=1_000_000, description="genes kept; all genes are kept when the section has fewer"
     )
-    flavor: Literal["seurat", "cell_ranger", "variance"] = Field(
+    flavor: Literal["seurat", "cell_ranger", "seurat_v3", "variance"] = Field(
         "seurat",
         description="gene ranking: seurat / cell_ranger = scanpy highly_variable_genes (normalised dispersion) "
-        "on the log-normalised data; variance = highest variance of the log-normalised values",
+        "on the log-normalised data; seurat_v3 = variance of the raw counts standardised by a loess fit of "
+        "variance on mean (scanpy's seurat_v3 without scikit-misc); variance = highest variance of the log-normalised values",
     )
     target_sum: float | None = Field(
         1e4, gt=0, description="counts per spot after library-size normalisation (None = median library size "
         "of the fitting section, then reused as is)"
     )
     log1p: bool = Field(True, description="apply log(1 + x) after normalisation")
-    scale: Literal["zscore", "none"] = Field(
-        "zscore", description="per-gene standardisation with the fitted mean/std (zero-variance genes: std = 1)"
+    scale: Literal["zscore", "std", "none"] = Field(
+        "zscore",
+        description="zscore: per-gene standardisation with the fitted mean/std (zero-variance genes: std = 1); "
+        "std: divide by the fitted std (n - 1) without centring, values stay non-negative (scanpy "
+        "scale(zero_center=False), GraphST); none: the (log-)normalised values",
     )
     max_value: float | None = Field(
-        10.0, gt=0, description="clip the z-scores to [-max_value, max_value] (None = no clipping)"
+        10.0, gt=0, description="clip the scaled values to [-max_value, max_value] (None = no clipping)"
     )
     pca: int | None = Field(
         None, ge=1, le=10_000, description="PCA components after scaling (None = keep the genes)"

@@ -2,7 +2,7 @@
 
 Model (Long et al., *Nat. Commun.* 14, 1155 (2023), fixed and generalised to any stmm fusion input)::
 
-    h   = Â (x W_enc)                      (N, L)   graph encoder (one layer, linear)
+    h   = Â (x W_enc)                      (N, L)   graph encoder (one layer, linear; Â: GCN's or GraphST's)
     x̂   = Â (h W_dec)                      (N, D_t) graph decoder, linear output → reconstruction
     e   = ReLU(h)                                    spot representation
     s_i = σ(normalise(mean_{j ∈ N(i) ∪ {i}} e_j))    neighbourhood summary of spot i
@@ -16,6 +16,8 @@ with ``D(s, e) = eᵀ W s + b`` a bilinear discriminator. The clustered embeddin
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from stmm_core.errors import DataError
 from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput
 
-from .layers import make_conv
+from .layers import build_adj_norm, make_conv
 from .params import ContrastiveGAEParams
 
 
@@ -53,6 +55,7 @@ class ContrastiveGAE(nn.Module, GraphModel):
         self.d_in = 0
         self.d_target = 0
         self._perm: Tensor | None = None
+        self._adj_cache: tuple[Tensor, Tensor] | None = None
         self._ready = False
 
     def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
@@ -61,8 +64,8 @@ class ContrastiveGAE(nn.Module, GraphModel):
         if d_in < 1 or d_target < 1:
             raise DataError(f"the graph model needs positive widths, got d_in={d_in}, d_target={d_target}")
         self.d_in, self.d_target = d_in, d_target
-        self.encoder = make_conv(p.conv, d_in, p.latent)
-        self.decoder = make_conv(p.conv, p.latent, d_target)
+        self.encoder = make_conv(p.conv, d_in, p.latent, bias=p.bias)
+        self.decoder = make_conv(p.conv, p.latent, d_target, bias=p.bias)
         self.discriminator = nn.Bilinear(p.latent, p.latent, 1)
         nn.init.xavier_uniform_(self.discriminator.weight)
         nn.init.zeros_(self.discriminator.bias)
@@ -78,9 +81,19 @@ class ContrastiveGAE(nn.Module, GraphModel):
             raise DataError(f"the graph has {ctx.n_nodes} nodes but the features have {x.shape[0]} rows")
         return x if x.dtype == torch.float32 else x.float()
 
+    def _layer_ctx(self, ctx: GraphContext) -> GraphContext:
+        """``ctx``, or (``adjacency="graphst"``) a copy whose propagation matrix is GraphST's, cached per graph."""
+        if self.params.adjacency == "gcn":
+            return ctx
+        cached = self._adj_cache
+        if cached is None or cached[0] is not ctx.edge_index:
+            adj = build_adj_norm(ctx.edge_index, ctx.n_nodes, self_loops="graphst")
+            self._adj_cache = cached = (ctx.edge_index, adj)
+        return dataclasses.replace(ctx, adj_norm=cached[1])
+
     def encode(self, x: Tensor, ctx: GraphContext) -> Tensor:
         """``x`` ``(N, D_in)`` → latent ``h`` ``(N, L)``."""
-        return self.encoder(self.drop(self._check(x, ctx)), ctx)
+        return self.encoder(self.drop(self._check(x, ctx)), self._layer_ctx(ctx))
 
     def _summary(self, e: Tensor, ctx: GraphContext) -> Tensor:
         return torch.sigmoid(F.normalize(neighbourhood_mean(e, ctx), p=2, dim=1))
@@ -95,12 +108,12 @@ class ContrastiveGAE(nn.Module, GraphModel):
     def forward(self, x: Tensor, ctx: GraphContext) -> GraphModelOutput:
         """Encode, decode and (training mode only) score spots against neighbourhood summaries."""
         h = self.encode(x, ctx)
-        recon = self.decoder(h, ctx)
+        recon = self.decoder(h, self._layer_ctx(ctx))
         out = GraphModelOutput(z=h, mu=h, logvar=torch.zeros_like(h), recon=recon)
         out.embedding = recon if self.params.embedding == "reconstruction" else h
         if self.training and self.params.contrastive_weight > 0:
             xc = x[self._permutation(x.shape[0], x.device)]
-            hc = self.encoder(self.drop(xc.float()), ctx)
+            hc = self.encoder(self.drop(xc.float()), self._layer_ctx(ctx))
             e, ec = F.relu(h), F.relu(hc)
             s, sc = self._summary(e, ctx), self._summary(ec, ctx)
             # positive = real spot vs its own neighbourhood summary; negative = shuffled spot vs it

@@ -22,13 +22,16 @@ from stmm_core.interfaces import GraphContext, SpatialGraph
 ConvKind = Literal["gcn", "gat", "sage"]
 
 
-def build_adj_norm(edge_index: Tensor, n: int) -> Tensor:
+def build_adj_norm(edge_index: Tensor, n: int, self_loops: Literal["gcn", "graphst"] = "gcn") -> Tensor:
     """Symmetrically normalised adjacency with self loops, ``D^-1/2 (A+I) D^-1/2``, as sparse CSR ``(N, N)``.
 
     Args:
         edge_index: ``(2, E)`` long, ``edge_index[0]`` = source, ``edge_index[1]`` = target (PyG flow);
             self loops and duplicates are dropped before one self loop per node is added.
         n: number of nodes.
+        self_loops: ``"gcn"`` (Kipf & Welling, above) or ``"graphst"``: ``D^-1/2 A D^-1/2 + I`` with the degree
+            counted without the self loop, so a spot keeps weight 1 for itself (GraphST's ``preprocess_adj``;
+            a node without neighbours keeps only its self loop).
 
     Returns:
         float32 sparse CSR ``(N, N)`` with row = target, column = source and degree counted at the target,
@@ -44,8 +47,13 @@ def build_adj_norm(edge_index: Tensor, n: int) -> Tensor:
     key = torch.unique(row * n + col)  # coalesced and sorted by (row, col)
     row, col = key // n, key % n
     counts = torch.bincount(row, minlength=n)
-    dinv = counts.to(torch.float32).pow(-0.5)
-    val = dinv[row] * dinv[col]
+    if self_loops == "graphst":
+        deg = (counts - 1).to(torch.float32)  # every row holds exactly one self loop
+        dinv = torch.where(deg > 0, deg.clamp_min(1.0).pow(-0.5), torch.zeros_like(deg))
+        val = torch.where(row == col, torch.ones_like(deg[row]), dinv[row] * dinv[col])
+    else:
+        dinv = counts.to(torch.float32).pow(-0.5)
+        val = dinv[row] * dinv[col]
     crow = torch.zeros(n + 1, dtype=torch.long, device=device)
     crow[1:] = torch.cumsum(counts, 0)
     with warnings.catch_warnings():
@@ -107,11 +115,11 @@ class SparseGCNConv(nn.Module):
 class GATLayer(nn.Module):
     """PyG ``GATConv(in, out, heads=1, add_self_loops=True)`` called as ``layer(x, ctx)``."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
         super().__init__()
         from torch_geometric.nn import GATConv
 
-        self.conv = GATConv(in_dim, out_dim, heads=1, add_self_loops=True)
+        self.conv = GATConv(in_dim, out_dim, heads=1, add_self_loops=True, bias=bias)
 
     def forward(self, x: Tensor, ctx: GraphContext) -> Tensor:
         """``x`` ``(N, in)`` → ``(N, out)``."""
@@ -121,23 +129,23 @@ class GATLayer(nn.Module):
 class SAGELayer(nn.Module):
     """PyG ``SAGEConv(in, out, aggr="mean")`` called as ``layer(x, ctx)``."""
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
         super().__init__()
         from torch_geometric.nn import SAGEConv
 
-        self.conv = SAGEConv(in_dim, out_dim, aggr="mean")
+        self.conv = SAGEConv(in_dim, out_dim, aggr="mean", bias=bias)
 
     def forward(self, x: Tensor, ctx: GraphContext) -> Tensor:
         """``x`` ``(N, in)`` → ``(N, out)``."""
         return self.conv(x, ctx.edge_index)
 
 
-def make_conv(kind: ConvKind, in_dim: int, out_dim: int) -> nn.Module:
+def make_conv(kind: ConvKind, in_dim: int, out_dim: int, bias: bool = True) -> nn.Module:
     """A graph layer of family ``kind`` (``"gcn"``, ``"gat"`` or ``"sage"``) mapping ``in_dim → out_dim``."""
     if kind == "gcn":
-        return SparseGCNConv(in_dim, out_dim)
+        return SparseGCNConv(in_dim, out_dim, bias=bias)
     if kind == "gat":
-        return GATLayer(in_dim, out_dim)
+        return GATLayer(in_dim, out_dim, bias=bias)
     if kind == "sage":
-        return SAGELayer(in_dim, out_dim)
+        return SAGELayer(in_dim, out_dim, bias=bias)
     raise ValueError(f"unknown graph layer {kind!r}; expected gcn, gat or sage")

@@ -88,3 +88,9 @@ class ContrastiveGAEParams(BaseModel):
         description="what the pipeline clusters: the graph-smoothed reconstruction (GraphST) or the latent code",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the input features")
+    adjacency: Literal["gcn", "graphst"] = Field(
+        "gcn",
+        description="gcn layers' propagation matrix: gcn = D^-1/2 (A+I) D^-1/2 (Kipf & Welling); graphst = "
+        "D^-1/2 A D^-1/2 + I, degrees without the self loop, so each spot keeps weight 1 for itself (GraphST)",
+    )
+    bias: bool = Field(True, description="bias terms in the encoder and decoder layers (GraphST has none)")
