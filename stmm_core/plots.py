@@ -30,6 +30,27 @@ def _background(section: "Section", max_side: int = 1200) -> tuple[np.ndarray | 
     return view, float(section.image_scale) / step
 
 
+def match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Rename predicted clusters ``(N,)`` to the truth label ``(N,)`` they overlap most (one-to-one, Hungarian,
+    unlabelled spots ignored), so colours agree across panels; unmatched clusters are named ``extra <id>``."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred).astype(str)
+    truth = np.asarray(truth, dtype=object).astype(str)
+    labelled = ~np.isin(np.char.lower(truth.astype(str)), ["nan", "none", ""])
+    p_cats, t_cats = sorted(set(pred)), sorted(set(truth[labelled]))
+    if not t_cats:
+        return pred
+    table = np.zeros((len(p_cats), len(t_cats)))
+    pi = {c: i for i, c in enumerate(p_cats)}
+    ti = {c: i for i, c in enumerate(t_cats)}
+    for p, t in zip(pred[labelled], truth[labelled]):
+        table[pi[p], ti[t]] += 1
+    rows, cols = linear_sum_assignment(-table)
+    names = {p_cats[r]: t_cats[c] for r, c in zip(rows, cols)}
+    return np.array([names.get(p, f"extra {p}") for p in pred], dtype=object)
+
+
 def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any | None = None,
                  title: str = "stmm domains", scores: dict[str, Any] | None = None) -> None:
     """Spots coloured by domain over the H&E image; ground truth beside it when given."""
@@ -38,18 +59,23 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
     xy = section.coords * f
     panels = [("predicted domains", np.asarray(labels).astype(str))]
     if truth is not None:
-        panels.insert(0, ("ground truth", np.asarray(truth, dtype=object).astype(str)))
+        truth = np.asarray(truth, dtype=object).astype(str)
+        panels = [("ground truth", truth),
+                  ("predicted domains (named after the best-matching layer)", match_to_truth(labels, truth))]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6), squeeze=False)
     diam = (section.spot_diameter or 0) * f
     size = max(2.0, min(60.0, (diam * 0.9) ** 2 * (72 / 100) ** 2)) if diam else 8.0
     cmap = plt.get_cmap("tab20")
+    order: list[str] = []  # one colour per name across panels: the truth's names first, then extra clusters
+    for _, lab in panels:
+        order += [c for c in sorted(set(lab), key=lambda s: (len(s), s)) if c not in order]
+    colour = {c: cmap(i % 20) for i, c in enumerate(order)}
     for ax, (name, lab) in zip(axes[0], panels):
         if bg is not None:
             ax.imshow(bg, alpha=0.6)
-        cats = sorted(set(lab), key=lambda s: (len(s), s))
-        for i, c in enumerate(cats):
+        for c in sorted(set(lab), key=lambda s: (len(s), s)):
             m = lab == c
-            ax.scatter(xy[m, 0], xy[m, 1], s=size, color=cmap(i % 20), label=c, linewidths=0)
+            ax.scatter(xy[m, 0], xy[m, 1], s=size, color=colour[c], label=c, linewidths=0)
         ax.set_title(name)
         ax.set_aspect("equal")
         if bg is None:

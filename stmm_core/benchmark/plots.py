@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from stmm_core.benchmark.results import BenchmarkResult
+from stmm_core.plots import match_to_truth
 
 
 def _plt():
@@ -119,26 +120,6 @@ def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path |
     return path
 
 
-def _match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Rename predicted clusters to the truth label they overlap most (one-to-one, Hungarian), so colours
-    agree across panels; unmatched clusters keep a distinct name."""
-    from scipy.optimize import linear_sum_assignment
-
-    pred = np.asarray(pred).astype(str)
-    labelled = ~np.isin(np.char.lower(truth.astype(str)), ["nan", "none", ""])
-    p_cats, t_cats = sorted(set(pred)), sorted(set(truth[labelled]))
-    if not t_cats:
-        return pred
-    table = np.zeros((len(p_cats), len(t_cats)))
-    pi = {c: i for i, c in enumerate(p_cats)}
-    ti = {c: i for i, c in enumerate(t_cats)}
-    for p, t in zip(pred[labelled], truth[labelled]):
-        table[pi[p], ti[t]] += 1
-    rows, cols = linear_sum_assignment(-table)
-    names = {p_cats[r]: t_cats[c] for r, c in zip(rows, cols)}
-    return np.array([names.get(p, f"extra {p}") for p in pred], dtype=object)
-
-
 def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> list[Path]:
     """One figure per dataset: ground truth, then each pipeline's domains (first seed), ARI in the title."""
     plt = _plt()
@@ -159,7 +140,7 @@ def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> l
         truth = np.asarray(items[0][1]["truth"], dtype=object).astype(str)
         palette: dict[str, Any] = {}
         for ax, (name, lab, v) in zip(axes.ravel(), panels):
-            lab = np.asarray(lab, dtype=object).astype(str) if v is None else _match_to_truth(lab, truth)
+            lab = np.asarray(lab, dtype=object).astype(str) if v is None else match_to_truth(lab, truth)
             xy = np.asarray(v["coords"] if v is not None else coords, dtype=float)
             for c in sorted(set(lab), key=lambda s: (len(s), s)):
                 m = lab == c
