@@ -48,6 +48,7 @@ from torch import nn
 from stmm_core.compat import import_timm
 from stmm_core.errors import DataError, SpecError, WeightsUnavailable
 from stmm_core.interfaces import ImageEncoder, ImagePreprocessing
+from stmm_vision.tile_input import check_tiles
 
 from .params import TimmEncoderParams
 
@@ -511,19 +512,9 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    @staticmethod
-    def _check(tiles: Any) -> torch.Tensor:
-        if not isinstance(tiles, torch.Tensor):
-            tiles = torch.as_tensor(tiles)
-        if tiles.ndim != 4 or tiles.shape[1] != 3:
-            raise DataError(f"image tiles must be (B, 3, H, W) uint8 RGB, got shape {tuple(tiles.shape)}")
-        if tiles.dtype != torch.uint8:
-            raise DataError(f"image tiles must be uint8 (0-255), got {tiles.dtype}")
-        return tiles
-
     def encode(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` → float32 ``(B, out_dim)`` on the model's device."""
-        tiles = self._check(tiles)
+        tiles = check_tiles(tiles)
         if tiles.shape[0] == 0:
             return torch.empty(0, self.out_dim, dtype=torch.float32, device=self._mean.device)
         if self.pool_type == "cls+mean":  # class token ++ mean of the patch tokens (class/register tokens excluded)
@@ -541,7 +532,7 @@ class TimmImageEncoder(nn.Module, ImageEncoder):
         ViTs: the class/register tokens (:attr:`num_prefix_tokens` of them) followed by the patch tokens, after
         the final norm. CNNs: the last feature map flattened row-major to ``(B, h·w, C)``.
         """
-        tiles = self._check(tiles)
+        tiles = check_tiles(tiles)
         self.model.eval()
         bs = int(self.params.batch_size)
         outs = []

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stmm_core.errors import DataError, SpecError, WeightsUnavailable
+from stmm_core.errors import SpecError, WeightsUnavailable
 from stmm_core.interfaces import ImageEncoder, ImagePreprocessing
+from stmm_vision.tile_input import check_tiles
 
 from .encoders import _commit_of, _hub_download, _sha256_file, _short, _state_digest
 from .params import TransformersEncoderParams
@@ -273,10 +274,7 @@ class TransformersImageEncoder(nn.Module, ImageEncoder):
 
     def encode(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` → float32 ``(B, out_dim)``."""
-        if not isinstance(tiles, torch.Tensor):
-            tiles = torch.as_tensor(tiles)
-        if tiles.ndim != 4 or tiles.shape[1] != 3 or tiles.dtype != torch.uint8:
-            raise DataError(f"image tiles must be (B, 3, H, W) uint8 RGB, got {tuple(tiles.shape)} {tiles.dtype}")
+        tiles = check_tiles(tiles)
         if tiles.shape[0] == 0:
             return torch.empty(0, self.out_dim, dtype=torch.float32, device=self._mean.device)
         self.model.eval()

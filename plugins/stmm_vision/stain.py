@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stmm_core.errors import DataError
 from stmm_core.interfaces import ImageEncoder, ImagePreprocessing
 from stmm_vision.params import StainStatsParams
+from stmm_vision.tile_input import check_tiles
 
 #: Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB/residual) in optical-density RGB.
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
@@ -51,12 +51,7 @@ class StainStatsEncoder(nn.Module, ImageEncoder):
 
     def encode(self, tiles: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` → float32 ``(B, out_dim)`` on the buffer's device."""
-        if not isinstance(tiles, torch.Tensor):
-            tiles = torch.as_tensor(tiles)
-        if tiles.ndim != 4 or tiles.shape[1] != 3:
-            raise DataError(f"image tiles must be (B, 3, H, W) uint8 RGB, got shape {tuple(tiles.shape)}")
-        if tiles.dtype != torch.uint8:
-            raise DataError(f"image tiles must be uint8 (0-255), got {tiles.dtype}")
+        tiles = check_tiles(tiles)
         dev = self.hed_from_rgb.device
         b, _, h, w = tiles.shape
         if b == 0:
