@@ -146,3 +146,20 @@ def test_other_user_errors(spec_file, synthetic_h5ad, tmp_path):
         assert "Traceback" not in r.stderr, (args, r.stderr)
         assert r.stderr.startswith("stmm: error:"), (args, r.stderr)
         assert needle.lower() in r.stderr.lower(), (args, r.stderr)
+
+
+def test_command_line_usage_errors_are_short_messages(spec_file, tmp_path):
+    """Parsing errors (typer's vendored click raises them) end in a usage message and exit code 2, no traceback."""
+    out = str(tmp_path / "o")
+    cases = [
+        (["fit", str(spec_file), "--data", "x.h5ad", "-o", out, "-k", "0"], "--n-domains"),
+        (["fit", str(spec_file), "--data", "x.h5ad", "-o", out, "--seed", "abc"], "--seed"),
+        (["run", "stereomm", "--data", "x.h5ad", "-o", out, "--no-such-option"], "no such option"),
+        (["run", "stereomm", "-o", out], "missing option '--data'"),
+        (["no-such-command"], "no such command"),
+    ]
+    for args, needle in cases:
+        r = run_stmm(args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and needle.lower() in r.stderr.lower(), (args, r.stderr)
+    assert not (tmp_path / "o").exists()

@@ -59,23 +59,41 @@ def _error(message: str) -> None:
         typer.echo(f"stmm: error: {message}", err=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: turns :class:`~stmm_core.errors.StmmError` into one line on stderr."""
-    import click
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """``(Exit, ClickException, Abort)`` classes of click and of typer: typer >= 0.20 vendors its own copy of
+    click (``typer._click``, plus ``typer.exceptions``), whose command-line parsing errors are not click's."""
+    import importlib
 
+    found: dict[str, list[type]] = {"Exit": [], "ClickException": [], "Abort": []}
+    for name in ("click.exceptions", "typer.exceptions", "typer._click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for kind, classes in found.items():
+            cls = getattr(module, kind, None)
+            if isinstance(cls, type) and cls not in classes:
+                classes.append(cls)
+    return tuple(found["Exit"]), tuple(found["ClickException"]), tuple(found["Abort"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: turns :class:`~stmm_core.errors.StmmError` and command-line usage errors into a short
+    message on stderr (exit code 2), never a traceback."""
     from stmm_core.errors import StmmError
 
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
+    exit_types, click_errors, abort_types = _click_exceptions()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except exit_types as exc:
         return int(exc.exit_code or 0)
-    except click.ClickException as exc:
+    except click_errors as exc:
         exc.show()
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except abort_types:
         typer.echo("stmm: aborted", err=True)
         return 130
     except StmmError as exc:
