@@ -72,9 +72,9 @@ class ComponentInfo:
         try:
             return self.params.model_validate(params or {})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-            )
+            from stmm_core.validation import describe_errors
+
+            problems = describe_errors(exc.errors(), self.params.model_fields)
             known = ", ".join(self.params.model_fields)
             raise SpecError(
                 f"invalid parameters for {self.kind} '{self.name}': {problems} (known parameters: {known})"

@@ -176,14 +176,15 @@ class PipelineSpec(_Frozen):
                     f"this spec uses format v{version} (written by stmm {data.get('stmm_version', '?')}); "
                     f"this stmm {__version__} reads up to v{SPEC_VERSION}: upgrade stmm (pip install -U stmm)"
                 )
-            if data.get("pipeline") == "magic" and not isinstance(data.get("train"), MagicTrainSpec):
+            # validate train with the pipeline's own schema, so errors name its fields (not both union members)
+            schema = MagicTrainSpec if data.get("pipeline") == "magic" else TrainSpec
+            if not isinstance(data.get("train"), (TrainSpec, MagicTrainSpec)):
                 try:
-                    train = MagicTrainSpec.model_validate(data.get("train") or {})
+                    train = schema.model_validate(data.get("train") or {})
                 except ValidationError as exc:
-                    problems = "; ".join(
-                        f"train.{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-                        for err in exc.errors()
-                    )
+                    from stmm_core.validation import describe_errors
+
+                    problems = describe_errors(exc.errors(), schema.model_fields, prefix="train.")
                     raise SpecError(f"invalid pipeline spec: {problems}") from None
                 data = {**data, "train": train}
         return data
@@ -289,9 +290,9 @@ def parse_spec(data: dict[str, Any]) -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in exc.errors()
-        )
+        from stmm_core.validation import describe_errors
+
+        problems = describe_errors(exc.errors(), PipelineSpec.model_fields)
         raise SpecError(f"invalid pipeline spec: {problems}") from None
 
 

@@ -82,3 +82,16 @@ def test_override_errors():
         compose_spec("stereomm", sets={"epochs": 3})
     with pytest.raises(SpecError, match="no 'decoder' component"):
         compose_spec("stereomm", sets={"decoder.x": 3})
+
+
+def test_misspelt_parameters_get_a_suggestion_and_no_pydantic_noise():
+    with pytest.raises(SpecError) as exc:
+        compose_spec("stereomm-expression", None, {"train.epoch": 5})
+    msg = str(exc.value)
+    assert "unknown parameter 'train.epoch' (did you mean 'train.epochs'?)" in msg and "MagicTrainSpec" not in msg
+    with pytest.raises(SpecError, match=r"unknown parameter 'latnet' \(did you mean 'latent'\?\)"):
+        compose_spec("stereomm-expression", None, {"graph.latnet": 8})
+    with pytest.raises(SpecError) as exc:
+        compose_spec("stereomm-expression", None, {"train.epochs": 0})
+    assert "train.epochs: Input should be greater than or equal to 1" in str(exc.value)
+    assert "Value error" not in str(exc.value)
