@@ -140,6 +140,8 @@ def test_other_user_errors(spec_file, synthetic_h5ad, tmp_path):
     notad = tmp_path / "not_anndata.h5ad"
     notad.write_text("hello")
     cases.append((["fit", str(spec_file), "--data", str(notad), "-o", str(tmp_path / "o")], "AnnData"))
+    # a file where a parent folder of -o would go: refused before the data is read
+    cases.append((["fit", str(spec_file), "--data", str(synthetic_h5ad), "-o", str(notad / "run")], "is a file"))
     for args, needle in cases:
         r = run_stmm(args)
         assert r.returncode == 2, (args, r.stderr)

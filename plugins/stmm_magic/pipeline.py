@@ -192,9 +192,9 @@ def fit_magic(
         raise SpecError(f"fit_magic needs a magic pipeline spec, got {spec.pipeline!r}")
     if stage not in (None, 1, 2):
         raise StmmError(f"--stage must be 1 or 2, got {stage}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StmmError(f"-o {out_dir} exists and is not a folder")
+    from stmm_core.pipeline.outputs import check_output_dir
+
+    out_dir = check_output_dir(out_dir)
     dev = resolve_device(device)
     threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)

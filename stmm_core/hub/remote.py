@@ -225,8 +225,9 @@ def _resolve_commit(s: HubSettings, repo_id: str, revision: str | None) -> str:
 
 def _export(snap: Path, manifest: dict[str, Any], out: Path, record: dict[str, Any]) -> Path:
     """Copy the verified files (dereferenced) to *out* atomically, with ``pulled.json``."""
-    if out.exists() and not out.is_dir():
-        raise StmmError(f"-o {out} exists and is not a folder")
+    from stmm_core.pipeline.outputs import check_output_dir
+
+    check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)

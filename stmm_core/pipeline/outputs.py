@@ -36,6 +36,24 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+def check_output_dir(out_dir: str | Path, flag: str = "-o") -> Path:
+    """Fail early (before any data is read) when *out_dir* cannot become a folder: it is a file, or a file
+    stands where one of its parent folders would go, or its nearest existing parent is not writable."""
+    from stmm_core.errors import StmmError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StmmError(f"{flag} {out_dir} exists and is not a folder")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StmmError(f"{flag} {out_dir}: {parent} is a file, so the folder cannot be created there")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StmmError(f"{flag} {out_dir}: no permission to write in {parent}")
+    return out_dir
+
+
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
               label_column: str | None = None) -> list[Path]:
     """Write the run folder; returns the files written."""

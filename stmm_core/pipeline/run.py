@@ -68,14 +68,12 @@ def fit_to_dir(
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
     from stmm_core.pipeline.graph_fusion import fit_graph_fusion, n_params
-    from stmm_core.pipeline.outputs import write_run
+    from stmm_core.pipeline.outputs import check_output_dir, write_run
     from stmm_core.profiling import current_rss_bytes
     from stmm_core.seeding import configure_threads, resolve_device
 
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StmmError(f"-o {out_dir} exists and is not a folder")
+    out_dir = check_output_dir(out_dir)
     from stmm_core.distributed import context as dist_ctx
 
     dev = resolve_device(device)
