@@ -165,3 +165,37 @@ def test_command_line_usage_errors_are_short_messages(spec_file, tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr and needle.lower() in r.stderr.lower(), (args, r.stderr)
     assert not (tmp_path / "o").exists()
+
+
+def test_counts_table_with_coords_and_counts_layer_from_the_command_line(tmp_path):
+    """The issue's third input form from the CLI: a counts table + --coords; and --counts-layer for an .h5ad
+    whose X is normalised. Missing --coords for a table is one clear message naming the option."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    a = make_synthetic_adata(n_spots=120, n_genes=40, n_domains=3, seed=4)
+    counts = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
+    pd.DataFrame(counts, index=a.obs_names, columns=a.var_names).to_csv(tmp_path / "counts.csv")
+    xy = np.asarray(a.obsm["spatial"])
+    pd.DataFrame({"id": a.obs_names, "x": xy[:, 0], "y": xy[:, 1]}).to_csv(tmp_path / "coords.csv", index=False)
+    fast = ["--set", "train.epochs=5", "-q", "-k", "3"]
+    r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "counts.csv"), "--coords",
+                  str(tmp_path / "coords.csv"), "-o", str(tmp_path / "t"), *fast])
+    assert r.returncode == 0, r.stderr
+    assert ad.read_h5ad(tmp_path / "t" / "result.h5ad").n_obs == 120
+    r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "counts.csv"), "-o", str(tmp_path / "u"),
+                  *fast])
+    assert r.returncode == 2 and "--coords" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    norm = a.copy()
+    norm.layers["counts"] = sp.csr_matrix(counts)
+    norm.X = sp.csr_matrix(np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4))
+    norm.write_h5ad(tmp_path / "norm.h5ad")
+    r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "norm.h5ad"), "-o", str(tmp_path / "v"),
+                  *fast])
+    assert r.returncode == 0 and "stmm: warning:" in r.stderr and "--counts-layer" in r.stderr, r.stderr
+    r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "norm.h5ad"), "--counts-layer", "counts",
+                  "-o", str(tmp_path / "w"), *fast])
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -109,7 +109,7 @@ def test_duplicate_gene_names(tmp_path):
 def test_coords_table_problems(tmp_path):
     ad = make_adata(image=False)
     pd.DataFrame(ad.X.toarray(), index=ad.obs_names, columns=ad.var_names).to_csv(tmp_path / "c.csv")
-    raises(r"counts table: pass coords=", read_section, tmp_path / "c.csv")
+    raises(r"counts table: pass --coords", read_section, tmp_path / "c.csv")
     pd.DataFrame({"id": ad.obs_names[:-2], "x": 1.0, "y": 2.0}).to_csv(tmp_path / "xy.csv", index=False)
     raises(r"2 of 30 spots have no coordinates \(e\.g\. 'spot28'\)", read_section, tmp_path / "c.csv",
            coords=tmp_path / "xy.csv")

@@ -10,7 +10,8 @@ import typer
 from stmm_core.cli.compose_cmd import parse_sets
 
 
-def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None):
+def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
+            coords=None, counts_layer=None):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -18,6 +19,9 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         spec = spec.with_overrides({"train.seed": seed})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     if spec.pipeline == "magic":
+        if coords is not None or counts_layer is not None:
+            raise StmmError("--coords/--counts-layer apply to one-section pipelines; magic reads .h5ad sections "
+                            "whose X holds raw counts and obsm['spatial'] the positions")
         _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels)
         return
     if stage is not None:
@@ -26,7 +30,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         raise StmmError(f"a {spec.pipeline} pipeline fits one section; got {len(data)} --data paths")
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
-                         scale=scale, use_cache=not no_cache, progress=not quiet)
+                         scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
+                         counts_layer=counts_layer)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -45,6 +50,11 @@ SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.se
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
 IMAGE = typer.Option(None, "--image", help="H&E image to use instead of the one in the data.")
 SCALE = typer.Option(None, "--scale", help="Full-resolution px → --image px scale factor.")
+COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table (or an .h5ad without "
+                                             "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
+                                             "or a Space Ranger spatial/ folder.")
+COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps its raw counts when X is "
+                                                        "normalised: a layers[] name, or 'raw' for adata.raw.")
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
@@ -127,6 +137,8 @@ def fit(
     device: str = DEVICE,
     image: Optional[Path] = IMAGE,
     scale: Optional[float] = SCALE,
+    coords: Optional[Path] = COORDS,
+    counts_layer: Optional[str] = COUNTS_LAYER,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -150,7 +162,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage)
+            stage, coords, counts_layer)
 
 
 def run(
@@ -164,6 +176,8 @@ def run(
     device: str = DEVICE,
     image: Optional[Path] = IMAGE,
     scale: Optional[float] = SCALE,
+    coords: Optional[Path] = COORDS,
+    counts_layer: Optional[str] = COUNTS_LAYER,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -176,7 +190,7 @@ def run(
     _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage)
+            stage, coords, counts_layer)
 
 
 def register(app: typer.Typer) -> None:

@@ -77,6 +77,25 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     return tuple(found["Exit"]), tuple(found["ClickException"]), tuple(found["Abort"])
 
 
+def _show_warnings_as_lines() -> None:
+    """stmm's own warnings (data readers, components) print as ``stmm: warning: …``, not as Python source
+    locations; warnings from other libraries keep Python's format."""
+    import os
+    import warnings
+
+    roots = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        fn = str(filename)
+        if issubclass(category, UserWarning) and (fn.startswith(roots) or f"{os.sep}stmm_" in fn):
+            typer.echo(f"stmm: warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: turns :class:`~stmm_core.errors.StmmError` and command-line usage errors into a short
     message on stderr (exit code 2), never a traceback."""
@@ -84,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
+    _show_warnings_as_lines()
     exit_types, click_errors, abort_types = _click_exceptions()
     command = typer.main.get_command(app)
     try:

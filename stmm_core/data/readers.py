@@ -110,8 +110,8 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
             hint = "a layer name" + (f" (layers: {', '.join(adata.layers)})" if len(adata.layers) else "")
             hint += " or 'raw' (adata.raw is present)" if adata.raw is not None else ""
             warnings.warn(
-                f"{path}: X has non-integer values (normalised?); stmm expects raw counts — pass counts_layer= "
-                f"{hint} if raw counts are stored elsewhere",
+                f"{path}: X has non-integer values (normalised?); stmm expects raw counts — pass --counts-layer "
+                f"(Python: counts_layer=) {hint} if raw counts are stored elsewhere",
                 stacklevel=3,
             )
         return m
@@ -284,7 +284,7 @@ def _find_matrix_h5(folder: Path) -> Path:
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
     raise DataError(
         f"{folder} is not a Space Ranger output folder: no filtered_feature_bc_matrix.h5 (found: {found}); "
-        "give a .h5ad file, a Space Ranger folder, or a counts table with coords="
+        "give a .h5ad file, a Space Ranger folder, or a counts table with --coords (Python: coords=)"
     )
 
 
@@ -483,7 +483,8 @@ def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
     if coords is None:
         coords = h5.parent / "spatial"
         if not coords.is_dir():
-            raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass coords=<spatial folder or table>")
+            raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass --coords <spatial folder or table> "
+                            "(Python: coords=)")
     info = _coords_info(coords)
     xy = _join_positions(ids, info.positions, str(p))
     obs = info.positions.reindex(ids).drop(columns=["x", "y"])
@@ -494,7 +495,8 @@ def _load_table(p: Path, coords: Any, library_id: str | None) -> _Loaded:
     import pandas as pd
 
     if coords is None:
-        raise DataError(f"{p} is a counts table: pass coords=<table with columns id, x, y in full-res px>")
+        raise DataError(f"{p} is a counts table: pass --coords <table with columns id, x, y in full-res px> "
+                        "(Python: coords=)")
     counts, ids, genes = read_counts_table(p)
     info = _coords_info(coords)
     xy = _join_positions(ids, info.positions, str(p))
@@ -514,7 +516,7 @@ def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str |
     elif "spatial" not in adata.obsm:
         raise DataError(
             f"{p}: no obsm['spatial'] (spot coordinates); store (x, y) full-res pixels there or pass "
-            f"coords=<table with id, x, y> (obsm keys: {', '.join(adata.obsm.keys()) or 'none'})"
+            f"--coords <table with id, x, y> (Python: coords=; obsm keys: {', '.join(adata.obsm.keys()) or 'none'})"
         )
     xy = np.asarray(adata.obsm["spatial"])
     if not np.issubdtype(xy.dtype, np.number):
@@ -574,7 +576,7 @@ def read_section(
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
-            "counts table (.csv/.tsv[.gz]) with coords="
+            "counts table (.csv/.tsv[.gz]) with --coords"
         )
     info = ld.info or SpatialInfo(positions=pd.DataFrame())
     img_src, img_scale, image_key = info.image, info.scale, info.image_key

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
-                 coords: str | Path | None = None) -> "Section":
+                 coords: str | Path | None = None, counts_layer: str | None = None) -> "Section":
     """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
     from stmm_core.data.readers import read_section
     from stmm_core.data.validate import filter_section, validate_section
@@ -26,6 +26,8 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
         kwargs["scale"] = scale
     if coords is not None:
         kwargs["coords"] = coords
+    if counts_layer is not None:
+        kwargs["counts_layer"] = counts_layer
     section = read_section(data, **kwargs)
     section = validate_section(section)
     return filter_section(section)
@@ -62,8 +64,13 @@ def fit_to_dir(
     scale: float | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    coords: str | Path | None = None,
+    counts_layer: str | None = None,
 ) -> dict[str, Any]:
-    """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json)."""
+    """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
+
+    ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
+    the layer holding raw counts)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -80,7 +87,7 @@ def fit_to_dir(
     threads = configure_threads()
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     t_read = time.perf_counter()
-    section = load_section(data, image=image, scale=scale)
+    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t_read
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
@@ -105,6 +112,8 @@ def fit_to_dir(
         "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
         "info": result.info,
     }
+    if section.meta.get("filtered"):
+        metrics["filtered"] = dict(section.meta["filtered"])
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
@@ -126,6 +135,9 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     """Human summary printed to stdout by the CLI."""
     lines = [f"section {metrics['section']}: {metrics['info']['n_spots']} spots, "
              f"{metrics['info']['n_genes']} genes, device {metrics['device']}"]
+    removed = (metrics.get("filtered") or {}).get("spots_removed", 0)
+    if removed:
+        lines.append(f"  {removed} spot{'s' if removed != 1 else ''} without counts left out (not in result.h5ad)")
     img = metrics["info"].get("image")
     if img:
         lines.append(f"image features: {img['encoder']} at {img['input_px']} px "
@@ -139,6 +151,9 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
+    else:
+        lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
+                     "the embedding is in result.h5ad obsm['X_stmm']")
     lines.append(f"wall time {metrics['wall_seconds']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MB")
     lines.append(f"wrote {out_dir}/: {', '.join(metrics['files'])}")
     return lines
