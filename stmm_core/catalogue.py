@@ -143,10 +143,10 @@ class Catalogue:
         elsewhere = [k for (k, n) in self._items if n == name]
         msg = f"unknown {kind} {name!r}"
         if close:
-            msg += f"; did you mean {' or '.join(repr(c) for c in close)}"
+            msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
         if elsewhere:
-            msg += f" ({name!r} is a {elsewhere[0]}, not a {kind})"
-        msg += f". Available: {', '.join(candidates) or 'none'} (run 'stmm list --kind {kind}')."
+            msg += f" ({name!r} is {_a(elsewhere[0])}, not {_a(kind)})"
+        msg += f"{'' if msg.endswith('?') else '.'} Available: {', '.join(candidates) or 'none'} (run 'stmm list --kind {kind}')."
         raise ComponentNotFound(msg)
 
     def search(self, pattern: str | None = None, kind: str | None = None) -> list[ComponentInfo]:
@@ -163,3 +163,8 @@ class Catalogue:
                     continue
             out.append(info)
         return out
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article (``an image_encoder``, ``a task``)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -21,5 +21,6 @@ def get_recipe(name: str) -> dict[str, Any]:
     if name not in recipes:
         close = difflib.get_close_matches(name, list(recipes), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ComponentNotFound(f"unknown recipe {name!r}{hint} Available: {', '.join(sorted(recipes)) or 'none'}")
+        raise ComponentNotFound(f"unknown recipe {name!r}{hint or '.'} Available: "
+                                f"{', '.join(sorted(recipes)) or 'none'}")
     return copy.deepcopy(recipes[name])
