@@ -146,7 +146,8 @@ class Catalogue:
             msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
         if elsewhere:
             msg += f" ({name!r} is {_a(elsewhere[0])}, not {_a(kind)})"
-        msg += f"{'' if msg.endswith('?') else '.'} Available: {', '.join(candidates) or 'none'} (run 'stmm list --kind {kind}')."
+        msg += (f"{'' if msg.endswith('?') else '.'} Available: {', '.join(candidates) or 'none'} "
+                f"(run 'stmm list --kind {kind}').")
         raise ComponentNotFound(msg)
 
     def search(self, pattern: str | None = None, kind: str | None = None) -> list[ComponentInfo]:

@@ -34,16 +34,14 @@ class WeightsUnavailable(StmmError):
     """Pretrained weights were requested but cannot be obtained."""
 
 
-def require(module: str, feature: str, extra: str | None = None, package: str | None = None):
-    """Import *module* or raise :class:`MissingDependency` telling how to install it (*package*: the name on
-    PyPI when it differs from the module's, e.g. ``scikit-misc`` for ``skmisc``)."""
+def require(module: str, feature: str, extra: str | None = None):
+    """Import *module* or raise :class:`MissingDependency` telling how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised through tests with a fake module
-        dist = package or module.split(".")[0]
-        hint = f"pip install 'stmm[{extra}]'" if extra else f"pip install {dist}"
+        hint = f"pip install 'stmm[{extra}]'" if extra else f"pip install {module.split('.')[0]}"
         raise MissingDependency(
-            f"{feature} needs the optional package '{dist}' ({exc}); install it with: {hint}"
+            f"{feature} needs the optional package '{module.split('.')[0]}' ({exc}); install it with: {hint}"
         ) from None

@@ -35,20 +35,21 @@ def match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     unlabelled spots ignored), so colours agree across panels; unmatched clusters are named ``extra <id>``."""
     from scipy.optimize import linear_sum_assignment
 
+    from stmm_core.metrics import labelled_mask
+
+    labelled = labelled_mask(truth)  # the same rule as the ARI/NMI scores
     pred = np.asarray(pred).astype(str)
     truth = np.asarray(truth, dtype=object).astype(str)
-    labelled = ~np.isin(np.char.lower(truth.astype(str)), ["nan", "none", ""])
-    p_cats, t_cats = sorted(set(pred)), sorted(set(truth[labelled]))
-    if not t_cats:
+    if not labelled.any():
         return pred
+    p_cats, p_idx = np.unique(pred[labelled], return_inverse=True)
+    t_cats, t_idx = np.unique(truth[labelled], return_inverse=True)
     table = np.zeros((len(p_cats), len(t_cats)))
-    pi = {c: i for i, c in enumerate(p_cats)}
-    ti = {c: i for i, c in enumerate(t_cats)}
-    for p, t in zip(pred[labelled], truth[labelled]):
-        table[pi[p], ti[t]] += 1
+    np.add.at(table, (p_idx, t_idx), 1)
     rows, cols = linear_sum_assignment(-table)
     names = {p_cats[r]: t_cats[c] for r, c in zip(rows, cols)}
-    return np.array([names.get(p, f"extra {p}") for p in pred], dtype=object)
+    cats, inverse = np.unique(pred, return_inverse=True)
+    return np.array([names.get(c, f"extra {c}") for c in cats], dtype=object)[inverse]
 
 
 def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any | None = None,

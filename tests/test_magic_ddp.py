@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from magic_tiny import TINY_MODEL
+
 pytest.importorskip("torch")
 
 HERE = Path(__file__).resolve().parent
@@ -73,14 +75,7 @@ def test_stage1_two_gloo_processes_equal_one_process(tmp_path):
             np.testing.assert_allclose(r0[k], ref[k], rtol=0, atol=2e-6, err_msg=k)
 
 
-TINY = [
-    "--set", "image.model=test_vit", "--set", "image.img_size=32",
-    "--set", "gene.n_genes=16", "--set", "gene.dim=16", "--set", "gene.depth=1", "--set", "gene.heads=2",
-    "--set", "gene.dim_head=8", "--set", "gene.out_dim=16",
-    "--set", "contrastive.embed_dim=16", "--set", "contrastive.queue_size=32",
-    "--set", "fusion.dim=16", "--set", "fusion.heads=2", "--set", "fusion.ff_mult=2",
-    "--set", "decoder.n_targets=12", "--set", "decoder.dim=16", "--set", "decoder.heads=2",
-    "--set", "decoder.expansion=[16]", "--set", "decoder.n_eval_hvg=5",
+TINY = TINY_MODEL + [
     "--set", "train.stage1.epochs=1", "--set", "train.stage1.batch_size=16", "-q",
 ]
 

@@ -16,15 +16,9 @@ torch = pytest.importorskip("torch")
 
 from stmm_core.cli.main import main  # noqa: E402
 from stmm_core.errors import SpecError  # noqa: E402
+from magic_tiny import TINY_MODEL  # noqa: E402
 
-TINY = [
-    "--set", "image.model=test_vit", "--set", "image.img_size=32",
-    "--set", "gene.n_genes=16", "--set", "gene.dim=16", "--set", "gene.depth=1", "--set", "gene.heads=2",
-    "--set", "gene.dim_head=8", "--set", "gene.out_dim=16",
-    "--set", "contrastive.embed_dim=16", "--set", "contrastive.queue_size=32",
-    "--set", "fusion.dim=16", "--set", "fusion.heads=2", "--set", "fusion.ff_mult=2",
-    "--set", "decoder.n_targets=12", "--set", "decoder.dim=16", "--set", "decoder.heads=2",
-    "--set", "decoder.expansion=[16]", "--set", "decoder.n_eval_hvg=5",
+TINY = TINY_MODEL + [
     "--set", "train.stage1.epochs=2", "--set", "train.stage1.batch_size=16",
     "--set", "train.stage2.epochs=2", "--set", "train.stage2.batch_size=16", "-q",
 ]

@@ -185,8 +185,10 @@ class HVGGeneEncoder(GeneEncoder):
         elif p.flavor == "variance":
             _, var = _column_mean_var(logn)
             idx = _top_k(var, k)
-        elif p.flavor == "seurat_v3":
-            idx = self._seurat_v3(X, names, k)
+        elif p.flavor == "seurat_v3":  # on the raw counts, as scanpy's seurat_v3 (no scikit-misc needed)
+            from stmm_genes.seurat_v3 import seurat_v3_variances
+
+            idx = _top_k(seurat_v3_variances(X), k)
         else:
             idx = self._scanpy_hvg(logn, names, k, p.flavor)
         self.genes = [names[i] for i in idx]
@@ -332,13 +334,6 @@ class HVGGeneEncoder(GeneEncoder):
             if self.params.max_value is not None:
                 np.clip(Z, -self.params.max_value, self.params.max_value, out=Z)
         return Z
-
-    @staticmethod
-    def _seurat_v3(X: "sp.csr_matrix", names: list[str], k: int) -> np.ndarray:
-        """Rank genes by Seurat v3's standardised variance of the raw counts *X*, keep exactly *k*."""
-        from stmm_genes.seurat_v3 import seurat_v3_variances
-
-        return _top_k(seurat_v3_variances(X), k)
 
     @staticmethod
     def _scanpy_hvg(logn: "sp.csr_matrix", names: list[str], k: int, flavor: str) -> np.ndarray:

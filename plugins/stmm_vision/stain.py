@@ -41,6 +41,7 @@ class StainStatsEncoder(nn.Module, ImageEncoder):
         self.preprocessing = ImagePreprocessing(input_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         hed_from_rgb = torch.linalg.inv(torch.tensor(RGB_FROM_HED, dtype=torch.float64)).float()
         self.register_buffer("hed_from_rgb", hed_from_rgb, persistent=False)
+        self.register_buffer("quantiles", torch.tensor(_QUANTILES), persistent=False)
 
     def feature_names(self) -> list[str]:
         """Names of the ``out_dim`` features, in order (``s1.00:haematoxylin:mean``, …)."""
@@ -64,7 +65,7 @@ class StainStatsEncoder(nn.Module, ImageEncoder):
             ch, cw = max(1, round(h * s)), max(1, round(w * s))
             top, left = (h - ch) // 2, (w - cw) // 2
             x = chans[:, :, top : top + ch, left : left + cw].reshape(b, len(CHANNELS), -1)
-            q = torch.quantile(x, torch.tensor(_QUANTILES, device=dev), dim=2)  # (3, B, 4)
+            q = torch.quantile(x, self.quantiles, dim=2)  # (3, B, 4)
             stats = torch.stack([x.mean(2), x.std(2, unbiased=False), q[0], q[1], q[2]], 2)  # (B, 4, 5)
             tissue = (x[:, 3] > self.params.tissue_od).float().mean(1, keepdim=True)
             feats += [stats.reshape(b, -1), tissue]

@@ -1,0 +1,11 @@
+"""``--set`` overrides that shrink the magic recipe to a seconds-long CPU fit (shared by the magic tests)."""
+
+TINY_MODEL = [
+    "--set", "image.model=test_vit", "--set", "image.img_size=32",
+    "--set", "gene.n_genes=16", "--set", "gene.dim=16", "--set", "gene.depth=1", "--set", "gene.heads=2",
+    "--set", "gene.dim_head=8", "--set", "gene.out_dim=16",
+    "--set", "contrastive.embed_dim=16", "--set", "contrastive.queue_size=32",
+    "--set", "fusion.dim=16", "--set", "fusion.heads=2", "--set", "fusion.ff_mult=2",
+    "--set", "decoder.n_targets=12", "--set", "decoder.dim=16", "--set", "decoder.heads=2",
+    "--set", "decoder.expansion=[16]", "--set", "decoder.n_eval_hvg=5",
+]
