@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from stmm_core import __version__
 from stmm_core.errors import SpecError
@@ -83,6 +83,19 @@ class DomainSpec(_Frozen):
         0, ge=0, le=1000,
         description="majority vote over this many nearest spots (self included); 0 = off",
     )
+    consensus: int = Field(
+        1, ge=1, le=100,
+        description="fit this many seeds and keep their consensus domains with a per-spot confidence; 1 = off "
+        "(stmm_core.pipeline.consensus)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_off_switches(self, handler: Any) -> dict[str, Any]:
+        # consensus=1 (off) is left out, so specs written before the setting existed keep their hash
+        data = handler(self)
+        if data.get("consensus") == 1:
+            data.pop("consensus")
+        return data
 
 
 class TrainSpec(_Frozen):

@@ -11,12 +11,16 @@ from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None):
+            coords=None, counts_layer=None, consensus=None, markers=50):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
     if seed is not None:
         spec = spec.with_overrides({"train.seed": seed})
+    if consensus is not None:
+        if spec.pipeline != "graph-fusion":
+            raise StmmError(f"--consensus applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
+        spec = spec.with_overrides({"domains.consensus": consensus})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     if spec.pipeline == "magic":
         if coords is not None or counts_layer is not None:
@@ -31,7 +35,7 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer)
+                         counts_layer=counts_layer, markers=markers)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -58,6 +62,13 @@ COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps i
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
+CONSENSUS = typer.Option(None, "--consensus", min=1, max=100,
+                         help="Fit N seeds (in parallel processes when cores allow) and keep their consensus domains "
+                              "with a per-spot confidence (obs['stmm_domain_confidence']); --seed S uses seeds "
+                              "S*N … S*N+N-1. Sets domains.consensus.")
+MARKERS = typer.Option(50, "--markers", min=0, max=10_000,
+                       help="Top marker genes per domain (scanpy rank_genes_groups on log-normalised counts) written "
+                            "to markers.csv, markers.png and result.h5ad uns['stmm_markers']; 0 = none.")
 NPROC = typer.Option(1, "--nproc", min=1, help="Processes (torchrun, data parallel: image encoding sharded, "
                                                 "training over spatial partitions, magic stage 1 with "
                                                 "DistributedDataParallel; gloo on CPU, NCCL on GPU).")
@@ -144,6 +155,8 @@ def fit(
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    consensus: Optional[int] = CONSENSUS,
+    markers: int = MARKERS,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -162,7 +175,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, consensus, markers)
 
 
 def run(
@@ -183,6 +196,8 @@ def run(
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    consensus: Optional[int] = CONSENSUS,
+    markers: int = MARKERS,
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
@@ -190,7 +205,7 @@ def run(
     _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, consensus, markers)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,9 @@ class FitResult:
     profile: StageProfiler
     info: dict[str, Any] = field(default_factory=dict)
     gene_state: dict[str, Any] | None = None
+    confidence: np.ndarray | None = None  # (N,) consensus runs: fraction of seeds agreeing with each label
+    member_labels: np.ndarray | None = None  # (n_seeds, N) consensus runs: each seed's own labels
+    markers: Any | None = None  # pandas DataFrame of per-domain marker genes (stmm_core.pipeline.markers)
 
 
 def _build(slot: str, spec: "PipelineSpec") -> Any:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.pipeline.graph_fusion import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
-             "preprocess.json", "README.md", "manifest.json")
+             "preprocess.json", "README.md", "manifest.json", "confidence.png", "markers.csv", "markers.png")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -71,6 +71,9 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
             adata.obs["stmm_domain"] = np.asarray(result.labels).astype(str)
             adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
         adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
+        from stmm_core.pipeline.run_extras import add_extras_to_adata
+
+        add_extras_to_adata(adata, result)  # consensus confidence, per-seed labels, marker genes
         adata.write_h5ad(stage / "result.h5ad")
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
@@ -86,6 +89,9 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
                          title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
                          scores=metrics.get("clustering"))
         plot_loss(result.history, stage / "loss.png")
+        from stmm_core.pipeline.run_extras import write_extras
+
+        write_extras(stage, section, result, metrics, truth)  # confidence.png, markers.csv, markers.png
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable

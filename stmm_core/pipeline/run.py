@@ -66,11 +66,12 @@ def fit_to_dir(
     progress: bool = True,
     coords: str | Path | None = None,
     counts_layer: str | None = None,
+    markers: int = 50,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
-    the layer holding raw counts)."""
+    the layer holding raw counts). ``markers``: top marker genes per domain written to markers.csv (0 = none)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -92,12 +93,26 @@ def fit_to_dir(
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
-    result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                              cache=FeatureCache() if use_cache else None,
-                              progress=progress and dist_ctx.rank() == 0)
+    if spec.domains.consensus > 1:
+        if distributed:
+            raise StmmError("--consensus runs its seeds in its own processes; do not combine it with --nproc")
+        from stmm_core.pipeline.consensus_fit import fit_consensus
+
+        load = {"data": data, "image": image, "scale": scale, "coords": coords, "counts_layer": counts_layer}
+        result = fit_consensus(spec, section, n_domains=k, device=dev, cache=FeatureCache() if use_cache else None,
+                               load=load, progress=progress)
+    else:
+        result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
+                                  cache=FeatureCache() if use_cache else None,
+                                  progress=progress and dist_ctx.rank() == 0)
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
+    if markers > 0 and result.labels is not None:
+        from stmm_core.pipeline.markers import find_markers
+
+        with result.profile.stage("markers"):
+            result.markers = find_markers(section, result.labels, n_top=markers)
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
@@ -112,11 +127,17 @@ def fit_to_dir(
         "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
         "info": result.info,
     }
+    if "consensus" in result.info:
+        metrics["consensus"] = result.info.pop("consensus")
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
+        if result.member_labels is not None:  # each seed of the consensus on its own
+            truth = section.obs[labels].to_numpy()
+            metrics["consensus"]["member_ari"] = [clustering_scores(truth, m)["ari"]
+                                                          for m in result.member_labels]
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
     if distributed:
@@ -151,6 +172,14 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
+    if "consensus" in metrics:
+        c = metrics["consensus"]
+        single = ""
+        if "member_ari" in c:
+            single = f"; single seeds ARI {min(c['member_ari']):.3f}–{max(c['member_ari']):.3f}"
+        lines.append(f"consensus of {c['n']} seeds ({', '.join(map(str, c['seeds']))}; {c['processes']} "
+                     f"process{'es' if c['processes'] != 1 else ''}): seed-to-seed ARI mean {c['seed_ari_mean']:.3f}, "
+                     f"min {c['seed_ari_min']:.3f}; mean confidence {c['mean_confidence']:.2f}{single}")
     else:
         lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
                      "the embedding is in result.h5ad obsm['X_stmm']")

@@ -1,0 +1,125 @@
+"""Consensus of seeds vs single seeds on DLPFC, reusing saved single-seed fits.
+
+    # 1. fit single seeds once per section, saving labels + embedding (one .npz per seed; resumable)
+    .venv/bin/python benchmarks/consensus_dlpfc.py fit --sections 151675 151676 --seeds 15 --work W
+    # 2. form consensus sets offline and print the table
+    .venv/bin/python benchmarks/consensus_dlpfc.py table --sections 151675 151676 --n 5 --work W
+
+Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
+Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (disjoint sets; the same rule as
+``stmm fit --consensus n --seed s``) with :func:`stmm_core.pipeline.consensus.consensus_labels`, the code behind
+``--consensus``, and compares:
+
+- single seeds: mean and sd of the ARI of every single seed (the seed-to-seed spread of one fit);
+- consensus: mean and sd of the ARI of the consensus sets (the spread of the consensus over disjoint seed sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _section_path(section: str) -> Path:
+    from stmm_core.benchmark.datasets import data_root
+
+    return data_root() / "dlpfc" / section / f"dlpfc_{section}_5000genes_lowres.h5ad"
+
+
+def fit(args: argparse.Namespace) -> None:
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_core.pipeline.run import load_section, resolve_n_domains
+    from stmm_core.recipes import get_recipe
+    from stmm_core.seeding import configure_threads
+    from stmm_core.spec import parse_spec
+
+    configure_threads()
+    base = parse_spec(get_recipe(args.recipe)["spec"])
+    sections = {s: load_section(_section_path(s)) for s in args.sections}
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
+        for name, section in sections.items():
+            out = args.work / args.recipe / name / f"seed{seed}.npz"
+            if out.exists():
+                continue
+            out.parent.mkdir(parents=True, exist_ok=True)
+            k = resolve_n_domains(section, None, "layer")
+            spec = base.with_overrides({"train.seed": seed})
+            t0 = time.perf_counter()
+            res = fit_graph_fusion(spec, section, n_domains=k, progress=False)
+            sec = time.perf_counter() - t0
+            scores = clustering_scores(section.obs["layer"].to_numpy(), res.labels)
+            tmp = out.with_name(f".{out.name}.tmp.npz")
+            np.savez_compressed(tmp, labels=res.labels, embedding=res.embedding, seconds=sec, ari=scores["ari"],
+                                spec_hash=spec.hash(), truth=section.obs["layer"].astype(str).to_numpy())
+            tmp.replace(out)
+            print(f"{name} seed {seed}: ARI {scores['ari']:.3f} ({sec:.0f} s)", flush=True)
+
+
+def table(args: argparse.Namespace) -> None:
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.consensus import consensus_labels
+
+    rows = []
+    for name in args.sections:
+        folder = args.work / args.recipe / name
+        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
+        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        truth = runs[seeds[0]]["truth"]
+        single = np.array([float(runs[s]["ari"]) for s in seeds])
+        secs = np.array([float(runs[s]["seconds"]) for s in seeds])
+        n_sets = len(seeds) // args.n
+        cons, agree, conf, cost = [], [], [], []
+        for s in range(n_sets):
+            members = [s * args.n + i for i in range(args.n)]
+            if not all(m in runs for m in members):
+                continue
+            t0 = time.perf_counter()
+            c = consensus_labels([runs[m]["labels"] for m in members])
+            cost.append(time.perf_counter() - t0)
+            cons.append(clustering_scores(truth, c.labels)["ari"])
+            agree.append((c.seed_ari_mean, c.seed_ari_min))
+            conf.append(float(c.confidence.mean()))
+        rows.append({"section": name, "single_n": len(seeds), "single_mean": single.mean(),
+                     "single_sd": single.std(ddof=1) if len(single) > 1 else 0.0, "single_min": single.min(),
+                     "single_max": single.max(), "fit_s": secs.mean(), "sets": len(cons),
+                     "cons": cons, "cons_mean": float(np.mean(cons)) if cons else float("nan"),
+                     "cons_sd": float(np.std(cons, ddof=1)) if len(cons) > 1 else float("nan"),
+                     "seed_ari": agree, "confidence": conf, "consensus_s": float(np.mean(cost)) if cost else 0.0})
+    print(f"recipe {args.recipe}; consensus of {args.n} seeds, seed set s = seeds s*{args.n} … s*{args.n}+{args.n - 1}")
+    print("| section | single seeds: n, ARI mean ± sd (min–max) | consensus sets: ARI each | consensus mean ± sd "
+          "| sd ratio | seed-to-seed ARI mean / min per set | mean confidence | fit s/seed | consensus step s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = r["cons_sd"] / r["single_sd"] if r["single_sd"] else float("nan")
+        print(f"| {r['section']} | {r['single_n']}: {r['single_mean']:.3f} ± {r['single_sd']:.3f} "
+              f"({r['single_min']:.3f}–{r['single_max']:.3f}) | {' / '.join(f'{c:.3f}' for c in r['cons'])} | "
+              f"{r['cons_mean']:.3f} ± {r['cons_sd']:.3f} | {ratio:.2f} | "
+              f"{'; '.join(f'{a:.2f}/{b:.2f}' for a, b in r['seed_ari'])} | "
+              f"{' / '.join(f'{c:.2f}' for c in r['confidence'])} | {r['fit_s']:.0f} | {r['consensus_s']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("fit", "table"):
+        p = sub.add_parser(name)
+        p.add_argument("--sections", nargs="+", default=["151675", "151676"])
+        p.add_argument("--recipe", default="stereomm-expression")
+        p.add_argument("--work", type=Path, required=True)
+    sub.choices["fit"].add_argument("--seeds", type=int, default=15)
+    sub.choices["fit"].add_argument("--seed-start", type=int, default=0)
+    sub.choices["table"].add_argument("--n", type=int, default=5)
+    sub.choices["table"].add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    fit(args) if args.cmd == "fit" else table(args)
+
+
+if __name__ == "__main__":
+    main()
