@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def fit(args: argparse.Namespace) -> None:
     configure_threads()
     base = parse_spec(get_recipe(args.recipe)["spec"])
     sections = {s: load_section(_section_path(s)) for s in args.sections}
-    for seed in range(args.seed_start, args.seed_start + args.seeds):
+    seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+    for seed in (seeds[::-1] if args.reverse else seeds):  # a second process can work from the other end
         for name, section in sections.items():
             out = args.work / args.recipe / name / f"seed{seed}.npz"
             if out.exists():
@@ -53,7 +55,7 @@ def fit(args: argparse.Namespace) -> None:
             res = fit_graph_fusion(spec, section, n_domains=k, progress=False)
             sec = time.perf_counter() - t0
             scores = clustering_scores(section.obs["layer"].to_numpy(), res.labels)
-            tmp = out.with_name(f".{out.name}.tmp.npz")
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
             np.savez_compressed(tmp, labels=res.labels, embedding=res.embedding, seconds=sec, ari=scores["ari"],
                                 spec_hash=spec.hash(), truth=section.obs["layer"].astype(str).to_numpy())
             tmp.replace(out)
@@ -115,6 +117,7 @@ def main() -> None:
         p.add_argument("--work", type=Path, required=True)
     sub.choices["fit"].add_argument("--seeds", type=int, default=15)
     sub.choices["fit"].add_argument("--seed-start", type=int, default=0)
+    sub.choices["fit"].add_argument("--reverse", action="store_true", help="last seed first")
     sub.choices["table"].add_argument("--n", type=int, default=5)
     sub.choices["table"].add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
