@@ -148,7 +148,7 @@ def test_registered_and_user_datasets(section_paths, monkeypatch, tmp_path):
 
 def test_registered_dataset_checksums_match_shared_data(shared_data, monkeypatch):
     monkeypatch.setenv("STMM_DATA", str(shared_data))
-    for name in ("dlpfc-151676", "her2st-C2"):
+    for name in ("dlpfc-151676", "dlpfc-151675", "her2st-C2"):
         assert dsets.resolve(dsets.BUILTIN[name]).verified
 
 
@@ -165,6 +165,21 @@ def test_override_rules_apply_where_the_setting_exists():
     assert overrides_for("r", resnet, rules) == {"image.weights": "random"}
     with pytest.raises(StmmError, match="matches no recipe"):
         select(["zzz*"], [])
+
+
+def test_consensus_runs_are_their_own_rows(section_paths, tmp_path):
+    _, no_img = section_paths
+    pipes = select(["stereomm-expression+consensus2"], [])
+    assert pipes[0].name == "stereomm-expression+consensus2" and pipes[0].spec.domains.consensus == 2
+    outcome = run_benchmark("domains", pipelines=["stereomm-expression+consensus2"], datasets=[str(no_img)],
+                            label="domain", seeds=1, seed_start=1, out_dir=tmp_path, work_dir=tmp_path / "w",
+                            progress=False, log=lambda m: None,
+                            sets={"*": {"train.epochs": 30, "gene.n_top_genes": 100}})
+    (row,) = outcome.result.rows
+    assert row.pipeline == "stereomm-expression+consensus2" and row.error is None, row.error
+    cons = row.details["consensus"]
+    assert cons["seeds"] == [2, 3] and len(cons["member_ari"]) == 2 and "seed_ari_mean" in cons
+    assert any("consensus" in n for n in outcome.result.notes)
 
 
 def test_fold_suites_need_two_sections(section_paths):

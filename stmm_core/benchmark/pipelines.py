@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -122,6 +123,10 @@ def _annotate(pipe: BenchPipeline) -> None:
         pipe.notes.append(f"image encoder {img.name} randomly initialised (no pretrained weights reachable)")
 
 
+#: ``RECIPE+consensusN`` in ``--pipelines``: the recipe with ``domains.consensus=N`` (seed s = seeds s*N … s*N+N-1).
+_CONSENSUS = re.compile(r"(.+)\+consensus(\d+)")
+
+
 def select(items: list[str] | None, default: list[str], rules: dict[str, dict[str, Any]] | None = None,
            baselines: list[str] | None = None) -> list[BenchPipeline]:
     """Resolve ``--pipelines`` items (recipe names, glob patterns over recipe names, spec-file paths)."""
@@ -142,6 +147,17 @@ def select(items: list[str] | None, default: list[str], rules: dict[str, dict[st
             if not hits:
                 raise StmmError(f"--pipelines {item!r} matches no recipe; recipes: {', '.join(sorted(names))}")
             out.extend(_from_recipe(n, rules, base_set) for n in sorted(hits))
+        elif _CONSENSUS.fullmatch(item):  # recipe+consensusN: the recipe's consensus of N seeds, its own row
+            name, n = _CONSENSUS.fullmatch(item).groups()
+            pipe = _from_recipe(name, rules, base_set)
+            pipe.name, pipe.baseline = item, item in base_set
+            if pipe.spec is not None:
+                try:
+                    pipe.overrides = {**pipe.overrides, "domains.consensus": int(n)}
+                    pipe.spec = pipe.spec.with_overrides({"domains.consensus": int(n)})
+                except StmmError as exc:
+                    pipe.spec, pipe.error = None, str(exc)
+            out.append(pipe)
         else:  # a name: unknown ones stay as failed rows (with the registry's suggestion)
             out.append(_from_recipe(item, rules, base_set))
     seen: set[str] = set()

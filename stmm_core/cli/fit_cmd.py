@@ -11,7 +11,7 @@ from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None, consensus=None, markers=50):
+            coords=None, counts_layer=None, consensus=None, markers=50, batch_correct=None):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -22,6 +22,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
             raise StmmError(f"--consensus applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
         spec = spec.with_overrides({"domains.consensus": consensus})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
+    if batch_correct is not None and spec.pipeline != "graph-fusion":
+        raise StmmError(f"--batch-correct applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
     if spec.pipeline == "magic":
         if coords is not None or counts_layer is not None:
             raise StmmError("--coords/--counts-layer apply to one-section pipelines; magic reads .h5ad sections "
@@ -30,12 +32,11 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         return
     if stage is not None:
         raise StmmError(f"--stage applies to multi-stage (magic) pipelines; this is a {spec.pipeline} pipeline")
-    if len(data) != 1:
-        raise StmmError(f"a {spec.pipeline} pipeline fits one section; got {len(data)} --data paths")
-    data = data[0]
+    if len(data) == 1:
+        data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer, markers=markers)
+                         counts_layer=counts_layer, markers=markers, batch_correct=batch_correct)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -43,7 +44,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
 
 
 DATA = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table (with --image/--scale). "
-                                        "Multi-section pipelines (magic) take several: --data A B C or repeated.")
+                                        "Several sections (--data A B C or repeated): one joint fit (graph-fusion: "
+                                        "one graph per section, shared genes, one labelling; magic: training set).")
 MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...",
                       help="Further sections after --data (multi-section pipelines).")
 STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
@@ -69,6 +71,9 @@ CONSENSUS = typer.Option(None, "--consensus", min=1, max=100,
 MARKERS = typer.Option(50, "--markers", min=0, max=10_000,
                        help="Top marker genes per domain (scanpy rank_genes_groups on log-normalised counts) written "
                             "to markers.csv, markers.png and result.h5ad uns['stmm_markers']; 0 = none.")
+BATCH = typer.Option(None, "--batch-correct", help="With several --data sections: 'harmony' corrects the "
+                     "embedding for the section before clustering (needs harmonypy: pip install 'stmm[multi]'); "
+                     "default none.")
 NPROC = typer.Option(1, "--nproc", min=1, help="Processes (torchrun, data parallel: image encoding sharded, "
                                                 "training over spatial partitions, magic stage 1 with "
                                                 "DistributedDataParallel; gloo on CPU, NCCL on GPU).")
@@ -157,6 +162,7 @@ def fit(
     nproc: int = NPROC,
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
+    batch_correct: Optional[str] = BATCH,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -175,7 +181,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, consensus, markers)
+            stage, coords, counts_layer, consensus, markers, batch_correct)
 
 
 def run(
@@ -198,6 +204,7 @@ def run(
     nproc: int = NPROC,
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
+    batch_correct: Optional[str] = BATCH,
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
@@ -205,7 +212,7 @@ def run(
     _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, consensus, markers)
+            stage, coords, counts_layer, consensus, markers, batch_correct)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,7 +42,7 @@ def plan_processes(n: int, threads: int | None = None, cores: int | None = None)
 
 
 def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, threads: int,
-                load: dict[str, Any]) -> "FitResult":
+                load: dict[str, Any], kwargs: dict[str, Any]) -> "FitResult":
     """One member in a worker process: read the section, fit with *seed* (no progress bars)."""
     from stmm_core.pipeline.graph_fusion import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
@@ -53,16 +53,22 @@ def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, t
 
     configure_threads(threads)
     spec = parse_spec(json.loads(spec_json)).with_overrides({"train.seed": seed, "domains.consensus": 1})
-    section = load_section(**load)
-    return fit_graph_fusion(spec, section, n_domains=n_domains, device=device, progress=False)
+    if "sections" in load:  # several sections in one fit
+        from stmm_core.pipeline.multi_section import load_sections
+
+        section = load_sections(load["sections"])
+    else:
+        section = load_section(**load)
+    return fit_graph_fusion(spec, section, n_domains=n_domains, device=device, progress=False, **kwargs)
 
 
 def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_domains: int | None,
               device: str = "cpu", cache: Any | None = None, load: dict[str, Any] | None = None,
-              processes: int | None = None, progress: bool = True) -> tuple[list["FitResult"], dict[str, Any]]:
+              processes: int | None = None, progress: bool = True,
+              fit_kwargs: dict[str, Any] | None = None) -> tuple[list["FitResult"], dict[str, Any]]:
     """Fit *spec* once per seed. With ``load`` (the arguments of :func:`stmm_core.pipeline.run.load_section`)
     and more than one process, the fits run in a pool of fresh processes that each read the section; otherwise
-    one after another in this process."""
+    one after another in this process. ``fit_kwargs``: further arguments of :func:`fit_graph_fusion`."""
     from stmm_core.pipeline.graph_fusion import fit_graph_fusion
     from stmm_core.progress import progress_bar
 
@@ -76,7 +82,7 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
         if procs <= 1:
             for i, s in enumerate(seeds):
                 results[i] = fit_graph_fusion(base.with_overrides({"train.seed": s}), section, n_domains=n_domains,
-                                              device=device, cache=cache, progress=False)
+                                              device=device, cache=cache, progress=False, **(fit_kwargs or {}))
                 bar.update(1)
         else:
             import multiprocessing as mp
@@ -84,7 +90,7 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
 
             spec_json = base.canonical_json()
             with ProcessPoolExecutor(max_workers=procs, mp_context=mp.get_context("spawn")) as pool:
-                futs = {pool.submit(_fit_member, spec_json, s, n_domains, device, threads, load): i
+                futs = {pool.submit(_fit_member, spec_json, s, n_domains, device, threads, load, fit_kwargs or {}): i
                         for i, s in enumerate(seeds)}
                 for fut in as_completed(futs):
                     results[futs[fut]] = fut.result()
@@ -96,7 +102,7 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
 
 def fit_consensus(spec: "PipelineSpec", section: "Section", *, n_domains: int | None, device: str = "cpu",
                   cache: Any | None = None, load: dict[str, Any] | None = None, processes: int | None = None,
-                  progress: bool = True) -> "FitResult":
+                  progress: bool = True, fit_kwargs: dict[str, Any] | None = None) -> "FitResult":
     """Fit ``spec.domains.consensus`` seeds and return their consensus as one :class:`FitResult`."""
     from stmm_core.pipeline.consensus import consensus_labels, consensus_seeds
     from stmm_core.profiling import StageProfiler
@@ -111,7 +117,7 @@ def fit_consensus(spec: "PipelineSpec", section: "Section", *, n_domains: int | 
     t0 = time.perf_counter()
     with prof.stage(f"fit {n} seeds"):
         members, plan = fit_seeds(spec, section, seeds, n_domains=n_domains, device=device, cache=cache, load=load,
-                                  processes=processes, progress=progress)
+                                  processes=processes, progress=progress, fit_kwargs=fit_kwargs)
     with prof.stage("consensus"):
         cons = consensus_labels([m.labels for m in members])
     rep = members[cons.representative]

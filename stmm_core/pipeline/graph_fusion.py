@@ -43,6 +43,7 @@ class FitResult:
     confidence: np.ndarray | None = None  # (N,) consensus runs: fraction of seeds agreeing with each label
     member_labels: np.ndarray | None = None  # (n_seeds, N) consensus runs: each seed's own labels
     markers: Any | None = None  # pandas DataFrame of per-domain marker genes (stmm_core.pipeline.markers)
+    obsm: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-spot arrays for result.h5ad
 
 
 def _build(slot: str, spec: "PipelineSpec") -> Any:
@@ -65,11 +66,16 @@ def fit_graph_fusion(
     cache: Any | None = None,
     progress: bool = True,
     image_features: np.ndarray | None = None,
+    gene_transform: Any | None = None,
+    embedding_transform: Any | None = None,
 ) -> FitResult:
     """Fit the pipeline on one section and return the embedding, the domains and the trained weights.
 
     ``image_features`` ``(N, D)``: precomputed per-spot image features (e.g. from a data-parallel encoding run
     or an earlier fit); they replace the spec's image encoder and go through the same z-score + PCA.
+    ``gene_transform(x) -> x``: applied to the gene features before training (e.g. per-section standardisation of a
+    multi-section fit). ``embedding_transform(emb) -> emb``: what is clustered instead of the embedding (e.g. a
+    batch correction); the corrected embedding is kept in ``obsm["X_stmm_corrected"]``.
     """
     import torch
 
@@ -88,6 +94,8 @@ def fit_graph_fusion(
     with prof.stage("gene features"):
         gene_enc = _build("gene", spec)
         gene_x = np.asarray(gene_enc.fit_transform(section), dtype=np.float32)
+        if gene_transform is not None:
+            gene_x = np.asarray(gene_transform(gene_x), dtype=np.float32)
     info["gene_dim"] = int(gene_x.shape[1])
 
     img_x = None
@@ -192,10 +200,16 @@ def fit_graph_fusion(
         raise StmmError("the embedding contains NaN/inf; lower train.lr or check the input features")
 
     labels = None
+    extra_obsm: dict[str, np.ndarray] = {}
+    clustered = embedding
+    if embedding_transform is not None:
+        with prof.stage("batch correction"):
+            clustered = np.asarray(embedding_transform(embedding), dtype=np.float32)
+        extra_obsm["X_stmm_corrected"] = clustered
     if n_domains is not None:
         with prof.stage("clustering"):
             task = _build("task", spec)
-            labels = np.asarray(task.run(embedding, n_domains, seed), dtype=np.int64)
+            labels = np.asarray(task.run(clustered, n_domains, seed), dtype=np.int64)
             if spec.domains.refine_neighbors > 1:
                 from stmm_core.pipeline.refine import refine_labels
 
@@ -211,7 +225,7 @@ def fit_graph_fusion(
         for k, v in module.state_dict().items():
             state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
-    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state)
+    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, obsm=extra_obsm)
 
 
 def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":

@@ -54,7 +54,7 @@ def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | N
 
 def fit_to_dir(
     spec: "PipelineSpec",
-    data: str | Path,
+    data: str | Path | list,
     out_dir: str | Path,
     *,
     n_domains: int | None = None,
@@ -67,8 +67,12 @@ def fit_to_dir(
     coords: str | Path | None = None,
     counts_layer: str | None = None,
     markers: int = 50,
+    batch_correct: str | None = None,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
+
+    Several paths in *data*: one joint fit over all sections (:mod:`stmm_core.pipeline.multi_section`;
+    ``batch_correct="harmony"`` corrects the embedding for the section before clustering).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
     the layer holding raw counts). ``markers``: top marker genes per domain written to markers.csv (0 = none)."""
@@ -87,8 +91,25 @@ def fit_to_dir(
     dev = resolve_device(device)
     threads = configure_threads()
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    cache = FeatureCache() if use_cache else None
     t_read = time.perf_counter()
-    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
+    if len(paths) > 1:  # several sections, one joint fit
+        from stmm_core.pipeline.multi_section import prepare_sections
+
+        if distributed:
+            raise StmmError("several --data sections are fitted in one process; do not combine them with --nproc")
+        section, load, fit_kw = prepare_sections(spec, paths, image=image, scale=scale, coords=coords,
+                                                 counts_layer=counts_layer, batch_correct=batch_correct,
+                                                 device=dev, cache=cache, progress=progress)
+        data = [str(p) for p in paths]
+    else:
+        if batch_correct not in (None, "none"):
+            raise StmmError("--batch-correct corrects between sections: give several sections with --data A B …")
+        data = paths[0]
+        section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
+        load = {"data": data, "image": image, "scale": scale, "coords": coords, "counts_layer": counts_layer}
+        fit_kw = {}
     read_s = time.perf_counter() - t_read
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
@@ -98,13 +119,11 @@ def fit_to_dir(
             raise StmmError("--consensus runs its seeds in its own processes; do not combine it with --nproc")
         from stmm_core.pipeline.consensus_fit import fit_consensus
 
-        load = {"data": data, "image": image, "scale": scale, "coords": coords, "counts_layer": counts_layer}
-        result = fit_consensus(spec, section, n_domains=k, device=dev, cache=FeatureCache() if use_cache else None,
-                               load=load, progress=progress)
+        result = fit_consensus(spec, section, n_domains=k, device=dev, cache=cache, load=load, progress=progress,
+                               fit_kwargs=fit_kw)
     else:
-        result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                                  cache=FeatureCache() if use_cache else None,
-                                  progress=progress and dist_ctx.rank() == 0)
+        result = fit_graph_fusion(spec, section, n_domains=k, device=dev, cache=cache,
+                                  progress=progress and dist_ctx.rank() == 0, **fit_kw)
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
@@ -116,7 +135,7 @@ def fit_to_dir(
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
-        "data": str(data),
+        "data": data if isinstance(data, list) else str(data),
         "section": section.name,
         "n_domains": k,
         "seed": spec.train.seed,
@@ -129,11 +148,19 @@ def fit_to_dir(
     }
     if "consensus" in result.info:
         metrics["consensus"] = result.info.pop("consensus")
+    if "sections" in section.meta:
+        metrics["sections"] = {"sections": section.meta["sections"], "shared_genes": section.meta["shared_genes"],
+                               "cross_section_edges": section.meta["cross_section_edges"],
+                               "batch_correct": batch_correct or "none"}
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
+        if "sections" in section.meta:
+            from stmm_core.pipeline.multi_section import section_scores
+
+            metrics["sections"]["clustering"] = section_scores(section, result.labels, labels)
         if result.member_labels is not None:  # each seed of the consensus on its own
             truth = section.obs[labels].to_numpy()
             metrics["consensus"]["member_ari"] = [clustering_scores(truth, m)["ari"]
@@ -172,6 +199,15 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
+    else:
+        lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
+                     "the embedding is in result.h5ad obsm['X_stmm']")
+    multi = (metrics.get("sections") or {}).get("clustering")
+    if multi:  # several sections in one fit
+        for name, sc in multi["sections"].items():
+            lines.append(f"  section {name}: ARI {sc['ari']:.3f}  NMI {sc['nmi']:.3f} ({sc['n_labelled']} labelled "
+                         "spots)")
+        lines.append(f"  {multi['domains_same_label_everywhere']} have the same majority label in each section")
     if "consensus" in metrics:
         c = metrics["consensus"]
         single = ""
@@ -180,9 +216,6 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
         lines.append(f"consensus of {c['n']} seeds ({', '.join(map(str, c['seeds']))}; {c['processes']} "
                      f"process{'es' if c['processes'] != 1 else ''}): seed-to-seed ARI mean {c['seed_ari_mean']:.3f}, "
                      f"min {c['seed_ari_min']:.3f}; mean confidence {c['mean_confidence']:.2f}{single}")
-    else:
-        lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
-                     "the embedding is in result.h5ad obsm['X_stmm']")
     lines.append(f"wall time {metrics['wall_seconds']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MB")
     lines.append(f"wrote {out_dir}/: {', '.join(metrics['files'])}")
     return lines

@@ -25,6 +25,8 @@ def add_extras_to_adata(adata: "anndata.AnnData", result: "FitResult") -> None:
         adata.obsm["stmm_domain_seeds"] = np.asarray(result.member_labels, dtype=np.int64).T
     if result.markers is not None:
         adata.uns["stmm_markers"] = result.markers.copy()
+    for key, value in (result.obsm or {}).items():
+        adata.obsm[key] = np.asarray(value)
 
 
 def write_extras(folder: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],

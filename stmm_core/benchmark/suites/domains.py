@@ -62,12 +62,22 @@ def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", se
     section = _section(ctx, ds)
     k = resolve_n_domains(section, None, label)
     spec = pipe.spec.with_overrides({"train.seed": seed})
-    res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
+    if spec.domains.consensus > 1:  # its own row: the consensus of seeds seed*N … seed*N+N-1
+        from stmm_core.pipeline.consensus_fit import fit_consensus
+
+        res = fit_consensus(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(),
+                            load={"data": ds.local_path}, progress=False)
+    else:
+        res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
     truth = section.obs[label].to_numpy()
     scores = clustering_scores(truth, res.labels)
     _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"])
     details = {"k": k, "n_labelled": scores["n_labelled"], "stages": res.profile.to_list(),
                "image_cached": bool(res.info.get("image", {}).get("cached")), "spec_hash": spec.hash()}
+    if res.member_labels is not None:
+        cons = res.info["consensus"]
+        cons["member_ari"] = [clustering_scores(truth, m)["ari"] for m in res.member_labels]
+        details["consensus"] = cons
     return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
 
 
@@ -129,6 +139,10 @@ def units(ctx: Context) -> list[Unit]:
 
 def notes(ctx: Context) -> list[str]:
     out = ["K = number of distinct labels; unlabelled spots are excluded from ARI/NMI (they are still clustered)."]
+    if any(p.spec is not None and p.spec.domains.consensus > 1 for p in ctx.pipelines):
+        out.append("RECIPE+consensusN rows: each run is the consensus of N seeds (run seed s uses seeds s*N … "
+                   "s*N+N-1, so runs share no fit), labels aligned by Hungarian matching and voted per spot; its "
+                   "± is the spread over disjoint seed sets (details: seed-to-seed ARI and each member's ARI).")
     if any(p.kind == "magic" for p in ctx.pipelines):
         out.append("magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then the "
                    "concatenated image and gene embeddings are clustered by GMM.")
