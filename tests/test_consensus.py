@@ -122,3 +122,87 @@ def test_consensus_on_a_magic_pipeline_is_one_clear_message(tmp_path):
     r = run_stmm(["run", "magic", "--data", str(tmp_path / "x.h5ad"), "-o", str(tmp_path / "o"),
                   "--consensus", "3"])
     assert r.returncode != 0 and "--consensus" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- several sections in one fit ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def two_sections(tmp_path):
+    """Section A (synthetic) and B: A's spots mirrored in y with thinned counts and one gene fewer."""
+    import scipy.sparse as sp
+
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    a = make_synthetic_adata(n_spots=300, n_genes=120, n_domains=3, seed=1)
+    b = a[:, 1:].copy()
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix(b.X)
+    x.data = rng.binomial(x.data.astype(np.int64), 0.7).astype(np.float32)
+    b.X = x
+    xy = np.asarray(b.obsm["spatial"], dtype=np.float64).copy()
+    xy[:, 1] = xy[:, 1].max() + xy[:, 1].min() - xy[:, 1]  # mirrored within the same image
+    b.obsm["spatial"] = xy
+    pa, pb = tmp_path / "a.h5ad", tmp_path / "b.h5ad"
+    a.write_h5ad(pa)
+    b.write_h5ad(pb)
+    return pa, pb
+
+
+def test_combined_sections_share_genes_and_no_graph_edges(two_sections):
+    from stmm_core.pipeline.multi_section import combine_sections, cross_section_edges, standardise_per_section
+    from stmm_core.pipeline.run import load_section
+    from stmm_core.recipes import get_recipe
+    from stmm_core.spec import parse_spec
+
+    sa, sb = (load_section(p) for p in two_sections)
+    c = combine_sections([sa, sb])
+    assert c.n_spots == sa.n_spots + sb.n_spots and c.n_genes == len(set(sa.gene_names) & set(sb.gene_names))
+    assert c.obs["section"].nunique() == 2 and len(set(c.obs_names)) == c.n_spots
+    for name in ("stereomm-expression", "graphst"):  # radius and kNN builders
+        assert cross_section_edges(parse_spec(get_recipe(name)["spec"]), c) == 0
+    ids = c.meta["section_ids"]
+    x = np.random.default_rng(0).normal(size=(c.n_spots, 4)) + ids[:, None] * 5.0
+    z = standardise_per_section(x, ids)
+    for i in (0, 1):
+        np.testing.assert_allclose(z[ids == i].mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(z[ids == i].std(axis=0), 1, atol=1e-4)
+
+
+def test_run_on_two_sections_gives_one_labelling_with_per_section_scores(two_sections, tmp_path):
+    import anndata as ad
+
+    out = tmp_path / "joint"
+    r = run_stmm(["run", "stereomm-expression", "--data", *map(str, two_sections), "-o", str(out), "--labels",
+                  "domain", "--markers", "3", "--set", "train.epochs=40", "--set", "gene.n_top_genes=100", "-q"],
+                 env={"STMM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    sec = m["sections"]
+    assert sec["cross_section_edges"] == 0 and sec["shared_genes"] <= 119 and len(sec["sections"]) == 2
+    per = sec["clustering"]["sections"]
+    assert len(per) == 2 and all(v["ari"] > 0.5 for v in per.values()), per  # easy synthetic domains
+    assert sec["clustering"]["pooled"]["ari"] == pytest.approx(m["clustering"]["ari"])
+    assert sec["clustering"]["domains_same_label_everywhere"].startswith("3 of 3")  # B is A with fewer counts
+    res = ad.read_h5ad(out / "result.h5ad")
+    assert res.n_obs == 600 and res.obs["section"].nunique() == 2 and "stmm_domain" in res.obs
+    assert "section" in r.stdout and "ARI" in r.stdout
+
+
+def test_batch_correction_needs_several_sections_and_harmony_runs(two_sections, tmp_path):
+    r = run_stmm(["run", "stereomm-expression", "--data", str(two_sections[0]), "-o", str(tmp_path / "o"),
+                  "--batch-correct", "harmony"])
+    assert r.returncode != 0 and "several sections" in r.stderr and "Traceback" not in r.stderr
+    pytest.importorskip("harmonypy")
+    from stmm_core.pipeline.multi_section import harmony
+
+    rng = np.random.default_rng(0)
+    ids, group = np.repeat([0, 1], 300), np.tile(np.repeat([0, 1, 2], 100), 2)  # 3 groups in both sections
+    emb = (rng.normal(size=(3, 8))[group] * 6 + rng.normal(size=(600, 8)) + ids[:, None] * 2.0).astype(np.float32)
+    z = harmony(emb, ids)
+    assert z.shape == emb.shape
+
+    def gap(e):  # distance between the sections' centres of the same group
+        return np.mean([np.linalg.norm(e[(ids == 0) & (group == g)].mean(0) - e[(ids == 1) & (group == g)].mean(0))
+                        for g in range(3)])
+
+    assert gap(z) < 0.3 * gap(emb)
