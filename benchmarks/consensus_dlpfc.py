@@ -64,6 +64,8 @@ def fit(args: argparse.Namespace) -> None:
 
 def table(args: argparse.Namespace) -> None:
     from stmm_core.metrics import clustering_scores
+    from sklearn.metrics import adjusted_rand_score  # noqa: F401  (imported before the consensus step is timed)
+
     from stmm_core.pipeline.consensus import consensus_labels
 
     rows = []
@@ -84,6 +86,15 @@ def table(args: argparse.Namespace) -> None:
             c = consensus_labels([runs[m]["labels"] for m in members])
             cost.append(time.perf_counter() - t0)
             cons.append(clustering_scores(truth, c.labels)["ari"])
+            if args.plots and s == 0:  # the confidence map of the first seed set, as `stmm fit --consensus` draws it
+                from stmm_core.pipeline.run import load_section
+                from stmm_core.plots_confidence import plot_confidence
+
+                args.plots.mkdir(parents=True, exist_ok=True)
+                plot_confidence(load_section(_section_path(name)), c.labels, c.confidence,
+                                args.plots / f"confidence-{name}-set0.png", truth=truth,
+                                title=f"{args.recipe} · {name} · seeds {members[0]}–{members[-1]}",
+                                summary=c.summary(members))
             agree.append((c.seed_ari_mean, c.seed_ari_min))
             conf.append(float(c.confidence.mean()))
         rows.append({"section": name, "single_n": len(seeds), "single_mean": single.mean(),
@@ -120,6 +131,7 @@ def main() -> None:
     sub.choices["fit"].add_argument("--reverse", action="store_true", help="last seed first")
     sub.choices["table"].add_argument("--n", type=int, default=5)
     sub.choices["table"].add_argument("--json", type=Path, default=None)
+    sub.choices["table"].add_argument("--plots", type=Path, default=None, help="write confidence maps here")
     args = ap.parse_args()
     fit(args) if args.cmd == "fit" else table(args)
 
