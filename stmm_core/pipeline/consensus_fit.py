@@ -42,7 +42,7 @@ def plan_processes(n: int, threads: int | None = None, cores: int | None = None)
 
 
 def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, threads: int,
-                load: dict[str, Any], kwargs: dict[str, Any]) -> "FitResult":
+                load: dict[str, Any], kwargs: dict[str, Any], use_cache: bool = False) -> "FitResult":
     """One member in a worker process: read the section, fit with *seed* (no progress bars)."""
     from stmm_core.pipeline.graph_fusion import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
@@ -59,7 +59,13 @@ def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, t
         section = load_sections(load["sections"])
     else:
         section = load_section(**load)
-    return fit_graph_fusion(spec, section, n_domains=n_domains, device=device, progress=False, **kwargs)
+    cache = None
+    if use_cache:  # the image features of the section are encoded once and read back by the other seeds
+        from stmm_core.data.cache import FeatureCache
+
+        cache = FeatureCache()
+    return fit_graph_fusion(spec, section, n_domains=n_domains, device=device, cache=cache, progress=False,
+                            **kwargs)
 
 
 def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_domains: int | None,
@@ -90,7 +96,8 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
 
             spec_json = base.canonical_json()
             with ProcessPoolExecutor(max_workers=procs, mp_context=mp.get_context("spawn")) as pool:
-                futs = {pool.submit(_fit_member, spec_json, s, n_domains, device, threads, load, fit_kwargs or {}): i
+                futs = {pool.submit(_fit_member, spec_json, s, n_domains, device, threads, load, fit_kwargs or {},
+                                    cache is not None): i
                         for i, s in enumerate(seeds)}
                 for fut in as_completed(futs):
                     results[futs[fut]] = fut.result()
