@@ -99,6 +99,9 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
                 futs = {pool.submit(_fit_member, spec_json, s, n_domains, device, threads, load, fit_kwargs or {},
                                     cache is not None): i
                         for i, s in enumerate(seeds)}
+                import scipy.optimize  # noqa: F401  (the consensus step's imports load while the workers fit)
+                import sklearn.metrics  # noqa: F401
+
                 for fut in as_completed(futs):
                     results[futs[fut]] = fut.result()
                     bar.update(1)
