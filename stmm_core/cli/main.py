@@ -96,6 +96,14 @@ def _show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def _usage_error(exc: Exception) -> None:
+    """A command-line error on one line: ``stmm: error: <what> (see 'stmm CMD --help')``."""
+    ctx = getattr(exc, "ctx", None)
+    msg = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+    typer.echo(f"stmm: error: {msg}{where}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: turns :class:`~stmm_core.errors.StmmError` and command-line usage errors into a short
     message on stderr (exit code 2), never a traceback."""
@@ -107,11 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     exit_types, click_errors, abort_types = _click_exceptions()
     command = typer.main.get_command(app)
     try:
+        from stmm_core.env import check_environment
+
+        check_environment()
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
     except exit_types as exc:
         return int(exc.exit_code or 0)
     except click_errors as exc:
-        exc.show()
+        _usage_error(exc)
         return int(exc.exit_code)
     except abort_types:
         typer.echo("stmm: aborted", err=True)

@@ -23,8 +23,10 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 def default_cache_root() -> Path:
     """``$STMM_CACHE_DIR`` if set, else ``~/.cache/stmm``."""
-    env = os.environ.get("STMM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stmm"
+    from stmm_core.env import env_dir
+
+    env = env_dir("STMM_CACHE_DIR", fallback="pass --no-cache")
+    return env if env is not None else Path.home() / ".cache" / "stmm"
 
 
 def _canonical(obj: Any) -> Any:
