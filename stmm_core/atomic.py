@@ -156,6 +156,15 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def discard(target: str | Path) -> None:
+    """Remove an earlier output folder whole (renamed aside first, so no half-deleted folder keeps its name)."""
+    target = Path(target)
+    if target.is_dir():
+        aside = target.parent / _stage_name(target)
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside *target*; renamed to *target* when the block ends without error."""

@@ -166,6 +166,7 @@ def fit_magic(
     device: str = "auto",
     use_cache: bool = True,
     log: Log | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train stage 1 and/or stage 2 of *spec* on the sections *data*; write the run folder *out_dir*.
 
@@ -194,7 +195,7 @@ def fit_magic(
         raise StmmError(f"--stage must be 1 or 2, got {stage}")
     from stmm_core.pipeline.outputs import check_output_dir
 
-    out_dir = check_output_dir(out_dir)
+    out_dir = check_output_dir(out_dir, overwrite=overwrite, resume=stage == 2)
     dev = resolve_device(device)
     threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
@@ -255,6 +256,10 @@ def fit_magic(
     train_idx, val_idx = train_val_split([a.n for a in arrays], cfg.val_fraction, seed)
 
     if rank == 0:
+        if stage != 2 and out_dir.is_dir() and any(out_dir.iterdir()):  # --overwrite: the earlier run goes whole
+            from stmm_core.atomic import discard
+
+            discard(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = dict(prev_meta or {})
     meta.update({

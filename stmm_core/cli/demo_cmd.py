@@ -38,7 +38,8 @@ def demo(
     overrides.update(parse_sets(sets))
     spec = spec.with_overrides(overrides)
     typer.echo(f"demo data: {demo_path().name} (DLPFC 151676, 10x Visium, layer labels)", err=True)
-    metrics = fit_to_dir(spec, demo_path(), output, labels="layer", device=device, progress=not quiet)
+    metrics = fit_to_dir(spec, demo_path(), output, labels="layer", device=device, progress=not quiet,
+                         overwrite=True)  # re-running the demo replaces its own earlier run (never other files)
     for line in summary_lines(metrics, output):
         typer.echo(line)
 

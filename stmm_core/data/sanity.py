@@ -97,7 +97,7 @@ def recorded_warnings() -> Iterator[list[str]]:
         yield found
     for w in caught:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        if issubclass(w.category, UserWarning):
+        if issubclass(w.category, UserWarning) and "stmm" in str(w.filename):
             text = str(w.message)
             if text not in found:
                 found.append(text)

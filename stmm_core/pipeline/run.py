@@ -119,9 +119,11 @@ def fit_to_dir(
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
-    result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                              cache=FeatureCache() if use_cache else None,
-                              progress=progress and dist_ctx.rank() == 0)
+    with recorded_warnings() as fit_warnings:
+        result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
+                                  cache=FeatureCache() if use_cache else None,
+                                  progress=progress and dist_ctx.rank() == 0)
+    data_warnings += [w for w in fit_warnings if w not in data_warnings]
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
