@@ -105,11 +105,11 @@ def embed(
     from stmm_core.pipeline.run import load_section
     from stmm_core.seeding import configure_threads, resolve_device
 
+    check_output(output, kind="file")  # before any work
     if output.suffix != ".h5ad":
         from stmm_core.errors import StmmError
 
         raise StmmError(f"-o {output}: the embedding is written as AnnData; give a .h5ad file name")
-    check_output(output, kind="file")  # before any work
     loaded, source, load_s = resolve_pipeline(pipeline, offline=offline, allow_pickle=allow_pickle)
     dev = resolve_device(device)
     threads = _fit_threads(loaded.metrics)

@@ -96,6 +96,23 @@ def _show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C (staged outputs are removed on the way out) instead of killing outright."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ANN001 - signal handler signature
+        raise KeyboardInterrupt("terminated")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread of the main interpreter
+        pass
+
+
 def _usage_error(exc: Exception) -> None:
     """A command-line error on one line: ``stmm: error: <what> (see 'stmm CMD --help')``."""
     ctx = getattr(exc, "ctx", None)
@@ -112,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
     _show_warnings_as_lines()
+    _terminate_cleanly()
     exit_types, click_errors, abort_types = _click_exceptions()
     command = typer.main.get_command(app)
     try:
@@ -130,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     except StmmError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        typer.echo("stmm: interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        typer.echo(f"stmm: {'terminated' if str(exc) == 'terminated' else 'interrupted'}; partial output "
+                   "removed", err=True)
+        return 143 if str(exc) == "terminated" else 130
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3

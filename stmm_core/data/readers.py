@@ -594,6 +594,10 @@ def read_section(
         if img_src is None:
             raise DataError("--scale was given but there is no image; pass --image FILE as well")
         img_scale = float(scale)
+    if img_src is not None and img_scale is None:
+        kind = f"{image_key} " if image_key in ("hires", "lowres") else ""
+        raise DataError(f"{p}: the {kind}image has no scale factor; pass --scale S (full-resolution px → {kind}image "
+                        "px)")
     diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
     obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))

@@ -60,6 +60,9 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
             adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
         adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
         adata.write_h5ad(stage / "result.h5ad")
+        from stmm_core.faults import point
+
+        point("write")
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
                   metadata={"spec_hash": result.spec.hash(), "format": "stmm-graph-fusion-v1"})

@@ -109,6 +109,9 @@ def fit_to_dir(
 
             warnings.warn(f"the stored image is not used (this pipeline has no image encoder): {exc}", stacklevel=2)
     read_s = time.perf_counter() - t_read
+    from stmm_core.faults import point
+
+    point("read")
     not_counts = counts_warning(section)
     if not_counts and not any("non-integer" in w for w in data_warnings):
         import warnings
