@@ -96,6 +96,10 @@ def _show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (not an ``Exception``: nothing swallows it; ``finally`` blocks run)."""
+
+
 def _terminate_cleanly() -> None:
     """SIGTERM unwinds like Ctrl-C (staged outputs are removed on the way out) instead of killing outright."""
     import signal
@@ -105,7 +109,7 @@ def _terminate_cleanly() -> None:
         return
 
     def handler(signum, frame):  # noqa: ANN001 - signal handler signature
-        raise KeyboardInterrupt("terminated")
+        raise Terminated()
 
     try:
         signal.signal(signal.SIGTERM, handler)
@@ -148,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     except StmmError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt as exc:
-        typer.echo(f"stmm: {'terminated' if str(exc) == 'terminated' else 'interrupted'}; partial output "
-                   "removed", err=True)
-        return 143 if str(exc) == "terminated" else 130
+    except Terminated:
+        typer.echo("stmm: terminated; partial output removed", err=True)
+        return 143
+    except KeyboardInterrupt:
+        typer.echo("stmm: interrupted", err=True)
+        return 130
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3
