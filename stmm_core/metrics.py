@@ -27,7 +27,7 @@ def check_truth(truth: Any, what: str = "the ground-truth labels", fix: str = ""
     if not mask.any():
         raise DataError(f"{what} has no labelled spots (all {len(mask)} are empty/NA); scores cannot be "
                         f"computed{tail}")
-    classes = sorted(set(np.asarray(truth, dtype=object)[mask].astype(str)))
+    classes = sorted({str(c) for c in np.asarray(truth, dtype=object)[mask]})
     if len(classes) < 2:
         raise DataError(f"{what} has a single labelled class ({classes[0]!r}); ARI/NMI need at least two"
                         f"{tail}")

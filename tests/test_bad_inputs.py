@@ -447,3 +447,18 @@ def test_every_failed_benchmark_exits_non_zero(world, capsys, tmp_path):
                "-o", str(tmp_path / "bench")])
     err = capsys.readouterr().err
     assert rc == 2 and "every benchmark run failed" in err and "Traceback" not in err
+
+
+def test_pull_says_the_network_is_unreachable_quickly(capsys, tmp_path, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a local port nobody listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    msg = refused(capsys, ["pull", "org/name", "-o", str(tmp_path / "p")], "--offline")
+    assert "cannot reach" in msg and time.perf_counter() - t0 < 10

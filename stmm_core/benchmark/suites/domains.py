@@ -86,7 +86,7 @@ def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset",
     spec = pipe.spec.with_overrides({"train.seed": seed})
     run_dir = Path(ctx.work_dir) / "domains" / f"{pipe.name}-{spec.hash()[:12]}" / ds.name
     t0 = time.perf_counter()
-    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device)
+    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device, overwrite=True)
     fit_s = time.perf_counter() - t0
     run = load_run(run_dir, stages=(1,))
     section = read_sections([ds.local_path])[0]
