@@ -117,15 +117,17 @@ def evaluate_section(run: "MagicRun", section: "Section", *, allow_missing_genes
 
 
 def training_use(meta: dict[str, Any], section: "Section", data: str | Path) -> list[str]:
-    """The stages of the run (``"stage 1"``, ``"stage 2"``) that were trained on *section*: same file, or the
-    same section name with the same number of spots."""
+    """The stages of the run (``"stage 1"``, ``"stage 2"``) that were trained on *section*: the same content
+    (fingerprint of spot ids, coordinates and count totals, under any file name), or the same file."""
+    from stmm_core.data.sanity import section_fingerprint
+
     used = []
     here = Path(data).resolve()
+    fp = section_fingerprint(section)
     for key, label in (("sections_stage1", "stage 1"), ("sections_stage2", "stage 2")):
         for rec in meta.get(key) or []:
-            same_file = bool(rec.get("path")) and Path(str(rec["path"])).is_absolute() and \
-                Path(str(rec["path"])).resolve() == here
-            if same_file or (rec.get("name") == section.name and int(rec.get("n_spots", -1)) == section.n_spots):
+            path = Path(str(rec.get("path") or ""))
+            if rec.get("fingerprint") == fp or (path.is_absolute() and path.resolve() == here):
                 used.append(label)
                 break
     return used

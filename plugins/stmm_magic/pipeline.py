@@ -279,7 +279,7 @@ def fit_magic(
 
     # ---- stage 1
     if stage in (None, 1):
-        meta["sections_stage1"] = [{"name": a.name, "n_spots": a.n, "path": str(p)} for a, p in zip(arrays, data)]
+        meta["sections_stage1"] = _section_records(arrays, data, sections)
         meta["split"] = {"n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         model1 = model1.to(dev)
         t0 = time.perf_counter()
@@ -303,7 +303,7 @@ def fit_magic(
 
     # ---- stage 2
     if stage in (None, 2):
-        meta["sections_stage2"] = [{"name": a.name, "n_spots": a.n, "path": str(p)} for a, p in zip(arrays, data)]
+        meta["sections_stage2"] = _section_records(arrays, data, sections)
         seed_everything(seed)  # a stage-2 encoder that is not loaded starts from stage 1's initialisation
         gene_mean = targets[torch.as_tensor(train_idx)].mean(0).numpy()
         model2 = build_stage2(offline_spec_if_needed(spec) if "image" in cfg.stage2.load else spec,
@@ -326,6 +326,14 @@ def fit_magic(
     write_json(out_dir / META_FILE, meta)
     _plot_histories(out_dir, meta)
     return meta
+
+
+def _section_records(arrays: Any, data: Sequence[str | Path], sections: Any) -> list[dict[str, Any]]:
+    """What a run was trained on (``evaluate`` recognises these sections by their fingerprint)."""
+    from stmm_core.data.sanity import section_fingerprint
+
+    return [{"name": a.name, "n_spots": a.n, "path": str(p), "fingerprint": section_fingerprint(sec)}
+            for a, p, sec in zip(arrays, data, sections)]
 
 
 def offline_spec_if_needed(spec: "PipelineSpec") -> "PipelineSpec":

@@ -101,3 +101,14 @@ def recorded_warnings() -> Iterator[list[str]]:
             text = str(w.message)
             if text not in found:
                 found.append(text)
+
+
+def section_fingerprint(section: "Section") -> str:
+    """sha256 over spot ids, coordinates and per-spot count totals: the same section under any file name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, section.obs_names)).encode())
+    h.update(np.ascontiguousarray(np.asarray(section.coords, dtype=np.float64)).tobytes())
+    h.update(np.asarray(section.counts.sum(axis=1), dtype=np.float64).ravel().tobytes())
+    return h.hexdigest()
