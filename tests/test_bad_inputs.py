@@ -462,3 +462,16 @@ def test_pull_says_the_network_is_unreachable_quickly(capsys, tmp_path, monkeypa
     t0 = time.perf_counter()
     msg = refused(capsys, ["pull", "org/name", "-o", str(tmp_path / "p")], "--offline")
     assert "cannot reach" in msg and time.perf_counter() - t0 < 10
+
+
+def test_coordinates_in_image_pixels_advice_works(world, capsys, tmp_path):
+    """A counts table whose positions are pixels of the image (not full resolution): the spots sit in one
+    corner after scaling; the message says so and its '--scale 1' works."""
+    a = world["adata"].copy()
+    a.obsm["spatial"] = np.asarray(a.obsm["spatial"]) * 0.1  # the image's own pixels (scale 0.1)
+    counts, coords, he = _write_table(tmp_path / "px", a)
+    data = ["--data", str(counts), "--coords", str(coords), "--image", str(he)]
+    out = tmp_path / "o"
+    msg = refused(capsys, ["fit", str(world["spec"]), *data, "--scale", "0.1", "-o", str(out), *FAST], "corner")
+    assert "--scale 1" in msg
+    assert main(["fit", str(world["spec"]), *data, "--scale", "1", "-o", str(out), *FAST]) == 0

@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Median nearest-neighbour distance below this fraction of the spot diameter: spots would overlap heavily,
 #: which no array does (Visium ≈ 1.8 diameters apart, bins and beads ≈ 1).
 MIN_SPACING_PER_DIAMETER = 0.5
-#: All scaled spots inside this fraction of the image's width and height: "every spot in one corner".
-CORNER_FRACTION = 0.1
+#: All scaled spots inside this fraction of the image's width and height while the unscaled coordinates fit the
+#: image: "every spot in one corner" (real sections reach 0.56–0.9 of the image; see the closing note).
+CORNER_FRACTION = 0.35
 MIN_SPOTS = 10
 
 
@@ -68,14 +69,15 @@ def check_coordinate_units(section: "Section", where: str) -> None:
     if section.image is not None and section.image_scale:
         s = float(section.image_scale)
         w, h = section.image.width, section.image.height
-        span = (xy.max(axis=0) - xy.min(axis=0)) * s
-        hi = xy.max(axis=0) * s
-        if w > 0 and h > 0 and span[0] < CORNER_FRACTION * w and span[1] < CORNER_FRACTION * h \
-                and hi[0] < 2 * CORNER_FRACTION * w and hi[1] < 2 * CORNER_FRACTION * h:
+        hi_raw = xy.max(axis=0)
+        hi = hi_raw * s
+        if w > 0 and h > 0 and s < 0.9 and np.all(xy.min(axis=0) >= 0) and hi_raw[0] <= w and hi_raw[1] <= h \
+                and hi[0] < CORNER_FRACTION * w and hi[1] < CORNER_FRACTION * h:
             raise DataError(
                 f"{where}: all {n} spots lie in the top-left {hi[0]:.0f}×{hi[1]:.0f} px corner of the {w}×{h} px "
-                f"image after scaling by {s:g}: the coordinates are probably in image (hires/lowres) pixels, not "
-                f"full-resolution pixels; {fix}, or give the matching factor with --scale")
+                f"image after scaling by {s:g}, while unscaled they span the image: the coordinates are probably "
+                f"already image pixels, not full-resolution pixels; {fix}, or pass --scale 1 if the coordinates "
+                "are pixels of this image")
 
 
 def counts_warning(section: "Section") -> str | None:
