@@ -275,7 +275,9 @@ def fit_magic(
     timings: dict[str, float] = dict(meta.get("timings", {}))
     timings.update(read_seconds=read_s, tiles_seconds=tiles_s)
     if rank == 0:
-        (out_dir / SPEC_FILE).write_text(spec.pretty_json() + "\n")
+        from stmm_core.atomic import write_text
+
+        write_text(out_dir / SPEC_FILE, spec.pretty_json() + "\n")
 
     # ---- stage 1
     if stage in (None, 1):

@@ -185,9 +185,10 @@ def save_maps(maps: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
         for k in ("coords", "labels", "truth"):
             arrays[f"{ds}|{pipe}|{k}"] = np.asarray(v[k]).astype(str) if k == "truth" else np.asarray(v[k])
         arrays[f"{ds}|{pipe}|meta"] = np.asarray([v["seed"], v["ari"]], dtype=float)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    from stmm_core.atomic import atomic_file
+
+    with atomic_file(path) as tmp:  # the stage ends in .npz, so numpy keeps the name
+        np.savez_compressed(tmp, **arrays)
 
 
 def load_maps(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -163,7 +163,7 @@ def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_p
     else:
         raise NotApplicable(f"unknown benchmark method {pipe.method!r}")
     out["details"]["spec_hash"] = spec.hash()
-    tmp = fold_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(out, indent=1, default=float) + "\n")
-    tmp.replace(done)
+    from stmm_core.atomic import write_text
+
+    write_text(done, json.dumps(out, indent=1, default=float) + "\n")
     return out
