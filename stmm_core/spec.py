@@ -188,9 +188,7 @@ class PipelineSpec(_Frozen):
             schema = MagicTrainSpec if data.get("pipeline") == "magic" else TrainSpec
             from stmm_core.validation import bool_number_problems
 
-            bad = bool_number_problems(schema, data.get("train"), "train.")
-            for key, sub in (("tiles", TileSpec), ("features", FeatureSpec), ("domains", DomainSpec)):
-                bad += bool_number_problems(sub, data.get(key), f"{key}.")
+            bad = bool_number_problems(cls, data) + bool_number_problems(schema, data.get("train"), "train.")
             if bad:
                 raise SpecError(f"invalid pipeline spec: {'; '.join(bad)}")
             if not isinstance(data.get("train"), (TrainSpec, MagicTrainSpec)):

@@ -131,8 +131,8 @@ def read_run_spec(run_dir: str | Path) -> tuple["PipelineSpec", dict[str, Any]]:
         raise StmmError(f"{run_dir} is not a stmm run folder (no {SPEC_FILE})")
     spec = load_spec(run_dir / SPEC_FILE)
     if spec.pipeline != "magic":
-        raise StmmError(f"{run_dir} holds a {spec.pipeline} run; prediction and evaluation need a magic run "
-                        "(an image → expression decoder)")
+        raise StmmError(f"{run_dir} holds a {spec.pipeline} run, not a magic run (an image → expression model); "
+                        "give a folder written by 'stmm run magic'")
     meta_path = run_dir / META_FILE
     if not meta_path.is_file():
         raise StmmError(f"{run_dir} has no {META_FILE}: the run did not finish; train it again")

@@ -158,6 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("stmm: interrupted", err=True)
         return 130
+    except OSError as exc:  # the file system refused (disk full, permissions, a path that vanished…)
+        import os
+
+        if os.environ.get("STMM_DEBUG"):
+            raise
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _error(f"{exc.strerror or exc}{where} (file system error; check free space and permissions, "
+               "STMM_DEBUG=1 shows the traceback)")
+        return 2
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3

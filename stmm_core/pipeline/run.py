@@ -89,6 +89,7 @@ def fit_to_dir(
 
     t0 = time.perf_counter()
     out_dir = check_output_dir(out_dir, overwrite=overwrite)
+    cache = FeatureCache().ensure() if use_cache else None
     from stmm_core.distributed import context as dist_ctx
 
     dev = resolve_device(device)
@@ -124,7 +125,7 @@ def fit_to_dir(
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
     with recorded_warnings() as fit_warnings:
         result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                                  cache=FeatureCache() if use_cache else None,
+                                  cache=cache,
                                   progress=progress and dist_ctx.rank() == 0)
     data_warnings += [w for w in fit_warnings if w not in data_warnings]
     if distributed and dist_ctx.rank() != 0:
