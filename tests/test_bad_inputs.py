@@ -311,10 +311,13 @@ def _bad_data(kind: str, case: str, root: Path, world) -> list[str]:
     a = world["adata"].copy()
     if case == "lowres-coords":  # coordinates stored in lowres-image px (× 0.05) instead of full-res px
         a.obsm["spatial"] = np.asarray(a.obsm["spatial"]) * 0.05
+    elif case == "degenerate-coords":  # every spot at (0, 0): a wrong or empty column
+        a.obsm["spatial"] = np.zeros_like(np.asarray(a.obsm["spatial"]))
     return _section(kind, root, a, f"{kind}-{case}")
 
 
 DATA_CASES = [("lowres-coords", [], "full-resolution pixels"),
+              ("degenerate-coords", [], "distinct position"),
               ("good", ["-k", "65"], "--n-domains"),
               ("good", ["--labels", "nosuch"], "--labels")]
 
@@ -323,7 +326,7 @@ DATA_CASES = [("lowres-coords", [], "full-resolution pixels"),
 @pytest.mark.parametrize("case,extra,needle", DATA_CASES, ids=[f"{c}{' '.join(e)}" for c, e, _ in DATA_CASES])
 def test_bad_data_per_reader(world, capsys, tmp_path, kind, case, extra, needle):
     data = world["good"][kind] if case == "good" else _bad_data(kind, case, tmp_path, world)
-    if kind == "table" and case == "lowres-coords":  # a table has no spot size: the image exposes the unit mix-up
+    if kind == "table" and case in ("lowres-coords",):  # a table has no spot size: the image exposes the unit mix-up
         data = data + ["--image", str(Path(data[1]).parent / "he.png"), "--scale", "0.1"]
     refused(capsys, ["fit", str(world["spec"]), *data, "-o", str(tmp_path / "o"), *FAST, *extra], needle)
 
@@ -475,3 +478,17 @@ def test_coordinates_in_image_pixels_advice_works(world, capsys, tmp_path):
     msg = refused(capsys, ["fit", str(world["spec"]), *data, "--scale", "0.1", "-o", str(out), *FAST], "corner")
     assert "--scale 1" in msg
     assert main(["fit", str(world["spec"]), *data, "--scale", "1", "-o", str(out), *FAST]) == 0
+
+
+def test_non_image_and_uncreatable_cache(world, capsys, tmp_path, monkeypatch):
+    """An .h5ad given to --image (Pillow 'opens' it as 0×0), and a feature cache that cannot be created, are
+    refused before any work."""
+    h5 = world["good"]["h5ad"]
+    refused(capsys, ["fit", str(world["spec"]), *h5, "--image", h5[1], "--scale", "1", "-o", str(tmp_path / "o"),
+                     *FAST], "--image")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    from stmm_core.data import cache
+
+    monkeypatch.setattr(cache, "default_cache_root", lambda: afile / "sub")  # a file stands in the way
+    refused(capsys, ["fit", str(world["spec"]), *h5, "-o", str(tmp_path / "o"), "-q"], "--no-cache")

@@ -58,6 +58,10 @@ def check_coordinate_units(section: "Section", where: str) -> None:
     if n < MIN_SPOTS:
         return
     fix = "store (x, y) in full-resolution pixels in obsm['spatial'] (or pass --coords with full-res px)"
+    n_unique = len(np.unique(xy, axis=0))
+    if n_unique <= n // 2:
+        raise DataError(f"{where}: the {n} spots have only {n_unique} distinct position{'s' if n_unique != 1 else ''}, so the coordinates are "
+                        f"degenerate (zeros, rounded or a wrong column?); {fix}")
     diam = section.spot_diameter
     if diam is not None and np.isfinite(diam) and diam > 0:
         nn = median_nn_distance(xy)
