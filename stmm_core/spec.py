@@ -231,6 +231,14 @@ class PipelineSpec(_Frozen):
         if self.pipeline == "magic" and resolved.get("matching") is not None and resolved.get("fusion") is None:
             raise SpecError("the magic pipeline's 'matching' objective scores pairs with the 'fusion' module: "
                             "add a fusion component (e.g. token-cross-attention) or set matching to none")
+        for slot, ref in resolved.items():  # a component may need another slot filled (tag "needs:<slot>")
+            if ref is None:
+                continue
+            for tag in catalogue.get(slots[slot][0], ref.name).tags:
+                need = tag.split(":", 1)[1] if tag.startswith("needs:") else None
+                if need and resolved.get(need) is None:
+                    raise SpecError(f"{slot} '{ref.name}' needs a component in the '{need}' slot, but the spec has none "
+                                    f"(e.g. --{'image resnet50' if need == 'image' else need + ' …'} in stmm compose)")
         for slot, methods in PIPELINE_NEEDS.get(self.pipeline, {}).items():
             ref = resolved.get(slot)
             if ref is None:

@@ -304,6 +304,10 @@ def test_spec_path_problems_and_compose_never_writes_what_fit_rejects(world, cap
     refused(capsys, ["compose", "--recipe", "magic", "--gene", "hvg", "-o", str(tmp_path / "m.json")],
             "token gene encoder")
     refused(capsys, ["compose", "--set", "graph.latent=true", "-o", str(tmp_path / "m.json")], "latent")
+    refused(capsys, ["compose", "--image", "none", "--fuse", "image-only", "-o", str(tmp_path / "m.json")],
+            "--image resnet50")
+    refused(capsys, ["compose", "--recipe", "image-gmm", "--image", "none", "-o", str(tmp_path / "m.json")],
+            "'image' slot")
 
 
 # ------------------------------------------------------------------------- class 5: data × readers
