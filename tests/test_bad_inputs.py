@@ -496,3 +496,20 @@ def test_non_image_and_uncreatable_cache(world, capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache, "default_cache_root", lambda: afile / "sub")  # a file stands in the way
     refused(capsys, ["fit", str(world["spec"]), *h5, "-o", str(tmp_path / "o"), "-q"], "--no-cache")
+
+
+def test_model_card_never_publishes_meaningless_scores(world):
+    """An older run folder whose metrics hold 'ARI 1.000' from a single class (or no labelled spot) does not
+    carry it into the model card that push publishes."""
+    from stmm_core.hub.card import render_card
+    from stmm_core.spec import load_spec
+
+    spec = load_spec(world["spec"])
+    bad = {"clustering": {"ari": 1.0, "nmi": 1.0, "n_labelled": 0, "n_unlabelled": 64, "n_true_domains": 0,
+                          "label_column": "x"}, "n_domains": 3}
+    one = {"clustering": {**bad["clustering"], "n_labelled": 64, "n_true_domains": 1}, "n_domains": 3}
+    for metrics in (bad, one):
+        card = render_card(spec, metrics)
+        assert " ARI " not in card and "results:" not in card and "- ari" not in card
+    good = {"clustering": {**bad["clustering"], "ari": 0.5, "n_labelled": 64, "n_true_domains": 3}, "n_domains": 3}
+    assert "ARI 0.500" in render_card(spec, good)
