@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from stmm_core.env import check_environment
 
-        check_environment()
+        if not {"-h", "--help", "--version"} & set(_ARGV):  # help works whatever the environment
+            check_environment()
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
     except exit_types as exc:
         return int(exc.exit_code or 0)
