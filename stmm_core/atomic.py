@@ -111,6 +111,8 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
             raise StmmError(f"{what} is not a file name")
     elif path.exists() and not path.is_dir():
         raise StmmError(f"{what} exists and is not a folder; give a new folder name")
+    elif not resume and path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise StmmError(f"{what} is the current folder (or holds it); give a new folder name, e.g. {flag} run1")
     parent = _nearest_existing(path)
     if not parent.is_dir():
         raise StmmError(f"{what}: {parent} is a file, so the {'file' if kind == 'file' else 'folder'} cannot "

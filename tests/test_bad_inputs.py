@@ -200,7 +200,7 @@ def test_environment_variables_are_checked_before_work(world, capsys, tmp_path, 
 
 
 # --------------------------------------------------------------------------- class 3: output location
-def test_output_location_is_checked_before_any_work(world, capsys, tmp_path):
+def test_output_location_is_checked_before_any_work(world, capsys, tmp_path, monkeypatch):
     afile = tmp_path / "afile"
     afile.write_text("x")
     unrelated = tmp_path / "mine"
@@ -221,6 +221,10 @@ def test_output_location_is_checked_before_any_work(world, capsys, tmp_path):
     refused(capsys, ["compose", "-o", str(tmp_path)], "is a folder", untouched=[tmp_path])
     refused(capsys, ["pull", "org/name@" + "0" * 40, "-o", str(afile / "p"), "--offline"], "is a file")
     refused(capsys, ["benchmark", "domains", "-o", str(afile)], "not a folder", untouched=[afile])
+    empty = tmp_path / "here"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # '-o .' would replace the folder the user stands in
+    refused(capsys, [*run, "-o", "."], "current folder", untouched=[empty])
     assert not _partials(tmp_path)
 
 
