@@ -33,7 +33,8 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
     return filter_section(section)
 
 
-def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None) -> int | None:
+def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None,
+                      flag: str = "--labels") -> int | None:
     """K from ``--n-domains``, else from the number of categories of the ``--labels`` column.
 
     A ``--labels`` column with no labelled spots, or with a single labelled class, is refused: ARI/NMI against it
@@ -41,11 +42,12 @@ def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | N
     if labels is not None:
         if section.obs is None or labels not in section.obs:
             cols = ", ".join(map(str, section.obs.columns)) if section.obs is not None else "none"
-            raise DataError(f"--labels {labels!r}: no such column in obs (columns: {cols})")
+            raise DataError(f"{flag} {labels!r}: no such column in obs (columns: {cols})")
         from stmm_core.metrics import check_truth
 
-        check_truth(section.obs[labels].to_numpy(), f"--labels {labels!r}",
-                    "drop --labels and give --n-domains K to cluster without scores")
+        fix = ("drop --labels and give --n-domains K to cluster without scores" if flag == "--labels" else
+               f"give {flag} a column with at least two labelled classes")
+        check_truth(section.obs[labels].to_numpy(), f"{flag} {labels!r}", fix)
     if n_domains is not None:
         if n_domains > section.n_spots:
             raise DataError(f"--n-domains {n_domains} is more than the {section.n_spots} spots of section "
