@@ -517,3 +517,28 @@ def test_model_card_never_publishes_meaningless_scores(world):
         assert " ARI " not in card and "results:" not in card and "- ari" not in card
     good = {"clustering": {**bad["clustering"], "ari": 0.5, "n_labelled": 64, "n_true_domains": 3}, "n_domains": 3}
     assert "ARI 0.500" in render_card(spec, good)
+
+
+def test_suggested_fixes_for_counts_and_labels_work(world, capsys, tmp_path):
+    """'give the raw-count layer with --counts-layer' and 'drop --labels and give --n-domains K' work."""
+    import json as _json
+
+    a = world["adata"].copy()
+    a.layers["counts"] = a.X.copy()
+    a.X = a.X.astype(np.float32) * 0.37  # normalised X, raw counts in a layer
+    a.obs["one"] = "L1"
+    p = tmp_path / "norm.h5ad"
+    a.write_h5ad(p)
+    spec = str(world["spec"])
+    out = tmp_path / "o"
+    assert main(["fit", spec, "--data", str(p), "-o", str(out), "-k", "3", *FAST]) == 0
+    warned = _json.loads((out / "metrics.json").read_text())["warnings"]
+    assert any("--counts-layer" in w for w in warned)
+    assert main(["fit", spec, "--data", str(p), "--counts-layer", "counts", "-o", str(out), "--overwrite", "-k", "3",
+                 *FAST]) == 0
+    assert not _json.loads((out / "metrics.json").read_text()).get("warnings")
+    msg = refused(capsys, ["fit", spec, "--data", str(p), "--counts-layer", "counts", "--labels", "one",
+                           "-o", str(tmp_path / "o2"), *FAST], "--n-domains")
+    assert "drop --labels" in msg
+    assert main(["fit", spec, "--data", str(p), "--counts-layer", "counts", "-k", "3", "-o", str(tmp_path / "o2"),
+                 *FAST]) == 0
