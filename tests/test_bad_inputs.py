@@ -542,3 +542,15 @@ def test_suggested_fixes_for_counts_and_labels_work(world, capsys, tmp_path):
     assert "drop --labels" in msg
     assert main(["fit", spec, "--data", str(p), "--counts-layer", "counts", "-k", "3", "-o", str(tmp_path / "o2"),
                  *FAST]) == 0
+
+
+def test_embed_advice_works(world, capsys, tmp_path):
+    """A counts table given to embed: '--coords' is advised and embed takes it; a pipeline with an image
+    encoder on a section without image: '--image … --scale …' is advised and works."""
+    counts, coords, he = _write_table(tmp_path / "t", world["adata"])
+    out = tmp_path / "e.h5ad"
+    emb = ["embed", str(world["run"]), "--data", str(counts), "-o", str(out), "-q"]
+    refused(capsys, emb, "--coords")
+    refused(capsys, [*emb, "--coords", str(coords)], "--image")
+    assert main([*emb, "--coords", str(coords), "--image", str(he), "--scale", "0.1"]) == 0
+    assert out.is_file() and not _partials(tmp_path)

@@ -92,6 +92,10 @@ def embed(
     image: Optional[Path] = typer.Option(None, "--image", help="H&E image to use instead of the one in the data."),
     scale: Optional[float] = typer.Option(None, "--scale", callback=checks.positive,
                                           help="Full-resolution px → --image px scale factor."),
+    coords: Optional[Path] = typer.Option(None, "--coords", help="Spot positions for a counts table: a table "
+                                                                 "with columns id, x, y (full-res px)."),
+    counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="layers[] name (or 'raw') holding "
+                                                                            "the raw counts of an .h5ad."),
     device: str = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda"),
     offline: bool = OFFLINE,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -117,7 +121,7 @@ def embed(
     if not quiet and threads is not None:
         typer.echo(f"using {used} threads, as the fit did (bit-for-bit reproduction; STMM_THREADS overrides)", err=True)
     t0 = time.perf_counter()
-    section = load_section(data, image=image, scale=scale)
+    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     emb, info = embed_section(loaded, section, device=dev, progress=not quiet)
