@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -40,10 +41,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_TAIL = re.compile(r"(\d+)\.[0-9a-f]{8}(\.[^.]*)?")
+
+
 def _stage_pid(rest: str) -> int | None:
-    """The writer's process id in the tail ``<pid>.<rand>[.suffix]`` of a stage name."""
-    head = rest.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    """The writer's process id in the tail ``<pid>.<rand>[.suffix]`` of a stage name; None when *rest* is not
+    such a tail (e.g. the stage of another target whose name extends this one: ``run`` vs ``run.v2``)."""
+    m = _TAIL.fullmatch(rest)
+    return int(m.group(1)) if m else None
 
 
 def remove_stale_partials(target: Path) -> list[Path]:
@@ -58,9 +63,10 @@ def remove_stale_partials(target: Path) -> list[Path]:
         for p in folder.iterdir():
             if not p.name.startswith(prefix):
                 continue
-            pid = _stage_pid(p.name[len(prefix):])
-            if pid is not None and _pid_alive(pid) and folder == target.parent:
-                continue  # another live run is writing there right now
+            if folder == target.parent:
+                pid = _stage_pid(p.name[len(prefix):])
+                if pid is None or _pid_alive(pid):
+                    continue  # another target's stage, or a live run writing there right now
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:

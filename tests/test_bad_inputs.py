@@ -554,3 +554,19 @@ def test_embed_advice_works(world, capsys, tmp_path):
     refused(capsys, [*emb, "--coords", str(coords)], "--image")
     assert main([*emb, "--coords", str(coords), "--image", str(he), "--scale", "0.1"]) == 0
     assert out.is_file() and not _partials(tmp_path)
+
+
+def test_stale_stage_removal_is_specific_to_its_target(tmp_path):
+    """Only dead writers' stages of the same target go; a live writer's stage and other targets' stay."""
+    from stmm_core.atomic import remove_stale_partials
+
+    dead = tmp_path / ".stmm-partial-run.999999999.deadbeef"
+    live = tmp_path / f".stmm-partial-run.{os.getpid()}.0123abcd"
+    other = tmp_path / ".stmm-partial-run.v2.999999999.deadbeef"
+    dead_file = tmp_path / ".stmm-partial-e.h5ad.999999999.deadbeef.h5ad"
+    for p in (dead, live, other):
+        p.mkdir()
+    dead_file.write_text("x")
+    remove_stale_partials(tmp_path / "run")
+    remove_stale_partials(tmp_path / "e.h5ad")
+    assert not dead.exists() and not dead_file.exists() and live.exists() and other.exists()
