@@ -13,6 +13,11 @@ from stmm_core.errors import DataError
 EDGE_TOLERANCE_PX = 1.0
 
 
+def _n(count: int, noun: str) -> str:
+    """``"1 spot has"`` / ``"3 spots have"``."""
+    return f"{count} {noun} has" if count == 1 else f"{count} {noun}s have"
+
+
 def _example(index: "object", mask: np.ndarray) -> str:
     return repr(str(np.asarray(index, dtype=object)[np.flatnonzero(mask)[0]]))
 
@@ -110,7 +115,7 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
         raise DataError(
-            f"{where}: {int(bad.sum())} spots have NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
+            f"{where}: {_n(int(bad.sum()), 'spot')} NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
             "remove those spots or fix obsm['spatial']"
         )
     _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (e.g. prefix them with the sample)")
@@ -122,7 +127,7 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
         rows = np.unique(np.searchsorted(counts.indptr, np.flatnonzero(bad_vals), side="right") - 1)
         kind = "NaN/inf" if (~np.isfinite(data)).any() else "negative"
         raise DataError(
-            f"{where}: {len(rows)} spots have {kind} counts (e.g. {section.obs_names[rows[0]]!r}); stmm needs raw, "
+            f"{where}: {_n(len(rows), 'spot')} {kind} counts (e.g. {section.obs_names[rows[0]]!r}); stmm needs raw, "
             "non-negative counts — give the raw-count layer with --counts-layer rather than scaled/log data"
         )
     if section.image is not None:
