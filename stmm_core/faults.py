@@ -17,4 +17,4 @@ def point(name: str) -> None:
     if os.environ.get("STMM_FAULT_AT") != name:
         return
     sig = os.environ.get("STMM_FAULT_SIGNAL", "KILL").upper().removeprefix("SIG")
-    os.kill(os.getpid(), getattr(signal, f"SIG{sig}"))
+    os.kill(os.getpid(), getattr(signal, f"SIG{sig}", signal.SIGKILL))
