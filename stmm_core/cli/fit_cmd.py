@@ -75,7 +75,7 @@ MARKERS = typer.Option(50, "--markers", min=0, max=10_000,
                        help="Top marker genes per domain (scanpy rank_genes_groups on log-normalised counts) written "
                             "to markers.csv, markers.png and result.h5ad uns['stmm_markers']; 0 = none.")
 BATCH = typer.Option(None, "--batch-correct", help="With several --data sections: 'harmony' corrects the "
-                     "embedding for the section before clustering (needs harmonypy: pip install 'stmm[multi]'); "
+                     "embedding for the section before clustering (needs harmonypy, the 'multi' extra); "
                      "default none.")
 NPROC = typer.Option(1, "--nproc", min=1, help="Processes (torchrun, data parallel: image encoding sharded, "
                                                 "training over spatial partitions, magic stage 1 with "
