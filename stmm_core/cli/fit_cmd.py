@@ -23,6 +23,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
             raise StmmError(f"--consensus applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
         spec = spec.with_overrides({"domains.consensus": consensus})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
+    if batch_correct not in (None, "none", "harmony"):
+        raise StmmError(f"--batch-correct {batch_correct!r}: use harmony or none")
     if batch_correct is not None and spec.pipeline != "graph-fusion":
         raise StmmError(f"--batch-correct applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
     if spec.pipeline == "magic":
