@@ -91,6 +91,9 @@ def test_markers_find_the_genes_that_define_each_domain():
     assert top == {"0": "SYM0", "1": "SYM5", "2": "SYM10"}  # named by symbol
     assert df.loc[df["gene"] == "SYM5", "gene_id"].iloc[0] == "ENSG00005"
     assert len(df) == 9
+    lone = labels.copy()
+    lone[0] = 7  # a domain of one spot has no statistics: left out, no error
+    assert "7" not in set(find_markers(section, lone, n_top=3)["domain"])
 
 
 def test_run_with_consensus_writes_confidence_markers_and_agreement(synthetic_h5ad, tmp_path):

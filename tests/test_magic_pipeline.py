@@ -77,9 +77,12 @@ def test_magic_recipe_spec_and_stage_rules():
         parse_spec(data)
 
 
-def test_graph_fusion_run_keeps_one_section(capsys, env):
-    code = main(["run", "stereomm", "--data", str(env["a"]), str(env["b"]), "-o", str(env["root"] / "gf")])
-    assert code == 2 and "one section" in _err_line(capsys)
+def test_graph_fusion_run_with_several_sections_refuses_one_section_flags(capsys, env):
+    # several --data sections are one joint graph-fusion fit (tests/test_consensus.py); --image/--scale belong
+    # to a single section
+    code = main(["run", "stereomm", "--data", str(env["a"]), str(env["b"]), "-o", str(env["root"] / "gf"),
+                 "--image", str(env["a"]), "--scale", "1"])
+    assert code == 2 and "apply to one section" in _err_line(capsys)
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -48,16 +48,18 @@ def _lognorm(section: "Section", labels: np.ndarray) -> "anndata.AnnData":
 
 def find_markers(section: "Section", labels: np.ndarray, n_top: int = 50, method: str = "t-test") -> "pd.DataFrame":
     """Top *n_top* marker genes of every domain (one domain vs all other spots), best first (scanpy's score of
-    *method*: ``t-test``, ``wilcoxon``, ``t-test_overestim_var``)."""
+    *method*: ``t-test``, ``wilcoxon``, ``t-test_overestim_var``). Domains of a single spot get no markers."""
     import pandas as pd
     import scanpy as sc
 
     a = _lognorm(section, labels)
-    groups = a.obs["domain"].cat.categories
+    sizes = a.obs["domain"].value_counts()
+    groups = [g for g in a.obs["domain"].cat.categories if sizes[g] >= 2]  # a one-spot domain has no statistics
     if len(groups) < 2:
         return pd.DataFrame(columns=COLUMNS)
     n = min(n_top, a.n_vars)
-    sc.tl.rank_genes_groups(a, "domain", method=method, pts=True, n_genes=n, use_raw=False)
+    sc.tl.rank_genes_groups(a, "domain", groups=groups, reference="rest", method=method, pts=True, n_genes=n,
+                            use_raw=False)
     rg = a.uns["rank_genes_groups"]
     pts = rg["pts"]
     pts_rest = rg["pts_rest"]
