@@ -167,7 +167,12 @@ def fit_to_dir(
         from stmm_core.pipeline.markers import find_markers
 
         with result.profile.stage("markers"):
-            result.markers = find_markers(section, result.labels, n_top=markers)
+            try:
+                result.markers = find_markers(section, result.labels, n_top=markers)
+            except ValueError as exc:  # an extra output: the fit and its domains are still written
+                import warnings
+
+                warnings.warn(f"marker genes not computed: {exc}", stacklevel=2)
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
