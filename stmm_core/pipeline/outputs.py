@@ -65,12 +65,16 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stmm-partial-", dir=out_dir))
     try:
-        adata = section.adata.copy()
-        adata.obsm["X_stmm"] = result.embedding
-        if result.labels is not None:
-            adata.obs["stmm_domain"] = np.asarray(result.labels).astype(str)
-            adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
-        adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
+        from stmm_core.domain_colors import domain_palette
+        from stmm_core.pipeline.scverse import scverse_adata
+
+        truth = None
+        if label_column and section.obs is not None and label_column in section.obs:
+            truth = section.obs[label_column].to_numpy()
+        palette = domain_palette(result.labels, truth) if result.labels is not None else None
+        adata = scverse_adata(section, result.embedding, result.labels, palette, label_column,
+                              getattr(result, "graph", None),
+                              {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()})
         adata.write_h5ad(stage / "result.h5ad")
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
@@ -78,9 +82,6 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         if result.gene_state is not None:
             write_json(stage / "preprocess.json", result.gene_state)
         write_json(stage / "metrics.json", metrics)
-        truth = None
-        if label_column and section.obs is not None and label_column in section.obs:
-            truth = section.obs[label_column].to_numpy()
         if result.labels is not None:
             plot_domains(section, result.labels, stage / "domains.png", truth=truth,
                          title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
