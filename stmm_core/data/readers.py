@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
-_POS_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 #: Images stored inline in a built AnnData's ``uns["spatial"]`` only up to this side (keeps .h5ad small).
 _MAX_INLINE_IMAGE_SIDE = 4000
 
@@ -166,36 +165,16 @@ def _build_adata(counts: Any, obs: "pd.DataFrame", var: "pd.DataFrame", coords: 
 def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> SpatialInfo:
     """Read a Space Ranger ``spatial/`` folder: positions, scale factors and the hires (else lowres) image.
 
-    Positions come from ``tissue_positions.csv`` (with header), ``tissue_positions_list.csv`` or ``.txt``
-    (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``.
+    Positions come from ``tissue_positions.parquet``/``.csv`` (header: columns read by name),
+    ``tissue_positions_list.csv`` or ``.txt`` (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``
+    (:mod:`stmm_core.data.positions`).
     """
-    import pandas as pd
+    from stmm_core.data.positions import find_positions, read_positions
 
     folder = _exists(Path(folder), "Space Ranger spatial folder")
     if (folder / "spatial").is_dir():
         folder = folder / "spatial"
-    for name in ("tissue_positions.csv", "tissue_positions_list.csv", "tissue_positions_list.txt"):
-        pos_path = folder / name
-        if pos_path.exists():
-            break
-    else:
-        raise DataError(
-            f"{folder}: no tissue_positions.csv / tissue_positions_list.csv / tissue_positions_list.txt; "
-            "give the Space Ranger 'spatial' folder"
-        )
-    with open(pos_path) as fh:
-        has_header = fh.readline().split(",")[0].strip().lower() == "barcode"
-    try:
-        pos = pd.read_csv(pos_path, header=0 if has_header else None, index_col=0)
-    except Exception as exc:
-        raise DataError(f"cannot read positions {pos_path}: {exc}") from None
-    if pos.shape[1] != 5:
-        raise DataError(f"{pos_path}: expected 6 columns ({', '.join(_POS_COLUMNS)}), found {pos.shape[1] + 1}")
-    pos.columns = _POS_COLUMNS[1:]
-    pos.index = pos.index.astype(str)
-    pos.index.name = "barcode"
-    pos["x"] = pos["pxl_col_in_fullres"].astype(float)
-    pos["y"] = pos["pxl_row_in_fullres"].astype(float)
+    pos = read_positions(find_positions(folder))  # by column name when there is a header (Space Ranger ≥ 2)
 
     sf_path = folder / "scalefactors_json.json"
     scalefactors: dict[str, float] = {}
