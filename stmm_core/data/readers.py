@@ -6,6 +6,7 @@
   factors in ``uns["spatial"][library_id]``) or the HER2ST convention (``uns["image"]`` with
   ``path_relative_to_her2st_dir`` and ``scale_fullres_to_image``);
 * a Space Ranger output folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``), or a 10x ``.h5`` file;
+* a Visium HD Space Ranger 3 folder (``binned_outputs/square_XXXum``), one bin size (:mod:`stmm_core.data.visium_hd`);
 * a Stereo-seq GEM file (``.gem``/``.gem.gz``), binned at ``bin_size`` DNB (:mod:`stmm_core.data.stereo`);
 * a counts table (``.csv``/``.tsv``/``.txt``, optionally ``.gz``; spots × genes, first column = spot id)
   with ``coords=`` a table of ``id, x, y`` (full-res px) or a Space Ranger ``spatial/`` folder.
@@ -515,6 +516,7 @@ def read_section(
     counts_layer: str | None = None,
     validate: bool = True,
     bin_size: float | None = None,
+    region: Any = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -530,14 +532,21 @@ def read_section(
         library_id: which ``uns["spatial"]`` library to use when there are several.
         counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``.
         validate: run :func:`~stmm_core.data.validate.validate_section` before returning.
-        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50).
+        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50);
+            Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
+        region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
+            are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
     """
     import pandas as pd
 
+    from stmm_core.data.visium_hd import is_visium_hd
+
     p = _exists(Path(path).expanduser(), "data path")
+    if region is not None and not is_visium_hd(p):
+        raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
     if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
         from stmm_core.data.stereo import read_gem
 
@@ -546,6 +555,12 @@ def read_section(
                      adata.var, np.asarray(adata.obsm["spatial"], dtype=np.float64), None, adata)
         if spot_diameter is None:
             spot_diameter = float(bin_size or 50)
+    elif p.is_dir() and is_visium_hd(p):  # Space Ranger 3 binned_outputs/: one bin size
+        from stmm_core.data.visium_hd import loaded_visium_hd
+
+        ld = loaded_visium_hd(p, library_id, bin_size, region)
+        if image is not None and image is not False and scale is None:
+            scale = 1.0  # HD positions are full-resolution px of the microscope image itself
     elif p.is_dir() or p.suffix.lower() == ".h5":
         ld = _load_spaceranger(p, coords, library_id)
     elif _is_table(p):

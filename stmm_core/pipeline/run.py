@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
-                 coords: str | Path | None = None, counts_layer: str | None = None) -> "Section":
+                 coords: str | Path | None = None, counts_layer: str | None = None,
+                 bin_size: float | None = None, region: str | None = None) -> "Section":
     """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
     from stmm_core.data.readers import read_section
     from stmm_core.data.validate import filter_section, validate_section
@@ -28,6 +29,10 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
         kwargs["coords"] = coords
     if counts_layer is not None:
         kwargs["counts_layer"] = counts_layer
+    if bin_size is not None:
+        kwargs["bin_size"] = bin_size
+    if region is not None:
+        kwargs["region"] = region
     section = read_section(data, **kwargs)
     section = validate_section(section)
     return filter_section(section)
@@ -66,11 +71,14 @@ def fit_to_dir(
     progress: bool = True,
     coords: str | Path | None = None,
     counts_layer: str | None = None,
+    bin_size: float | None = None,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
-    the layer holding raw counts)."""
+    the layer holding raw counts); ``bin_size`` / ``region``: Visium HD bin size (µm) and region, Stereo-seq GEM
+    bin size (DNB)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -87,7 +95,8 @@ def fit_to_dir(
     threads = configure_threads()
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     t_read = time.perf_counter()
-    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
+    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer,
+                           bin_size=bin_size, region=region)
     read_s = time.perf_counter() - t_read
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
