@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.pipeline.graph_fusion import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
-             "preprocess.json", "README.md", "manifest.json")
+             "preprocess.json", "README.md", "manifest.json", "report.html")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -87,6 +87,10 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
                          title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
                          scores=metrics.get("clustering"))
         plot_loss(result.history, stage / "loss.png")
+        from stmm_core.report_html import write_report
+
+        write_report(stage, section, adata, metrics, result.spec.pretty_json(),  # last: it embeds the figures
+                     title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}")
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable
