@@ -36,5 +36,11 @@ def small_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("small-run")
     path, a = _section_file(tmp)
     spec = compose_spec("stereomm", None, FAST)
-    fit_to_dir(spec, path, tmp / "run", n_domains=4, labels="domain", device="cpu", progress=False)
+    try:
+        import spatialdata  # noqa: F401
+
+        zarr = True  # result.zarr as well (tests/test_spatialdata.py)
+    except ImportError:
+        zarr = False
+    fit_to_dir(spec, path, tmp / "run", n_domains=4, labels="domain", device="cpu", progress=False, zarr=zarr)
     return tmp / "run", a

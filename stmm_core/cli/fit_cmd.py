@@ -11,7 +11,7 @@ from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None, bin_size=None, region=None):
+            coords=None, counts_layer=None, bin_size=None, region=None, zarr=False):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -19,8 +19,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         spec = spec.with_overrides({"train.seed": seed})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     if spec.pipeline == "magic":
-        if coords is not None or counts_layer is not None or bin_size is not None or region is not None:
-            raise StmmError("--coords/--counts-layer/--bin-size/--region apply to one-section pipelines; magic reads .h5ad sections "
+        if coords is not None or counts_layer is not None or bin_size is not None or region is not None or zarr:
+            raise StmmError("--coords/--counts-layer/--bin-size/--region/--zarr apply to one-section pipelines; magic reads .h5ad sections "
                             "whose X holds raw counts and obsm['spatial'] the positions")
         _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels)
         return
@@ -31,7 +31,7 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer, bin_size=bin_size, region=region)
+                         counts_layer=counts_layer, bin_size=bin_size, region=region, zarr=zarr)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -59,6 +59,8 @@ BIN_SIZE = typer.Option(None, "--bin-size", help="Visium HD (Space Ranger 3 binn
                                                   "or 16 (default 8). Stereo-seq .gem: bin side in DNB (default 50).")
 REGION = typer.Option(None, "--region", metavar="X0,Y0,X1,Y1", help="Visium HD: read only the bins inside this "
                                                                    "rectangle (full-resolution px), e.g. for 2 µm bins.")
+ZARR = typer.Option(False, "--zarr", help="Also write result.zarr: a SpatialData store (image, spot shapes and "
+                                           "the result table in one 'global' coordinate system; extra 'spatialdata').")
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
@@ -145,6 +147,7 @@ def fit(
     counts_layer: Optional[str] = COUNTS_LAYER,
     bin_size: Optional[float] = BIN_SIZE,
     region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -168,7 +171,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, bin_size, region)
+            stage, coords, counts_layer, bin_size, region, zarr)
 
 
 def run(
@@ -186,6 +189,7 @@ def run(
     counts_layer: Optional[str] = COUNTS_LAYER,
     bin_size: Optional[float] = BIN_SIZE,
     region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -198,7 +202,7 @@ def run(
     _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, bin_size, region)
+            stage, coords, counts_layer, bin_size, region, zarr)
 
 
 def register(app: typer.Typer) -> None:

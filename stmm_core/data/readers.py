@@ -6,6 +6,7 @@
   factors in ``uns["spatial"][library_id]``) or the HER2ST convention (``uns["image"]`` with
   ``path_relative_to_her2st_dir`` and ``scale_fullres_to_image``);
 * a Space Ranger output folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``), or a 10x ``.h5`` file;
+* a SpatialData zarr store (``*.zarr``: a table annotating spot shapes, an image; :mod:`stmm_core.data.spatialdata_io`);
 * a Visium HD Space Ranger 3 folder (``binned_outputs/square_XXXum``), one bin size (:mod:`stmm_core.data.visium_hd`);
 * a Stereo-seq GEM file (``.gem``/``.gem.gz``), binned at ``bin_size`` DNB (:mod:`stmm_core.data.stereo`);
 * a counts table (``.csv``/``.tsv``/``.txt``, optionally ``.gz``; spots × genes, first column = spot id)
@@ -542,6 +543,7 @@ def read_section(
     """
     import pandas as pd
 
+    from stmm_core.data.spatialdata_io import is_spatialdata
     from stmm_core.data.visium_hd import is_visium_hd
 
     p = _exists(Path(path).expanduser(), "data path")
@@ -555,6 +557,10 @@ def read_section(
                      adata.var, np.asarray(adata.obsm["spatial"], dtype=np.float64), None, adata)
         if spot_diameter is None:
             spot_diameter = float(bin_size or 50)
+    elif is_spatialdata(p):  # a SpatialData zarr store: table + shapes (+ image) in 'global'
+        from stmm_core.data.spatialdata_io import loaded_spatialdata
+
+        ld = loaded_spatialdata(p, library_id, counts_layer)
     elif p.is_dir() and is_visium_hd(p):  # Space Ranger 3 binned_outputs/: one bin size
         from stmm_core.data.visium_hd import loaded_visium_hd
 
@@ -570,7 +576,7 @@ def read_section(
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
-            "counts table (.csv/.tsv[.gz]) with --coords"
+            "counts table (.csv/.tsv[.gz]) with --coords, a Visium HD outs/ folder or a SpatialData .zarr"
         )
     info = ld.info or SpatialInfo(positions=pd.DataFrame())
     img_src, img_scale, image_key = info.image, info.scale, info.image_key

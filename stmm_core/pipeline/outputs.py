@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.pipeline.graph_fusion import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
-             "preprocess.json", "README.md", "manifest.json", "report.html")
+             "preprocess.json", "README.md", "manifest.json", "report.html", "result.zarr")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -55,8 +55,8 @@ def check_output_dir(out_dir: str | Path, flag: str = "-o") -> Path:
 
 
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
-              label_column: str | None = None) -> list[Path]:
-    """Write the run folder; returns the files written."""
+              label_column: str | None = None, zarr: bool = False) -> list[Path]:
+    """Write the run folder; returns the files written. ``zarr``: also result.zarr (SpatialData)."""
     from safetensors.torch import save_file
 
     from stmm_core.plots import plot_domains, plot_loss
@@ -76,6 +76,10 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
                               getattr(result, "graph", None),
                               {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()})
         adata.write_h5ad(stage / "result.h5ad")
+        if zarr:
+            from stmm_core.data.spatialdata_io import ZARR_RESULT, write_result_zarr
+
+            write_result_zarr(stage / ZARR_RESULT, adata, section)
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
                   metadata={"spec_hash": result.spec.hash(), "format": "stmm-graph-fusion-v1"})

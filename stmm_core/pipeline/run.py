@@ -73,12 +73,13 @@ def fit_to_dir(
     counts_layer: str | None = None,
     bin_size: float | None = None,
     region: str | None = None,
+    zarr: bool = False,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
     the layer holding raw counts); ``bin_size`` / ``region``: Visium HD bin size (µm) and region, Stereo-seq GEM
-    bin size (DNB)."""
+    bin size (DNB); ``zarr``: also write result.zarr (SpatialData)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -89,6 +90,10 @@ def fit_to_dir(
 
     t0 = time.perf_counter()
     out_dir = check_output_dir(out_dir)
+    if zarr:  # fail before the fit when the optional extra is missing
+        from stmm_core.data.spatialdata_io import _require
+
+        _require()
     from stmm_core.distributed import context as dist_ctx
 
     dev = resolve_device(device)
@@ -134,7 +139,7 @@ def fit_to_dir(
     from stmm_core.hub.scrub import scrub_paths
 
     metrics = scrub_paths(metrics)
-    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
+    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels, zarr=zarr)]
     if distributed:
         dist_ctx.finish()
     return metrics
