@@ -109,3 +109,14 @@ def test_default_scanpy_squidpy_calls(run_dir):
         sq.gr.nhood_enrichment(res, cluster_key="stmm_domain")
     assert res.uns["stmm_domain_nhood_enrichment"]["zscore"].shape == (4, 4)
     assert str(res.uns["rank_genes_groups"]["names"][0][0]).startswith(("SYM", "ENSG"))
+
+
+def test_downsample_reads_bands_and_matches_strided_view():
+    from stmm_core.data.image import ArrayImage
+    from stmm_core.pipeline.scverse import downsample
+
+    a = np.random.default_rng(0).integers(0, 255, (1001, 707, 3), dtype=np.uint8)
+    for side in (2000, 300, 97):
+        out, step = downsample(ArrayImage(a), side, band_rows=64)
+        assert max(out.shape[:2]) <= side
+        np.testing.assert_array_equal(out, a[::step, ::step])

@@ -33,14 +33,15 @@ X_NOTE = ("X = log1p(normalize_total(counts, target_sum=1e4)); raw counts in lay
           "var_names = gene symbols (made unique), IDs in var['gene_ids']")
 
 
-def downsample(image: "ImageSource", max_side: int, strip: int = 512) -> tuple[np.ndarray, int]:
-    """Every ``step``-th pixel of *image* so that no side exceeds *max_side*, read in horizontal strips
-    (a large full-resolution image is never decoded whole). Returns ``(array (h, w, 3) uint8, step)``."""
+def downsample(image: "ImageSource", max_side: int, band_rows: int = 2048) -> tuple[np.ndarray, int]:
+    """Every ``step``-th pixel of *image* so that no side exceeds *max_side*, read in horizontal bands of about
+    *band_rows* source rows (a large full-resolution image is never decoded whole).
+    Returns ``(array (h, w, 3) uint8, step)``."""
     step = max(1, int(np.ceil(max(image.height, image.width) / max_side)))
     if step == 1:
         return image.to_array(), 1
     rows = []
-    band = strip * step
+    band = max(1, band_rows // step) * step  # a multiple of step: the sampling grid continues across bands
     for y0 in range(0, image.height, band):
         y1 = min(image.height, y0 + band)
         rows.append(image.read_region(0, y0, image.width, y1)[::step, ::step])
