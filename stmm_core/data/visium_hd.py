@@ -32,8 +32,9 @@ DEFAULT_BIN_UM = 8
 #: Bins above which a 2 µm request on a whole section is refused (an 8 µm whole capture area is ~660k bins).
 MAX_WHOLE_SECTION_BINS = 1_500_000
 _BIN_DIR = re.compile(r"^square_(\d{3})um$")
-#: Peak memory of a full fit per bin, measured on the synthetic 8 µm section (benchmarks/visium_hd_scale.py).
-FIT_BYTES_PER_BIN = 12_000
+#: Peak memory of a full fit per bin: 3.73 GB for 595,784 bins (6.3 kB/bin, counts included) on the synthetic
+#: 8 µm section, expression only (benchmarks/visium_hd_scale.py --step fit --epochs 5 --no-image).
+FIT_BYTES_PER_BIN = 6_300
 
 
 def bin_folder_name(bin_um: float) -> str:
@@ -89,10 +90,11 @@ def h5_size(h5: Path) -> tuple[int, int, int]:
 
 def cost_message(folder: Path, bin_um: int, n_bins: int, nnz: int) -> str:
     counts_gb = nnz * 8 / 1e9
-    fit_gb = n_bins * FIT_BYTES_PER_BIN / 1e9 + 2 * counts_gb
+    fit_gb = max(n_bins * FIT_BYTES_PER_BIN / 1e9, 2 * counts_gb)
     return (f"{folder}: {bin_um} µm bins over the whole section: {n_bins:,} bins, {nnz:,} non-zero counts — "
             f"about {counts_gb:.1f} GB for the counts alone and roughly {fit_gb:.0f} GB peak for a fit "
-            f"(~{FIT_BYTES_PER_BIN // 1000} kB per bin measured at 8 µm), hours on CPU. For a whole section use "
+            f"(~{FIT_BYTES_PER_BIN / 1000:.1f} kB per bin measured at 8 µm without image features), hours on "
+            "CPU. For a whole section use "
             f"--bin-size 8 (default) or 16; for {bin_um} µm fit a region: --region X0,Y0,X1,Y1 (full-resolution "
             f"px, at most {MAX_WHOLE_SECTION_BINS:,} bins)")
 
