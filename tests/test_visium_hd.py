@@ -140,3 +140,22 @@ def toy_visium_or_skip():
     if not p.is_dir():
         pytest.skip("toy_visium not found")
     return p
+
+
+def test_cli_fit_on_hd_bins_with_zarr(hd, tmp_path):
+    import anndata as ad
+
+    try:
+        import spatialdata  # noqa: F401
+
+        zarr = ["--zarr"]
+    except ImportError:
+        zarr = []
+    out = tmp_path / "run"
+    r = run_stmm(["run", "stereomm-expression", "--data", str(hd), "--bin-size", "16", "-k", "3",
+                  "--set", "train.epochs=5", "-q", "-o", str(out), *zarr])
+    assert r.returncode == 0, r.stderr
+    res = ad.read_h5ad(out / "result.h5ad")
+    assert res.obs_names[0].startswith("s_016um_") and res.uns["spatial"]["sample_016um"]["scalefactors"][
+        "bin_size_um"] == 16.0
+    assert (out / "report.html").is_file() and (out / "result.zarr").is_dir() == bool(zarr)
