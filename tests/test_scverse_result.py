@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 try:
-    from tests.small_run import small_run  # noqa: F401 - fixture
+    from tests.conftest_data import dlpfc_h5ad, her2st_c2_h5ad  # noqa: F401 - fixtures
+    from tests.small_run import small_run  # noqa: F401
 except ImportError:  # pragma: no cover - tests/ not importable as a package
+    from conftest_data import dlpfc_h5ad, her2st_c2_h5ad  # noqa: F401
     from small_run import small_run  # noqa: F401
 
 
@@ -120,3 +122,37 @@ def test_downsample_reads_bands_and_matches_strided_view():
         out, step = downsample(ArrayImage(a), side, band_rows=64)
         assert max(out.shape[:2]) <= side
         np.testing.assert_array_equal(out, a[::step, ::step])
+
+
+def _adata_for(path):
+    from stmm_core.data.readers import read_section
+    from stmm_core.domain_colors import domain_palette
+    from stmm_core.pipeline.scverse import scverse_adata
+
+    s = read_section(path)
+    labels = (np.arange(s.n_spots) % 3)
+    return s, scverse_adata(s, np.zeros((s.n_spots, 2), np.float32), labels, domain_palette(labels), None, None, {})
+
+
+def test_dlpfc_symbols_missing_ones_become_ids(dlpfc_h5ad):
+    s, res = _adata_for(dlpfc_h5ad)
+    src = ad.read_h5ad(dlpfc_h5ad)
+    missing = src.var["symbol"].isna() | (src.var["symbol"].astype(str).str.strip() == "")
+    assert res.var_names.is_unique and "MBP" in res.var_names
+    assert list(res.var["gene_ids"]) == list(src.var_names)
+    assert set(res.var_names[missing.to_numpy()]) == set(src.var_names[missing.to_numpy()])
+    entry = res.uns["spatial"]["151676"]
+    assert set(entry["images"]) == {"hires", "lowres"}  # the 600-px lowres is all there is: both, true factors
+    assert entry["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.045, abs=1e-3)
+
+
+def test_her2st_full_resolution_jpeg_gives_a_2000px_hires(her2st_c2_h5ad):
+    s, res = _adata_for(her2st_c2_h5ad)
+    entry = next(iter(res.uns["spatial"].values()))
+    hires, sf = entry["images"]["hires"], entry["scalefactors"]["tissue_hires_scalef"]
+    assert max(hires.shape[:2]) <= 2000 and max(entry["images"]["lowres"].shape[:2]) <= 600
+    step = round(s.image_scale / sf)
+    np.testing.assert_array_equal(hires[10:20, 30:40], s.image.read_region(30 * step, 10 * step, 40 * step,
+                                                                          20 * step)[::step, ::step])
+    xy = res.obsm["spatial"] * sf
+    assert xy.min() >= 0 and xy[:, 0].max() < hires.shape[1] and xy[:, 1].max() < hires.shape[0]
