@@ -146,9 +146,17 @@ def scverse_adata(section: "Section", embedding: np.ndarray, labels: np.ndarray 
     adata = anndata.AnnData(X=_log_normalise(section.counts), obs=obs, var=var)
     adata.layers["counts"] = section.counts.astype(np.float32)
     adata.uns["log1p"] = {"base": None}
-    if base is not None:
+    if base is not None:  # everything else the input carried (its own layers, graphs, loadings) stays
         for k, v in base.obsm.items():
             adata.obsm[k] = v
+        for k, v in base.layers.items():
+            if k != "counts":
+                adata.layers[k] = v
+        for k, v in base.obsp.items():
+            adata.obsp[k] = v
+        if base.n_vars == section.n_genes:
+            for k, v in base.varm.items():
+                adata.varm[k] = v
         for k, v in base.uns.items():
             if k not in ("spatial", "log1p"):
                 adata.uns[k] = v
