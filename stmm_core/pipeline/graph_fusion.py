@@ -40,6 +40,7 @@ class FitResult:
     profile: StageProfiler
     info: dict[str, Any] = field(default_factory=dict)
     gene_state: dict[str, Any] | None = None
+    graph: Any = None  # the SpatialGraph the model trained on (written to result.h5ad obsp)
     confidence: np.ndarray | None = None  # (N,) consensus runs: fraction of seeds agreeing with each label
     member_labels: np.ndarray | None = None  # (n_seeds, N) consensus runs: each seed's own labels
     markers: Any | None = None  # pandas DataFrame of per-domain marker genes (stmm_core.pipeline.markers)
@@ -232,7 +233,7 @@ def fit_graph_fusion(
         for k, v in module.state_dict().items():
             state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
-    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, obsm=extra_obsm)
+    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, graph=graph, obsm=extra_obsm)
 
 
 def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":
