@@ -47,6 +47,8 @@ def test_confidence_and_markers_shown_when_present(small_run, tmp_path):
     shutil.copytree(out, folder)
     res = ad.read_h5ad(folder / "result.h5ad")
     section = read_section(folder / "result.h5ad", counts_layer="counts")
+    (folder / "markers.png").unlink(missing_ok=True)  # runs write marker genes by default: start without them
+    res.uns.pop("stmm_markers", None)
     before = render_report(folder, section, res, {}, "{}", "t")
     assert "Domain confidence" not in before and "Marker genes" not in before
     res.obs["stmm_domain_confidence"] = np.linspace(0.2, 1.0, res.n_obs).astype(np.float32)
