@@ -34,7 +34,8 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 
 def list_components(
     pattern: Optional[str] = typer.Argument(None, help="Name pattern (substring or shell wildcard)."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. image_encoder."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: image_encoder, gene_encoder, fusion, graph_builder, "
+                                                        "graph_model, decoder, objective, task or recipe."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     pretrained: bool = typer.Option(False, "--pretrained", help="List the published encoders of the zoo index "
                                                                 "(licence, gating, embedding size)."),
@@ -46,9 +47,9 @@ def list_components(
     from stmm_core.plugins import get_registry
 
     reg = get_registry()
-    items = reg.catalogue.search(pattern, kind)
-    recipes = [] if kind else [r for n, r in sorted(reg.recipes.items())
-                               if not pattern or pattern.strip("*") in n]
+    want_recipes = kind is None or kind.lower() in ("recipe", "recipes")
+    items = [] if kind and kind.lower() in ("recipe", "recipes") else reg.catalogue.search(pattern, kind)
+    recipes = [r for n, r in sorted(reg.recipes.items()) if want_recipes and _matches(n, pattern)]
     if as_json:
         typer.echo(json.dumps({
             "components": [i.describe() for i in items],
@@ -57,13 +58,24 @@ def list_components(
         }, indent=2))
         return
     if not items and not recipes:
-        typer.echo("no component matches", err=True)
-        return
+        from stmm_core.errors import ComponentNotFound
+
+        what = f"named like {pattern!r}" if pattern else "installed"
+        raise ComponentNotFound(f"no component or recipe {what}{f' of kind {kind}' if kind else ''}; "
+                                "'stmm list' shows everything, 'stmm list --pretrained' the published encoders")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
-        typer.echo(f"{i.kind:<14} {i.name:<12} {i.package:<12} {i.summary}{alias}")
+        typer.echo(f"{i.kind:<14} {i.name:<20} {i.package:<12} {i.summary}{alias}")
     for r in recipes:
-        typer.echo(f"{'recipe':<14} {r['name']:<12} {r.get('package', ''):<12} {r.get('summary', '')}")
+        typer.echo(f"{'recipe':<14} {r['name']:<20} {r.get('package', ''):<12} {r.get('summary', '')}")
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    import fnmatch
+
+    if not pattern:
+        return True
+    return fnmatch.fnmatch(name, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
 
 
 def info(

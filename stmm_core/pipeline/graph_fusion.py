@@ -100,7 +100,8 @@ def fit_graph_fusion(
         if section.image is None:
             raise StmmError(
                 f"the spec has an image encoder but section {section.name!r} has no image: give the image "
-                "(--image PATH --scale S) or compose without one (--image none)"
+                "(--image PATH --scale S) or compose without one (stmm compose --encoder none, or the recipe "
+                "stereomm-expression)"
             )
         with prof.stage("image features"):
             seed_everything(seed)  # random-init encoders are reproducible
