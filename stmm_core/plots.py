@@ -53,8 +53,10 @@ def match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any | None = None,
-                 title: str = "stmm domains", scores: dict[str, Any] | None = None) -> None:
-    """Spots coloured by domain over the H&E image; ground truth beside it when given."""
+                 title: str = "stmm domains", scores: dict[str, Any] | None = None,
+                 caveat: str | None = None) -> None:
+    """Spots coloured by domain over the H&E image; ground truth beside it when given. *caveat*: a second
+    title line (e.g. the image branch ran on random weights or a coarse image)."""
     plt = _plt()
     bg, f = _background(section)
     xy = section.coords * f
@@ -86,7 +88,9 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
     sub = title
     if scores and "ari" in scores:
         sub += f"  ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}"
-    fig.suptitle(sub)
+    if caveat:
+        sub += f"\n{caveat}"
+    fig.suptitle(sub, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -82,7 +82,9 @@ def finish_pipeline_dir(folder: str | Path, spec: "PipelineSpec", metrics: dict[
     folder = Path(folder)
     if sources is None:
         sources = sources_from_info((metrics or {}).get("info"))
-    (folder / CARD).write_text(render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets))
+    figures = [f for f in ("domains.png",) if (folder / f).is_file()]
+    (folder / CARD).write_text(render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets,
+                                           figures=figures))
     manifest = build_manifest(folder, spec, sources=sources)
     write_manifest(folder, manifest)
     return manifest

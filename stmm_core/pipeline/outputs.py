@@ -82,9 +82,12 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         if label_column and section.obs is not None and label_column in section.obs:
             truth = section.obs[label_column].to_numpy()
         if result.labels is not None:
-            plot_domains(section, result.labels, stage / "domains.png", truth=truth,
-                         title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
-                         scores=metrics.get("clustering"))
+            from stmm_core.pipeline.image_caveats import short_caveat
+
+            title = f"stmm {result.spec.recipe or 'pipeline'} · {section.name}"
+            caveat = short_caveat(metrics.get("image_caveat"))
+            plot_domains(section, result.labels, stage / "domains.png", truth=truth, title=title,
+                         scores=metrics.get("clustering"), caveat=caveat)
         plot_loss(result.history, stage / "loss.png")
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 

@@ -90,6 +90,13 @@ def fit_to_dir(
     section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t_read
     k = resolve_n_domains(section, n_domains, labels)
+    from stmm_core.pipeline.image_caveats import image_caveat
+
+    caveat = image_caveat(spec, section)  # resolution guard: said before the long part starts
+    if caveat and caveat["warning"] and dist_ctx.rank() == 0:
+        import warnings
+
+        warnings.warn(caveat["warning"], UserWarning, stacklevel=1)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
     result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
@@ -112,6 +119,8 @@ def fit_to_dir(
         "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
         "info": result.info,
     }
+    if caveat is not None:
+        metrics["image_caveat"] = caveat
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
     if labels is not None and result.labels is not None:
@@ -142,6 +151,9 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     if img:
         lines.append(f"image features: {img['encoder']} at {img['input_px']} px "
                      f"({'from cache' if img['cached'] else 'computed'})")
+    caveat = (metrics.get("image_caveat") or {}).get("line")
+    if caveat:
+        lines.append(f"  note: {caveat}")
     for st in metrics["stages"]:
         extra = f", peak RSS {st['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in st else ""
         lines.append(f"  {st['name']:<15} {st['seconds']:7.1f} s{extra}")
