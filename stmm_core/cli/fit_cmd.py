@@ -48,8 +48,11 @@ K = typer.Option(None, "--n-domains", "-k", min=1, help="Number of spatial domai
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
 SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.seed).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
-IMAGE = typer.Option(None, "--image", help="H&E image to use instead of the one in the data.")
-SCALE = typer.Option(None, "--scale", help="Full-resolution px → --image px scale factor.")
+IMAGE = typer.Option(None, "--image", help="H&E image file to use instead of the one in the data: the "
+                                           "full-resolution TIFF (with --scale 1) or spatial/tissue_hires_image.png.")
+SCALE = typer.Option(None, "--scale", help="Scale factor from full-resolution px (the unit of the spot positions) "
+                                           "to --image px: 1 for the full-resolution TIFF, tissue_hires_scalef from "
+                                           "scalefactors_json.json for the hires PNG.")
 COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table (or an .h5ad without "
                                              "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
                                              "or a Space Ranger spatial/ folder.")

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
     _show_warnings_as_lines()
     exit_types, click_errors, abort_types = _click_exceptions()
-    command = typer.main.get_command(app)
+    from stmm_core.cli.help_format import plain_help
+
+    command = plain_help(typer.main.get_command(app))
     try:
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
     except exit_types as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -79,22 +79,30 @@ def _matches(name: str, pattern: str | None) -> bool:
 
 
 def info(
-    name: str = typer.Argument(..., help="Component or recipe name."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k"),
+    name: str = typer.Argument(..., help="Component, recipe or published encoder name."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this component kind (when a name is "
+                                       "used by several kinds)."),
+    as_json: bool = typer.Option(False, "--json", help="The raw record (a component's JSON schema, a recipe's "
+                                 "spec) as JSON."),
 ) -> None:
-    """Show a component's parameters (JSON schema) or a recipe's spec."""
+    """Show what a recipe sets, a component's parameters, or a published encoder's loading and licence."""
+    from stmm_core.cli.info_format import component_text, recipe_text, zoo_text
     from stmm_core.errors import ComponentNotFound
     from stmm_core.plugins import get_registry
 
     from stmm_registry.zoo import get_encoder
 
+    def show(record: Any, lines: list[str]) -> None:
+        typer.echo(json.dumps(record, indent=2) if as_json else "\n".join(lines))
+
     zoo = get_encoder(name) if kind is None else None
     if zoo is not None:
-        typer.echo(json.dumps(zoo.model_dump(mode="json"), indent=2))
+        record = zoo.model_dump(mode="json")
+        show(record, zoo_text(record))
         return
     reg = get_registry()
     if kind is None and name in reg.recipes:
-        typer.echo(json.dumps(reg.recipes[name], indent=2))
+        show(reg.recipes[name], recipe_text(reg.recipes[name]))
         return
     matches = [i for i in reg.catalogue if i.name == name or name in i.aliases]
     if kind:
@@ -107,7 +115,11 @@ def info(
             if close:
                 reg.catalogue.get(k, name)
         raise ComponentNotFound(f"no component or recipe named {name!r}; run 'stmm list'")
-    typer.echo(json.dumps([m.describe() for m in matches], indent=2))
+    records = [m.describe() for m in matches]
+    lines: list[str] = []
+    for d in records:
+        lines += ([""] if lines else []) + component_text(d)
+    show(records, lines)
 
 
 def _list_pretrained(pattern: Optional[str], as_json: bool) -> None:
