@@ -88,7 +88,11 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
             caveat = short_caveat(metrics.get("image_caveat"))
             plot_domains(section, result.labels, stage / "domains.png", truth=truth, title=title,
                          scores=metrics.get("clustering"), caveat=caveat)
-        plot_loss(result.history, stage / "loss.png")
+        graph = result.spec.components.get("graph")
+        gp = graph.params if graph is not None else {}
+        loss_weights = {term: float(gp[param]) for term, param in (("kl", "kl_weight"), ("dec", "dec_weight"),
+                        ("recon", "recon_weight"), ("contrastive", "contrastive_weight")) if param in gp}
+        plot_loss(result.history, stage / "loss.png", weights=loss_weights)
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable

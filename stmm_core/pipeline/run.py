@@ -126,6 +126,7 @@ def fit_to_dir(
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
+        metrics["clustering"]["domain_to_label"] = domain_label_map(result.labels, section.obs[labels].to_numpy())
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
     if distributed:
@@ -138,6 +139,18 @@ def fit_to_dir(
     if distributed:
         dist_ctx.finish()
     return metrics
+
+
+def domain_label_map(pred: Any, truth: Any) -> dict[str, str]:
+    """``{domain id: best-matching label}`` (one-to-one, Hungarian; as drawn in domains.png); domains left over
+    are named ``extra <id>``."""
+    import numpy as np
+
+    from stmm_core.plots import match_to_truth
+
+    pred = np.asarray(pred).astype(str)
+    named = match_to_truth(pred, truth)
+    return {str(p): str(named[np.flatnonzero(pred == p)[0]]) for p in sorted(set(pred), key=lambda s: (len(s), s))}
 
 
 def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
