@@ -44,7 +44,26 @@ MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...",
                       help="Further sections after --data (multi-section pipelines).")
 STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
 OUT = typer.Option(..., "-o", "--output", help="Run folder to write.")
-K = typer.Option(None, "--n-domains", "-k", min=1, help="Number of spatial domains (default: from --labels).")
+def _parse_k(value: Optional[str]) -> Optional[str | int]:
+    """``-k``: a whole number ≥ 1, or ``auto`` (chosen from the data; see stmm_core.pipeline.auto_k)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise typer.BadParameter(f"{value!r}: give a whole number of domains (e.g. -k 7) or -k auto")
+    return k
+
+
+K = typer.Option(None, "--n-domains", "-k", callback=_parse_k,
+                 help="Number of spatial domains, or 'auto': chosen without labels (lowest BIC of a Gaussian "
+                      "mixture over K = 2..15; the candidates are printed and saved in metrics.json). "
+                      "Default: the number of --labels categories.")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
 SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.seed).")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
@@ -134,7 +153,7 @@ def fit(
     more: Optional[list[Path]] = MORE,
     data: list[Path] = DATA,
     output: Path = OUT,
-    n_domains: Optional[int] = K,
+    n_domains: Optional[str] = K,
     labels: Optional[str] = LABELS,
     seed: Optional[int] = SEED,
     device: str = DEVICE,
@@ -173,7 +192,7 @@ def run(
     more: Optional[list[Path]] = MORE,
     data: list[Path] = DATA,
     output: Path = OUT,
-    n_domains: Optional[int] = K,
+    n_domains: Optional[str] = K,
     labels: Optional[str] = LABELS,
     seed: Optional[int] = SEED,
     device: str = DEVICE,

@@ -33,14 +33,14 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
     return filter_section(section)
 
 
-def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None) -> int | None:
+def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: str | None) -> int | str | None:
     """K from ``--n-domains``, else from the number of categories of the ``--labels`` column."""
     if labels is not None:
         if section.obs is None or labels not in section.obs:
             cols = ", ".join(map(str, section.obs.columns)) if section.obs is not None else "none"
             raise DataError(f"--labels {labels!r}: no such column in obs (columns: {cols})")
     if n_domains is not None:
-        return n_domains
+        return n_domains  # an int, or "auto" (chosen after training: stmm_core.pipeline.auto_k)
     if labels is not None:
         from stmm_core.metrics import labelled_mask
 
@@ -57,7 +57,7 @@ def fit_to_dir(
     data: str | Path,
     out_dir: str | Path,
     *,
-    n_domains: int | None = None,
+    n_domains: int | str | None = None,
     labels: str | None = None,
     device: str = "auto",
     image: str | Path | None = None,
@@ -90,6 +90,8 @@ def fit_to_dir(
     section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t_read
     k = resolve_n_domains(section, n_domains, labels)
+    if isinstance(k, int) and not 1 <= k <= section.n_spots:
+        raise StmmError(f"--n-domains {k} is not possible with {section.n_spots} spots; use 1…{section.n_spots}")
     from stmm_core.pipeline.image_caveats import image_caveat
 
     caveat = image_caveat(spec, section)  # resolution guard: said before the long part starts
@@ -105,6 +107,8 @@ def fit_to_dir(
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
+    if k == "auto":
+        k = (result.info.get("auto_k") or {}).get("chosen")
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
@@ -170,6 +174,12 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     for st in metrics["stages"]:
         extra = f", peak RSS {st['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in st else ""
         lines.append(f"  {st['name']:<15} {st['seconds']:7.1f} s{extra}")
+    auto = (metrics.get("info") or {}).get("auto_k")
+    if auto:
+        from stmm_core.pipeline.auto_k import candidates_line
+
+        lines.append(f"K chosen without labels: {auto['chosen']} ({auto['criterion']})")
+        lines.append(f"  candidates: {candidates_line(auto)}")
     if "clustering" in metrics:
         c = metrics["clustering"]
         lines.append(f"domains: K={metrics['n_domains']}  ARI {c['ari']:.3f}  NMI {c['nmi']:.3f} "
