@@ -15,7 +15,8 @@ from stmm_core.pipeline.run import summary_lines
 
 def _section(scale: float, diameter: float | None = 100.0):
     xy = np.stack(np.meshgrid(np.arange(10) * 140.0, np.arange(10) * 140.0), -1).reshape(-1, 2)
-    return SimpleNamespace(image=object(), image_scale=scale, spot_diameter=diameter, coords=xy, n_spots=len(xy))
+    return SimpleNamespace(image=object(), image_scale=scale, spot_diameter=diameter, coords=xy, n_spots=len(xy),
+                           meta={"image_key": "lowres"})
 
 
 def test_coarse_image_and_random_weights_are_reported():
@@ -27,6 +28,10 @@ def test_coarse_image_and_random_weights_are_reported():
     assert "coarse image (4.5 px/spot)" in short_caveat(cav)
     # without a diameter: the median spacing (140 full-res px) stands in
     assert image_caveat(spec, _section(0.045, None))["spot_image_px"] == round(140 * 0.045, 2)
+    hires = _section(0.1)
+    hires.meta = {"image_key": "hires"}
+    warning = image_caveat(spec, hires)["warning"]
+    assert "the full-resolution image" in warning and "hires_image" not in warning
 
 
 def test_fine_image_with_pretrained_weights_has_no_caveat():

@@ -46,12 +46,20 @@ def random_weights(spec: "PipelineSpec") -> bool:
     return ref is not None and str(ref.params.get("weights", "")).lower() == "random"
 
 
-def resolution_warning(px: float | None) -> str | None:
-    """The resolution guard's one line, or ``None`` when a spot spans enough pixels."""
+def resolution_warning(px: float | None, image_key: str | None = None) -> str | None:
+    """The resolution guard's one line, or ``None`` when a spot spans enough pixels. *image_key*: which image
+    was used (``hires``/``lowres`` of Space Ranger or an .h5ad; anything else: a file the user gave)."""
     if px is None or px >= MIN_SPOT_PX:
         return None
+    if image_key == "hires":
+        instead = ("the full-resolution image (the TIFF given to Space Ranger): --image FILE --scale 1")
+    elif image_key == "lowres":
+        instead = BETTER_IMAGE
+    else:
+        instead = "a higher-resolution image: --image FILE --scale S (S = image px per full-resolution px; 1 for " \
+                  "the full-resolution image)"
     return (f"a spot spans {px:.1f} image pixels (fewer than {MIN_SPOT_PX:.0f}): the image encoder sees an upsampled "
-            f"blur of the spot's colour, not tissue structure; pass {BETTER_IMAGE}")
+            f"blur of the spot's colour, not tissue structure; pass {instead}")
 
 
 def image_caveat(spec: "PipelineSpec", section: "Section") -> dict[str, Any] | None:
@@ -80,7 +88,8 @@ def image_caveat(spec: "PipelineSpec", section: "Section") -> dict[str, Any] | N
         line = (f"image branch ran on {' and '.join(problems)}: its features carry little tissue information, "
                 f"so the domains rest on expression and position; pass {' and '.join(instead)}")
     return {"spot_image_px": None if px is None else round(px, 2), "coarse": coarse, "random_weights": rand,
-            "weight_free_encoder": weight_free, "min_spot_px": MIN_SPOT_PX, "warning": resolution_warning(px),
+            "weight_free_encoder": weight_free, "min_spot_px": MIN_SPOT_PX,
+            "warning": resolution_warning(px, (getattr(section, "meta", None) or {}).get("image_key")),
             "line": line}
 
 
