@@ -148,8 +148,10 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
     sub = title
     if scores and "ari" in scores:
         sub += f"  ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}"
-    if caveat:
-        sub += f"\n{caveat}"
+    if caveat:  # wrapped to the figure's width (~11 characters per inch at this font size)
+        import textwrap
+
+        sub += "\n" + textwrap.fill(caveat, width=max(40, int(fig.get_figwidth() * 11)))
     fig.suptitle(sub, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
