@@ -61,8 +61,9 @@ def _parse_k(value: Optional[str]) -> Optional[str | int]:
 
 
 K = typer.Option(None, "--n-domains", "-k", callback=_parse_k,
-                 help="Number of spatial domains, or 'auto': chosen without labels (lowest BIC of a Gaussian "
-                      "mixture over K = 2..15; the candidates are printed and saved in metrics.json). "
+                 help="Number of spatial domains, or 'auto': chosen without labels (the knee of the BIC curve of "
+                      "a Gaussian mixture over K = 2..15; a starting point: the candidates are printed and saved "
+                      "in metrics.json). "
                       "Default: the number of --labels categories.")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
 SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.seed).")
