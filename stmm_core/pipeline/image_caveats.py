@@ -87,7 +87,10 @@ def image_caveat(spec: "PipelineSpec", section: "Section") -> dict[str, Any] | N
             instead.append("a hires or full-resolution image (--image, --scale)")
         line = (f"image branch ran on {' and '.join(problems)}: its features carry little tissue information, "
                 f"so the domains rest on expression and position; pass {' and '.join(instead)}")
-    return {"spot_image_px": None if px is None else round(px, 2), "coarse": coarse, "random_weights": rand,
+    key = (getattr(section, "meta", None) or {}).get("image_key")
+    return {"image": {"hires": "hires image of the data", "lowres": "lowres image of the data",
+                      "user": "the --image file"}.get(str(key), str(key) if key else None),
+            "spot_image_px": None if px is None else round(px, 2), "coarse": coarse, "random_weights": rand,
             "weight_free_encoder": weight_free, "min_spot_px": MIN_SPOT_PX,
             "warning": resolution_warning(px, (getattr(section, "meta", None) or {}).get("image_key")),
             "line": line}

@@ -166,8 +166,11 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
         lines.append(f"  {removed} spot{'s' if removed != 1 else ''} without counts left out (not in result.h5ad)")
     img = metrics["info"].get("image")
     if img:
+        cav = metrics.get("image_caveat") or {}
+        where = (f"; {cav['image']}, {cav['spot_image_px']:g} px per spot"
+                 if cav.get("image") and cav.get("spot_image_px") is not None else "")
         lines.append(f"image features: {img['encoder']} at {img['input_px']} px "
-                     f"({'from cache' if img['cached'] else 'computed'})")
+                     f"({'from cache' if img['cached'] else 'computed'}{where})")
     caveat = (metrics.get("image_caveat") or {}).get("line")
     if caveat:
         lines.append(f"  note: {caveat}")
