@@ -23,6 +23,10 @@ _BY_TYPE = {int: "N", float: "NUMBER", str: "TEXT"}
 
 #: One or two example lines per command, shown under its options.
 EXAMPLES: dict[str, str] = {
+    "stmm": "stmm demo                                       # a few minutes on the bundled DLPFC sample\n"
+            "stmm run stereomm-expression --data outs/ -o run/ -k auto\n"
+            "stmm run stereomm --data outs/ --image he_fullres.tif --scale 1 -o run/ -k auto\n"
+            "stmm list --kind recipe; stmm info stereomm",
     "plugins": "stmm plugins\nstmm plugins --json",
     "list": "stmm list                    # everything\nstmm list --kind recipe      # recipes only\n"
             "stmm list --pretrained       # published pathology encoders",
@@ -94,7 +98,7 @@ def _plain_param(param: Any) -> None:
         param.get_usage_pieces = lambda ctx, _u=usage: _u()
 
 
-def plain_help(command: Any, name: str | None = None) -> Any:
+def plain_help(command: Any, name: str | None = "stmm") -> Any:
     """Apply plain metavars, usage and example epilogs to *command* and its sub-commands (in place)."""
     from rich.markup import escape
 
