@@ -67,3 +67,12 @@ def test_list_recipes_and_no_match():
     assert rows and all(ln.startswith("recipe") for ln in rows) and any(" stereomm " in ln for ln in rows)
     r = run_stmm(["list", "nosuch"])
     assert r.returncode == 2 and "nosuch" in r.stderr
+
+
+def test_run_swaps_the_encoder(tmp_path, capsys):
+    from stmm_core.cli.main import main
+
+    code = main(["run", "stereomm", "--encoder", "uni", "--data", str(tmp_path / "missing.h5ad"),
+                 "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "based on recipe stereomm with image=uni" in err and "not found" in err

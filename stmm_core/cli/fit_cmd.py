@@ -206,12 +206,17 @@ def run(
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Swap the recipe's image encoder: a component "
+                                          "or a published encoder from 'stmm list --pretrained' (e.g. uni)."),
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
 
     _relaunch(nproc)
-    spec = compose_spec(recipe, None, parse_sets(sets))
+    spec = compose_spec(recipe, {"image": encoder} if encoder else None, parse_sets(sets),
+                        warn=lambda line: typer.echo(f"stmm: warning: {line}", err=True))
+    if spec.note:
+        typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
             stage, coords, counts_layer)
 
