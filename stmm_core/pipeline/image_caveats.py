@@ -84,7 +84,7 @@ def image_caveat(spec: "PipelineSpec", section: "Section") -> dict[str, Any] | N
         if rand:
             instead.append("pretrained weights (--set image.weights=pretrained)")
         if coarse:
-            instead.append("a hires or full-resolution image (--image, --scale)")
+            instead.append("the full-resolution image (--image FILE --scale 1)")
         line = (f"image branch ran on {' and '.join(problems)}: its features carry little tissue information, "
                 f"so the domains rest on expression and position; pass {' and '.join(instead)}")
     key = (getattr(section, "meta", None) or {}).get("image_key")
