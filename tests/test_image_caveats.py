@@ -70,3 +70,10 @@ def test_line_in_console_and_model_card():
     assert "not a tuned recipe" in card
     her2 = render_card(compose_spec("graphst"), {**_metrics(None), "section": "A1", "data": "A1.h5ad"})
     assert "Andersson" in her2 and "GraphST" in her2 and "Maynard" not in her2
+
+
+def test_summary_says_when_fewer_domains_remain():
+    spec = compose_spec("stereomm", None, {"image.weights": "random"})
+    metrics = {**_metrics(image_caveat(spec, _section(1.0))), "n_domains": 9, "domains_found": 4}
+    metrics.pop("clustering")
+    assert any("only 4 of the 9 domains" in ln for ln in summary_lines(metrics, "run"))

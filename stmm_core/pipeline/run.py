@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from stmm_core.errors import DataError, StmmError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,6 +127,8 @@ def fit_to_dir(
     }
     if caveat is not None:
         metrics["image_caveat"] = caveat
+    if result.labels is not None:
+        metrics["domains_found"] = int(len(set(np.asarray(result.labels).tolist())))
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
     if labels is not None and result.labels is not None:
@@ -189,6 +193,10 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
+    found, k = metrics.get("domains_found"), metrics.get("n_domains")
+    if found is not None and k and found < k:
+        lines.append(f"  only {found} of the {k} domains have spots after clustering and neighbour smoothing "
+                     "(domains.refine_neighbors); try a smaller K")
     else:
         lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
                      "the embedding is in result.h5ad obsm['X_stmm']")
