@@ -74,6 +74,8 @@ def test_line_in_console_and_model_card():
 
 def test_summary_says_when_fewer_domains_remain():
     spec = compose_spec("stereomm", None, {"image.weights": "random"})
-    metrics = {**_metrics(image_caveat(spec, _section(1.0))), "n_domains": 9, "domains_found": 4}
+    metrics = {**_metrics(image_caveat(spec, _section(1.0))), "n_domains": 9, "n_domains_found": 4}
     metrics.pop("clustering")
-    assert any("only 4 of the 9 domains" in ln for ln in summary_lines(metrics, "run"))
+    lines = summary_lines(metrics, "run")
+    assert any("4 domains found, not K=9" in ln for ln in lines)
+    assert not any("not computed" in ln for ln in lines)  # K was given: the 'no K' line must not appear

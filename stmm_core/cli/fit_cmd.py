@@ -7,11 +7,12 @@ from typing import Optional
 
 import typer
 
+from stmm_core.cli import checks
 from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None):
+            coords=None, counts_layer=None, overwrite=False):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -22,7 +23,7 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         if coords is not None or counts_layer is not None:
             raise StmmError("--coords/--counts-layer apply to one-section pipelines; magic reads .h5ad sections "
                             "whose X holds raw counts and obsm['spatial'] the positions")
-        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels)
+        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels, overwrite)
         return
     if stage is not None:
         raise StmmError(f"--stage applies to multi-stage (magic) pipelines; this is a {spec.pipeline} pipeline")
@@ -31,7 +32,7 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer)
+                         counts_layer=counts_layer, overwrite=overwrite)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -40,7 +41,7 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
 
 DATA = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table (with --image/--scale). "
                                         "Multi-section pipelines (magic) take several: --data A B C or repeated.")
-MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...",
+MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...", callback=checks.more_data,
                       help="Further sections after --data (multi-section pipelines).")
 STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
 OUT = typer.Option(..., "-o", "--output", help="Run folder to write.")
@@ -66,18 +67,20 @@ K = typer.Option(None, "--n-domains", "-k", callback=_parse_k,
                       "in metrics.json). "
                       "Default: the number of --labels categories.")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
-SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.seed).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+SEED = typer.Option(None, "--seed", callback=checks.seed, help="Random seed (overrides train.seed).")
+DEVICE = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda")
 IMAGE = typer.Option(None, "--image", help="H&E image file to use instead of the one in the data: the "
                                            "full-resolution TIFF (with --scale 1) or spatial/tissue_hires_image.png.")
-SCALE = typer.Option(None, "--scale", help="Scale factor from full-resolution px (the unit of the spot positions) "
-                                           "to --image px: 1 for the full-resolution TIFF, tissue_hires_scalef from "
-                                           "scalefactors_json.json for the hires PNG.")
+SCALE = typer.Option(None, "--scale", callback=checks.positive,
+                     help="Scale factor from full-resolution px (the unit of the spot positions) to --image px: 1 "
+                          "for the full-resolution TIFF, tissue_hires_scalef from scalefactors_json.json for the "
+                          "hires PNG.")
 COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table (or an .h5ad without "
                                              "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
                                              "or a Space Ranger spatial/ folder.")
 COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps its raw counts when X is "
                                                         "normalised: a layers[] name, or 'raw' for adata.raw.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier run in the -o folder (whole).")
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
@@ -110,7 +113,8 @@ def _relaunch(nproc: int) -> None:
     raise typer.Exit(launch(nproc, argv))
 
 
-def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels) -> None:
+def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels,
+           overwrite=False) -> None:
     """Train a magic (image ↔ expression) pipeline on one or more sections."""
     from stmm_core.errors import MissingDependency, StmmError
 
@@ -128,7 +132,8 @@ def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_d
         if not quiet:
             typer.echo(msg, err=True)
 
-    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log)
+    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log,
+                     overwrite=overwrite)
     if meta.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     t = meta["timings"]
@@ -167,6 +172,7 @@ def fit(
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -185,7 +191,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, overwrite)
 
 
 def run(
@@ -206,6 +212,7 @@ def run(
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    overwrite: bool = OVERWRITE,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Swap the recipe's image encoder: a component "
                                           "or a published encoder from 'stmm list --pretrained' (e.g. uni)."),
 ) -> None:
@@ -218,7 +225,7 @@ def run(
     if spec.note:
         typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, overwrite)
 
 
 def register(app: typer.Typer) -> None:

@@ -60,9 +60,9 @@ def list_components(
     if not items and not recipes:
         from stmm_core.errors import ComponentNotFound
 
-        what = f"named like {pattern!r}" if pattern else "installed"
-        raise ComponentNotFound(f"no component or recipe {what}{f' of kind {kind}' if kind else ''}; "
-                                "'stmm list' shows everything, 'stmm list --pretrained' the published encoders")
+        raise ComponentNotFound(f"no component or recipe matches {pattern!r}"
+                                f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all "
+                                "('stmm list --pretrained': the published encoders)")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
         typer.echo(f"{i.kind:<14} {i.name:<20} {i.package:<12} {i.summary}{alias}")

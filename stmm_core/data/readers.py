@@ -111,7 +111,7 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
             hint += " or 'raw' (adata.raw is present)" if adata.raw is not None else ""
             warnings.warn(
                 f"{path}: X has non-integer values (normalised?); stmm expects raw counts — pass --counts-layer "
-                f"(Python: counts_layer=) {hint} if raw counts are stored elsewhere",
+                f"{hint} if raw counts are stored elsewhere",
                 stacklevel=3,
             )
         return m
@@ -126,7 +126,7 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
         return _to_csr(raw.X, f"{path}: raw.X")[:, cols]
     known = list(adata.layers) + (["raw"] if adata.raw is not None else [])
     raise DataError(
-        f"{path}: counts_layer={counts_layer!r} not found; available: {', '.join(known) or 'none (use X)'}"
+        f"{path}: --counts-layer {counts_layer!r} not found; available: {', '.join(known) or 'none (leave --counts-layer out to use X)'}"
     )
 
 
@@ -211,12 +211,7 @@ def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> Spati
         img_path = folder / f"tissue_{key}_image.png"
         if not img_path.exists():
             continue
-        scale = scalefactors.get(f"tissue_{key}_scalef")
-        if scale is None:
-            raise DataError(
-                f"{img_path} has no scale factor: {sf_path} is missing or lacks 'tissue_{key}_scalef'; "
-                "image without scale factors: pass scale=…"
-            )
+        scale = scalefactors.get(f"tissue_{key}_scalef")  # None: --scale must give it (checked when validated)
         info.image, info.scale, info.image_key = open_image(img_path), scale, key
         break
     for key in ("hires", "lowres"):  # small PNGs, stored inline as scanpy.read_visium does
@@ -374,8 +369,12 @@ def _read_h5ad(path: Path) -> "anndata.AnnData":
         raise DataError(f"cannot read {path} as AnnData ({type(exc).__name__}: {exc}); is it an .h5ad?") from None
 
 
-def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | None) -> tuple[str, SpatialInfo | None]:
-    """Image/scale information stored in an h5ad (scanpy or HER2ST convention)."""
+def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | None,
+                        user_image: bool = False) -> tuple[str, SpatialInfo | None]:
+    """Image/scale information stored in an h5ad (scanpy or HER2ST convention).
+
+    ``user_image``: the caller gives an image or a scale factor (``--image``/``--scale``), so a stored image
+    without scale factor, or one that cannot be found, is left to that (not an error here)."""
     import pandas as pd
 
     pos = pd.DataFrame(index=adata.obs_names)
@@ -384,7 +383,8 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         libs = [str(k) for k in spatial]
         if library_id is None:
             if len(libs) > 1:
-                raise DataError(f"{path}: uns['spatial'] holds several libraries ({', '.join(libs)}); pass library_id=")
+                raise DataError(f"{path}: uns['spatial'] holds several libraries ({', '.join(libs)}); keep the one "
+                                "to analyse in uns['spatial'] (Python: library_id=)")
             library_id = libs[0]
         if library_id not in spatial:
             raise DataError(f"{path}: library_id {library_id!r} not in uns['spatial'] (has: {', '.join(libs)})")
@@ -396,10 +396,10 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         for key in ("hires", "lowres"):
             if key in images:
                 scale = sf.get(f"tissue_{key}_scalef")
-                if scale is None:
+                if scale is None and not user_image:
                     raise DataError(
                         f"{path}: uns['spatial'][{library_id!r}] has a {key} image but no 'tissue_{key}_scalef' "
-                        "in scalefactors; image without scale factors: pass scale=…"
+                        f"in scalefactors; pass --scale S (full-resolution px → {key}-image px)"
                     )
                 info.image = ArrayImage(images[key], name=f"{library_id}/{key}")
                 info.scale, info.image_key = scale, key
@@ -416,15 +416,18 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         cands = [path.parent.parent / rel, path.parent / rel, Path(rel)]
         found = next((c for c in cands if c.exists()), None)
         if found is None:
+            if user_image:
+                return name, SpatialInfo(positions=pos)
             raise DataError(
                 f"{path}: uns['image'] refers to {rel!r}, not found beside the h5ad ({cands[0]}); put the image "
-                "there, or pass image=<file> and scale=<factor>, or image=False to ignore it"
+                "there, or pass --image FILE --scale S, or use a recipe without an image (e.g. stereomm-expression)"
             )
         scale = img.get("scale_fullres_to_image", img.get("scale"))
-        if scale is None:
-            raise DataError(f"{path}: uns['image'] has no 'scale_fullres_to_image'; image without scale factors: "
-                            "pass scale=…")
-        return name, SpatialInfo(positions=pos, image=open_image(found), scale=float(scale), image_key="file")
+        if scale is None and not user_image:
+            raise DataError(f"{path}: uns['image'] has no 'scale_fullres_to_image'; pass --scale S "
+                            "(full-resolution px → image px)")
+        return name, SpatialInfo(positions=pos, image=open_image(found),
+                                 scale=None if scale is None else float(scale), image_key="file")
     return name, None
 
 
@@ -504,9 +507,10 @@ def _load_table(p: Path, coords: Any, library_id: str | None) -> _Loaded:
                    pd.DataFrame(index=genes), xy, info)
 
 
-def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str | None) -> _Loaded:
+def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str | None,
+               user_image: bool = False) -> _Loaded:
     adata = _read_h5ad(p)
-    name, info = _spatial_from_adata(adata, p, library_id)
+    name, info = _spatial_from_adata(adata, p, library_id, user_image)
     if coords is not None:  # positions (and the folder's image, if any) replace the stored ones
         cinfo = _coords_info(coords)
         adata.obsm["spatial"] = _join_positions(adata.obs_names.astype(str), cinfo.positions, str(p))
@@ -572,7 +576,7 @@ def read_section(
     elif _is_table(p):
         ld = _load_table(p, coords, library_id)
     elif p.suffix.lower() == ".h5ad":
-        ld = _load_h5ad(p, coords, library_id, counts_layer)
+        ld = _load_h5ad(p, coords, library_id, counts_layer, user_image=image is not None or scale is not None)
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
@@ -584,12 +588,16 @@ def read_section(
         img_src = img_scale = image_key = None
     elif image is not None:
         if scale is None:
-            raise DataError("image without scale factors: pass scale=… (full-resolution px → image px)")
+            raise DataError("--image needs --scale S too (full-resolution px → image px)")
         img_src, image_key = as_image_source(image, name="image"), "user"
     if scale is not None and image is not False:
         if img_src is None:
-            raise DataError("scale= was given but there is no image; pass image=<file> as well")
+            raise DataError("--scale was given but there is no image; pass --image FILE as well")
         img_scale = float(scale)
+    if img_src is not None and img_scale is None:
+        kind = f"{image_key} " if image_key in ("hires", "lowres") else ""
+        raise DataError(f"{p}: the {kind}image has no scale factor; pass --scale S (full-resolution px → {kind}image "
+                        "px)")
     diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
     obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))

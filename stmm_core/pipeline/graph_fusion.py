@@ -112,6 +112,9 @@ def fit_graph_fusion(
                                            progress=progress)
             img_x = reduce_image_features(raw, spec.features.image_pca, seed)
             del img_enc
+            from stmm_core.faults import point
+
+            point("encode")
         info["image"] = img_info
         info["image_dim"] = int(img_x.shape[1])
 
@@ -165,6 +168,10 @@ def fit_graph_fusion(
             with progress_bar(total=total, desc="train", unit="epoch", enabled=progress) as bar:
                 for epoch in range(spec.train.epochs):
                     history.append(step(epoch))
+                    if epoch == 0:
+                        from stmm_core.faults import point
+
+                        point("train")
                     bar.update(1)
                     if epoch % 20 == 0:
                         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")

@@ -4,9 +4,6 @@ only when complete, so a failed run never leaves a half-written result that look
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +18,10 @@ RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "d
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (through :mod:`stmm_core.atomic`)."""
+    from stmm_core.atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(o: Any) -> Any:
@@ -36,22 +34,12 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def check_output_dir(out_dir: str | Path, flag: str = "-o") -> Path:
-    """Fail early (before any data is read) when *out_dir* cannot become a folder: it is a file, or a file
-    stands where one of its parent folders would go, or its nearest existing parent is not writable."""
-    from stmm_core.errors import StmmError
+def check_output_dir(out_dir: str | Path, flag: str = "-o", overwrite: bool = False, resume: bool = False) -> Path:
+    """Fail early (before any data is read) when *out_dir* cannot become this run's folder: see
+    :func:`stmm_core.atomic.check_output` (writable, empty or an earlier run with ``--overwrite``)."""
+    from stmm_core.atomic import check_output
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StmmError(f"{flag} {out_dir} exists and is not a folder")
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise StmmError(f"{flag} {out_dir}: {parent} is a file, so the folder cannot be created there")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise StmmError(f"{flag} {out_dir}: no permission to write in {parent}")
-    return out_dir
+    return check_output(out_dir, flag=flag, kind="dir", overwrite=overwrite, resume=resume)
 
 
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
@@ -61,10 +49,10 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
 
     from stmm_core.plots import plot_domains, plot_loss
 
+    from stmm_core.atomic import atomic_dir
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".stmm-partial-", dir=out_dir))
-    try:
+    with atomic_dir(out_dir) as stage:
         adata = section.adata.copy()
         adata.obsm["X_stmm"] = result.embedding
         if result.labels is not None:
@@ -72,6 +60,9 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
             adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
         adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
         adata.write_h5ad(stage / "result.h5ad")
+        from stmm_core.faults import point
+
+        point("write")
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
                   metadata={"spec_hash": result.spec.hash(), "format": "stmm-graph-fusion-v1"})
@@ -96,13 +87,5 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable
-        written = []
-        for f in sorted(stage.iterdir()):
-            dest = out_dir / f.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(f, dest)
-            written.append(dest)
-        return written
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        names = sorted(f.name for f in stage.iterdir())
+    return [out_dir / n for n in names]
