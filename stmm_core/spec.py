@@ -240,7 +240,7 @@ class PipelineSpec(_Frozen):
                 need = tag.split(":", 1)[1] if tag.startswith("needs:") else None
                 if need and resolved.get(need) is None:
                     raise SpecError(f"{slot} '{ref.name}' needs a component in the '{need}' slot, but the spec has none "
-                                    f"(e.g. --{'image resnet50' if need == 'image' else need + ' …'} in stmm compose)")
+                                    f"(e.g. --{'encoder resnet50' if need == 'image' else need + ' …'} in stmm compose)")
         for slot, methods in PIPELINE_NEEDS.get(self.pipeline, {}).items():
             ref = resolved.get(slot)
             if ref is None:
