@@ -12,7 +12,7 @@ from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None, overwrite=False):
+            coords=None, counts_layer=None, bin_size=None, region=None, zarr=False, overwrite=False):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -20,9 +20,9 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         spec = spec.with_overrides({"train.seed": seed})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     if spec.pipeline == "magic":
-        if coords is not None or counts_layer is not None:
-            raise StmmError("--coords/--counts-layer apply to one-section pipelines; magic reads .h5ad sections "
-                            "whose X holds raw counts and obsm['spatial'] the positions")
+        if coords is not None or counts_layer is not None or bin_size is not None or region is not None or zarr:
+            raise StmmError("--coords/--counts-layer/--bin-size/--region/--zarr apply to one-section pipelines; "
+                            "magic reads .h5ad sections whose X holds raw counts and obsm['spatial'] the positions")
         _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels, overwrite)
         return
     if stage is not None:
@@ -32,7 +32,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer, overwrite=overwrite)
+                         counts_layer=counts_layer, bin_size=bin_size, region=region, zarr=zarr,
+                         overwrite=overwrite)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -80,6 +81,12 @@ COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table 
                                              "or a Space Ranger spatial/ folder.")
 COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps its raw counts when X is "
                                                         "normalised: a layers[] name, or 'raw' for adata.raw.")
+BIN_SIZE = typer.Option(None, "--bin-size", help="Visium HD (Space Ranger 3 binned_outputs/): bin side in µm, 2, 8 "
+                                                  "or 16 (default 8). Stereo-seq .gem: bin side in DNB (default 50).")
+REGION = typer.Option(None, "--region", metavar="X0,Y0,X1,Y1", help="Visium HD: read only the bins inside this "
+                                                                   "rectangle (full-resolution px), e.g. for 2 µm bins.")
+ZARR = typer.Option(False, "--zarr", help="Also write result.zarr: a SpatialData store (image, spot shapes and "
+                                           "the result table in one 'global' coordinate system; extra 'spatialdata').")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier run in the -o folder (whole).")
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
@@ -167,6 +174,9 @@ def fit(
     scale: Optional[float] = SCALE,
     coords: Optional[Path] = COORDS,
     counts_layer: Optional[str] = COUNTS_LAYER,
+    bin_size: Optional[float] = BIN_SIZE,
+    region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -191,7 +201,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, overwrite)
+            stage, coords, counts_layer, bin_size, region, zarr, overwrite)
 
 
 def run(
@@ -207,6 +217,9 @@ def run(
     scale: Optional[float] = SCALE,
     coords: Optional[Path] = COORDS,
     counts_layer: Optional[str] = COUNTS_LAYER,
+    bin_size: Optional[float] = BIN_SIZE,
+    region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
@@ -225,7 +238,7 @@ def run(
     if spec.note:
         typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer, overwrite)
+            stage, coords, counts_layer, bin_size, region, zarr, overwrite)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,8 @@
   factors in ``uns["spatial"][library_id]``) or the HER2ST convention (``uns["image"]`` with
   ``path_relative_to_her2st_dir`` and ``scale_fullres_to_image``);
 * a Space Ranger output folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``), or a 10x ``.h5`` file;
+* a SpatialData zarr store (``*.zarr``: a table annotating spot shapes, an image; :mod:`stmm_core.data.spatialdata_io`);
+* a Visium HD Space Ranger 3 folder (``binned_outputs/square_XXXum``), one bin size (:mod:`stmm_core.data.visium_hd`);
 * a Stereo-seq GEM file (``.gem``/``.gem.gz``), binned at ``bin_size`` DNB (:mod:`stmm_core.data.stereo`);
 * a counts table (``.csv``/``.tsv``/``.txt``, optionally ``.gz``; spots × genes, first column = spot id)
   with ``coords=`` a table of ``id, x, y`` (full-res px) or a Space Ranger ``spatial/`` folder.
@@ -35,7 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
-_POS_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 #: Images stored inline in a built AnnData's ``uns["spatial"]`` only up to this side (keeps .h5ad small).
 _MAX_INLINE_IMAGE_SIDE = 4000
 
@@ -166,36 +167,16 @@ def _build_adata(counts: Any, obs: "pd.DataFrame", var: "pd.DataFrame", coords: 
 def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> SpatialInfo:
     """Read a Space Ranger ``spatial/`` folder: positions, scale factors and the hires (else lowres) image.
 
-    Positions come from ``tissue_positions.csv`` (with header), ``tissue_positions_list.csv`` or ``.txt``
-    (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``.
+    Positions come from ``tissue_positions.parquet``/``.csv`` (header: columns read by name),
+    ``tissue_positions_list.csv`` or ``.txt`` (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``
+    (:mod:`stmm_core.data.positions`).
     """
-    import pandas as pd
+    from stmm_core.data.positions import find_positions, read_positions
 
     folder = _exists(Path(folder), "Space Ranger spatial folder")
     if (folder / "spatial").is_dir():
         folder = folder / "spatial"
-    for name in ("tissue_positions.csv", "tissue_positions_list.csv", "tissue_positions_list.txt"):
-        pos_path = folder / name
-        if pos_path.exists():
-            break
-    else:
-        raise DataError(
-            f"{folder}: no tissue_positions.csv / tissue_positions_list.csv / tissue_positions_list.txt; "
-            "give the Space Ranger 'spatial' folder"
-        )
-    with open(pos_path) as fh:
-        has_header = fh.readline().split(",")[0].strip().lower() == "barcode"
-    try:
-        pos = pd.read_csv(pos_path, header=0 if has_header else None, index_col=0)
-    except Exception as exc:
-        raise DataError(f"cannot read positions {pos_path}: {exc}") from None
-    if pos.shape[1] != 5:
-        raise DataError(f"{pos_path}: expected 6 columns ({', '.join(_POS_COLUMNS)}), found {pos.shape[1] + 1}")
-    pos.columns = _POS_COLUMNS[1:]
-    pos.index = pos.index.astype(str)
-    pos.index.name = "barcode"
-    pos["x"] = pos["pxl_col_in_fullres"].astype(float)
-    pos["y"] = pos["pxl_row_in_fullres"].astype(float)
+    pos = read_positions(find_positions(folder))  # by column name when there is a header (Space Ranger ≥ 2)
 
     sf_path = folder / "scalefactors_json.json"
     scalefactors: dict[str, float] = {}
@@ -540,6 +521,7 @@ def read_section(
     counts_layer: str | None = None,
     validate: bool = True,
     bin_size: float | None = None,
+    region: Any = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -555,14 +537,22 @@ def read_section(
         library_id: which ``uns["spatial"]`` library to use when there are several.
         counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``.
         validate: run :func:`~stmm_core.data.validate.validate_section` before returning.
-        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50).
+        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50);
+            Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
+        region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
+            are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
     """
     import pandas as pd
 
+    from stmm_core.data.spatialdata_io import is_spatialdata
+    from stmm_core.data.visium_hd import is_visium_hd
+
     p = _exists(Path(path).expanduser(), "data path")
+    if region is not None and not is_visium_hd(p):
+        raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
     if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
         from stmm_core.data.stereo import read_gem
 
@@ -571,6 +561,16 @@ def read_section(
                      adata.var, np.asarray(adata.obsm["spatial"], dtype=np.float64), None, adata)
         if spot_diameter is None:
             spot_diameter = float(bin_size or 50)
+    elif is_spatialdata(p):  # a SpatialData zarr store: table + shapes (+ image) in 'global'
+        from stmm_core.data.spatialdata_io import loaded_spatialdata
+
+        ld = loaded_spatialdata(p, library_id, counts_layer)
+    elif p.is_dir() and is_visium_hd(p):  # Space Ranger 3 binned_outputs/: one bin size
+        from stmm_core.data.visium_hd import loaded_visium_hd
+
+        ld = loaded_visium_hd(p, library_id, bin_size, region)
+        if image is not None and image is not False and scale is None:
+            scale = 1.0  # HD positions are full-resolution px of the microscope image itself
     elif p.is_dir() or p.suffix.lower() == ".h5":
         ld = _load_spaceranger(p, coords, library_id)
     elif _is_table(p):
@@ -580,7 +580,7 @@ def read_section(
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
-            "counts table (.csv/.tsv[.gz]) with --coords"
+            "counts table (.csv/.tsv[.gz]) with --coords, a Visium HD outs/ folder or a SpatialData .zarr"
         )
     info = ld.info or SpatialInfo(positions=pd.DataFrame())
     img_src, img_scale, image_key = info.image, info.scale, info.image_key

@@ -40,6 +40,7 @@ class FitResult:
     profile: StageProfiler
     info: dict[str, Any] = field(default_factory=dict)
     gene_state: dict[str, Any] | None = None
+    graph: Any = None  # the SpatialGraph the model trained on (written to result.h5ad obsp)
 
 
 def _build(slot: str, spec: "PipelineSpec") -> Any:
@@ -223,7 +224,7 @@ def fit_graph_fusion(
         for k, v in module.state_dict().items():
             state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
-    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state)
+    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, graph=graph)
 
 
 def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":

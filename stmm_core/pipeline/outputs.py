@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.pipeline.graph_fusion import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
-             "preprocess.json", "README.md", "manifest.json")
+             "preprocess.json", "README.md", "manifest.json", "report.html", "result.zarr")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -43,8 +43,8 @@ def check_output_dir(out_dir: str | Path, flag: str = "-o", overwrite: bool = Fa
 
 
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
-              label_column: str | None = None) -> list[Path]:
-    """Write the run folder; returns the files written."""
+              label_column: str | None = None, zarr: bool = False) -> list[Path]:
+    """Write the run folder; returns the files written. ``zarr``: also result.zarr (SpatialData)."""
     from safetensors.torch import save_file
 
     from stmm_core.plots import plot_domains, plot_loss
@@ -53,13 +53,21 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as stage:
-        adata = section.adata.copy()
-        adata.obsm["X_stmm"] = result.embedding
-        if result.labels is not None:
-            adata.obs["stmm_domain"] = np.asarray(result.labels).astype(str)
-            adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
-        adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
+        from stmm_core.domain_colors import domain_palette
+        from stmm_core.pipeline.scverse import scverse_adata
+
+        truth = None
+        if label_column and section.obs is not None and label_column in section.obs:
+            truth = section.obs[label_column].to_numpy()
+        palette = domain_palette(result.labels, truth) if result.labels is not None else None
+        adata = scverse_adata(section, result.embedding, result.labels, palette, label_column,
+                              getattr(result, "graph", None),
+                              {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()})
         adata.write_h5ad(stage / "result.h5ad")
+        if zarr:
+            from stmm_core.data.spatialdata_io import ZARR_RESULT, write_result_zarr
+
+            write_result_zarr(stage / ZARR_RESULT, adata, section)
         from stmm_core.faults import point
 
         point("write")
@@ -69,9 +77,6 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         if result.gene_state is not None:
             write_json(stage / "preprocess.json", result.gene_state)
         write_json(stage / "metrics.json", metrics)
-        truth = None
-        if label_column and section.obs is not None and label_column in section.obs:
-            truth = section.obs[label_column].to_numpy()
         if result.labels is not None:
             from stmm_core.pipeline.image_caveats import short_caveat
 
@@ -84,6 +89,10 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         loss_weights = {term: float(gp[param]) for term, param in (("kl", "kl_weight"), ("dec", "dec_weight"),
                         ("recon", "recon_weight"), ("contrastive", "contrastive_weight")) if param in gp}
         plot_loss(result.history, stage / "loss.png", weights=loss_weights)
+        from stmm_core.report_html import write_report
+
+        write_report(stage, section, adata, metrics, result.spec.pretty_json(),  # last: it embeds the figures
+                     title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}")
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable

@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
-                 coords: str | Path | None = None, counts_layer: str | None = None) -> "Section":
+                 coords: str | Path | None = None, counts_layer: str | None = None,
+                 bin_size: float | None = None, region: str | None = None) -> "Section":
     """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
     from stmm_core.data.readers import read_section
     from stmm_core.data.validate import filter_section, validate_section
@@ -28,6 +29,10 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
         kwargs["coords"] = coords
     if counts_layer is not None:
         kwargs["counts_layer"] = counts_layer
+    if bin_size is not None:
+        kwargs["bin_size"] = bin_size
+    if region is not None:
+        kwargs["region"] = region
     section = read_section(data, **kwargs)
     section = validate_section(section)
     return filter_section(section)
@@ -78,12 +83,16 @@ def fit_to_dir(
     progress: bool = True,
     coords: str | Path | None = None,
     counts_layer: str | None = None,
+    bin_size: float | None = None,
+    region: str | None = None,
+    zarr: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
-    the layer holding raw counts)."""
+    the layer holding raw counts); ``bin_size`` / ``region``: Visium HD bin size (µm) and region, Stereo-seq GEM
+    bin size (DNB); ``zarr``: also write result.zarr (SpatialData)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -94,6 +103,10 @@ def fit_to_dir(
 
     t0 = time.perf_counter()
     out_dir = check_output_dir(out_dir, overwrite=overwrite)
+    if zarr:  # fail before the fit when the optional extra is missing
+        from stmm_core.data.spatialdata_io import _require
+
+        _require()
     cache = FeatureCache().ensure() if use_cache else None
     from stmm_core.distributed import context as dist_ctx
 
@@ -105,12 +118,14 @@ def fit_to_dir(
 
     with recorded_warnings() as data_warnings:
         try:
-            section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
+            section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer,
+                                       bin_size=bin_size, region=region)
         except DataError as exc:
             if image is not None or scale is not None or spec.components.get("image") is not None:
                 raise
             # an expression-only pipeline does not need the stored image: its problems do not stop the run
-            section = load_section(data, image=False, coords=coords, counts_layer=counts_layer)
+            section = load_section(data, image=False, coords=coords, counts_layer=counts_layer,
+                                       bin_size=bin_size, region=region)
             import warnings
 
             warnings.warn(f"the stored image is not used (this pipeline has no image encoder): {exc}", stacklevel=2)
@@ -187,7 +202,8 @@ def fit_to_dir(
     from stmm_core.hub.scrub import scrub_paths
 
     metrics = scrub_paths(metrics)
-    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
+    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels,
+                                                  zarr=zarr)]
     if distributed:
         dist_ctx.finish()
     return metrics
