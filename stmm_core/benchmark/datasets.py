@@ -72,6 +72,18 @@ BUILTIN: dict[str, DatasetDescriptor] = {
             description="DLPFC 151676, 10x Visium, 3,460 spots, 5,000 genes, expert layers L1-L6/WM, lowres H&E",
             citation=_DLPFC_CITE),
         DatasetDescriptor(
+            name="dlpfc-151675", path="dlpfc/151675/dlpfc_151675_5000genes_lowres.h5ad", label="layer",
+            sha256="db4fca94d44691b8c97959c2a09448dbf845555b148d9cff38f7250ecc4a00e1", group="dlpfc",
+            description="DLPFC 151675 (adjacent to 151676, same donor), 10x Visium, 3,592 spots, 5,000 genes, "
+                        "expert layers L1-L6/WM, lowres H&E",
+            citation=_DLPFC_CITE),
+        DatasetDescriptor(
+            name="her2st-A1", path="her2st/h5ad/her2st_A1.h5ad", label="label",
+            sha256="d746193d427c37a780e292495ecf49dec91aeeb710fa8f763df76fdbff677a95", group="her2st-A",
+            description="HER2ST section A1 (patient A), legacy ST 100 um spots, 346 spots, 2000-px H&E rendering, "
+                        "pathologist labels",
+            citation=_HER2ST_CITE),
+        DatasetDescriptor(
             name="dlpfc-151510", path="dlpfc/151510_drsc_500genes/dlpfc_151510_500genes_lowres.h5ad",
             label="annotation", sha256="f2adbbbe1e355550c58846a4c263ef4ba766422eca2c39cf1eca8d17ac2cd82f",
             group="dlpfc",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Pipelines treated as baselines when a config does not say otherwise.
 DEFAULT_BASELINES = ("expression-gmm", "expression-leiden", "image-gmm", "hest-ridge", "graphst",
-                     "stereomm-expression")
+                     "stereomm-expression", "train-mean", "ridge-cv", "stain-ridge", "knn-expression")
 
 
 @dataclass
