@@ -65,3 +65,30 @@ def test_baselines_run_as_benchmark_pipelines_on_the_same_folds(tmp_path):
     assert rows["ridge-cv"].details["fit"]["cv"] == "leave one training section out"
     assert rows["knn-expression"].details["fit"]["k"] > 0
     assert rows["stain-ridge"].details["image_init_params_sha256"].startswith("stain-stats")
+
+
+def test_verdicts_use_paired_differences_and_list_losing_folds():
+    from stmm_core.benchmark.report import verdicts
+    from stmm_core.benchmark.results import Row, summarise
+    from stmm_core.benchmark.verdicts import paired_stats
+
+    folds = ["s1", "s2", "s3", "s4"]
+    label = "4 folds (s1, s2, s3, s4)"
+    vals = {"magic": [0.30, 0.31, 0.20, 0.33], "ridge-cv": [0.25, 0.26, 0.24, 0.27],
+            "train-mean": [0.0] * 4}
+    spot = {"magic": 0.75, "ridge-cv": 0.74, "train-mean": 0.73}
+    rows = [Row(pipeline=p, dataset=f, fold=f, seed=1, status="ok",
+                metrics={"pearson_hvg50": v, "pearson_spot": spot[p]})
+            for p, vs in vals.items() for f, v in zip(folds, vs)]
+
+    class R:  # the two fields verdicts read
+        summary = summarise(rows, ["pearson_hvg50", "pearson_spot"], {f: label for f in folds})
+
+    R.rows = rows
+    lines = verdicts(R, "pearson_hvg50", {"pearson_hvg50": True}, {"ridge-cv", "train-mean"})
+    main = next(x for x in lines if "**magic**" in x)
+    assert "is not resolved from the best baseline **ridge-cv**" in main  # +0.03 mean, but one fold loses
+    assert "Loses on: s3 seed 1 (-0.040)" in main and "95% CI" in main and "3 of 4" in main
+    assert any("training mean's 0.730" in x and "magic 0.750 (+0.020)" in x for x in lines)
+    st = paired_stats([0.1, 0.12, 0.09, 0.11])
+    assert st["lo"] > 0 and st["wins"] == 4
