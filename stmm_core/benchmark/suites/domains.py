@@ -68,6 +68,8 @@ def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", se
     _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"])
     details = {"k": k, "n_labelled": scores["n_labelled"], "stages": res.profile.to_list(),
                "image_cached": bool(res.info.get("image", {}).get("cached")), "spec_hash": spec.hash()}
+    if res.info.get("image_weight"):
+        details["image_weight"] = res.info["image_weight"]
     return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
 
 
