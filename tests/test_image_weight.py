@@ -56,6 +56,10 @@ def test_auto_weight_is_high_for_an_informative_image_and_zero_for_noise():
     assert w_inf > 0.9 and ev_inf["cv_r2_image_to_gene"] > 0.5
     assert w_noise == 0.0 and ev_noise["cv_r2_image_to_gene"] < 0.05
     assert ev_inf["morans_i_image"] > 0.5 > ev_noise["morans_i_image"]
+    # a weak image is not fused with a small weight: the weight is 0 or at least half the maximum
+    for a in (0.05, 0.1, 0.2, 0.4):
+        w, ev = auto_image_weight(a * informative + noise, gene, coords, edges)
+        assert (w == 0.0 and ev["score"] < 0.5) or (w >= 0.5 and w == ev["score"])
     # Moran's I: bands are coherent, a checkerboard is anti-coherent
     checker = ((coords[:, 0] // 100 + coords[:, 1] // 100) % 2)[:, None]
     assert morans_i(checker, edges, len(dom))[0] < -0.9 < 0.9 < morans_i(dom[:, None].astype(float), edges, len(dom))[0]
