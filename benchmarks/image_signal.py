@@ -198,6 +198,55 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs made under an earlier automatic-weight rule, re-expressed under the current one from their recorded
+    evidence. Exact only where the current rule gives the same weight (the run stands) or weight 0 (the fit is
+    then the stereomm-expression fit of the same seed, whose scores are taken, flagged
+    ``rederived_left_out``); any other change of weight is refused."""
+    from stmm_core.pipeline.image_weight import COHERENCE, PREDICTION, S_MIN, W_MAX, _ramp
+
+    base = {(r["section"], r["seed"]): r for r in runs if r["pipeline"] == "stereomm-expression"}
+    out = []
+    for r in runs:
+        ev = r.get("image_weight") or {}
+        if r["pipeline"] != "stereomm" or ev.get("requested") != "auto" or "score" in ev:
+            out.append(r)
+            continue
+        score = _ramp(ev["coherence_ratio"], COHERENCE) * _ramp(ev["prediction_ratio"], PREDICTION)
+        w = round(W_MAX * score, 3) if score >= S_MIN else 0.0
+        new = {**r, "image_weight": {**ev, "score": round(score, 4), "weight_earlier_rule": ev["weight"],
+                                     "weight": w, "image_left_out": w == 0.0}}
+        if w == 0.0 and ev["weight"] != 0.0:
+            b = base[(r["section"], r["seed"])]
+            new.update(ari=b["ari"], nmi=b["nmi"], rederived_left_out=True, ari_earlier_rule=r["ari"])
+        elif abs(w - ev["weight"]) > 1e-3:
+            raise SystemExit(f"run {r['section']} seed {r['seed']} ratio {r['ratio']}: the current rule gives weight "
+                             f"{w}, the run used {ev['weight']}: re-run it")
+        out.append(new)
+    return out
+
+
+def merge_files(paths: list[Path], out: Path) -> None:
+    """``--merge A.json B.json … -o OUT``: one result from several runs (different sections or seeds)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    runs = final_rule([r for p in parts for r in p["runs"]])
+    payload = {
+        "command": " ; ".join(p["command"] for p in parts) + " ; python benchmarks/image_signal.py --merge "
+                   + " ".join(str(p) for p in paths) + f" -o {out}",
+        "sections": sorted({s for p in parts for s in p["sections"]}), "ratios": parts[0]["ratios"],
+        "seeds": sorted({r["seed"] for r in runs}), "set": parts[0]["set"],
+        "notes": parts[0]["notes"] + ["rederived_left_out: the run was made under the earlier rule (no cut-off "
+                                      "below score 0.5) with a small weight; the current rule gives weight 0, so "
+                                      "its scores are the stereomm-expression fit's of the same seed "
+                                      "(ari_earlier_rule keeps what the small weight gave)"],
+        "summary": summarise(runs), "environment": parts[0]["environment"], "runs": runs,
+    }
+    out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    plot(payload, out.with_suffix(".png"))
+    for row in payload["summary"]:
+        print(json.dumps(row))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sections", nargs="+", default=["151676", "151675"], choices=sorted(SECTIONS))
@@ -209,7 +258,13 @@ def main() -> None:
                     help="train stereomm even when the automatic weight leaves the image out")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/stmm-image-signal"))
     ap.add_argument("-o", "--output", type=Path, default=None)
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, help="merge result files into -o (no fits)")
     args = ap.parse_args()
+    if args.merge:
+        if args.output is None:
+            ap.error("--merge needs -o OUT.json")
+        merge_files(args.merge, args.output)
+        return
     run(args)
 
 
