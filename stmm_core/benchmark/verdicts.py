@@ -77,7 +77,9 @@ def verdict_lines(result: BenchmarkResult, primary: str, higher: dict[str, bool]
             diffs = [sign * (a[k] - b[k]) for k in keys]  # > 0: the pipeline is better
             st = paired_stats(diffs)
             shown = sign * st["mean"]
-            if "lo" not in st:
+            if st["wins"] == 0 and st["losses"] == 0:
+                word, detail = "ties with", f"identical in all {st['n']} fold×seed pairs"
+            elif "lo" not in st:
                 word = "beats" if st["mean"] > 0 else "LOSES to"
                 detail = f"one paired run, difference {shown:+.3f}, no interval"
             else:
