@@ -163,6 +163,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["weight_mean"] = round(float(np.mean([r["image_weight"]["weight"] for r in sel])), 3)
             base = {r["seed"]: r["ari"] for r in runs if r["section"] == sec and r["pipeline"] == "stereomm-expression"}
             diffs = [r["ari"] - base[r["seed"]] for r in sel if r["seed"] in base]
+            early = [r["ari_earlier_rule"] for r in sel if "ari_earlier_rule" in r]
+            if early:  # what the earlier rule's small weight gave (see final_rule)
+                row["ari_earlier_rule"] = [round(a, 4) for a in early]
+                row["weight_earlier_rule"] = [r["image_weight"]["weight_earlier_rule"] for r in sel
+                                              if "ari_earlier_rule" in r]
             if diffs:
                 row["diff_vs_expression_mean"] = round(float(np.mean(diffs)), 4)
                 row["diff_vs_expression"] = [round(d, 4) for d in diffs]
@@ -185,6 +190,12 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         xs = [r["ratio"] for r in fused]
         ax.errorbar(xs, [r["ari_mean"] for r in fused], yerr=[r["ari_sd"] for r in fused], marker="o",
                     label="stereomm (image weight " + ", ".join(f"{r['weight_mean']:.2f}" for r in fused) + ")")
+        for r in fused:
+            for a, w in zip(r.get("ari_earlier_rule", []), r.get("weight_earlier_rule", [])):
+                ax.plot([r["ratio"]], [a], "rx")
+                ax.annotate(f"w={w:.2f}", (r["ratio"], a), fontsize=7, xytext=(4, -10), textcoords="offset points")
+        if any(r.get("ari_earlier_rule") for r in fused):
+            ax.plot([], [], "rx", label="earlier rule: small weight, no cut-off (one run each)")
         if base and xs:
             b = base[0]
             ax.axhline(b["ari_mean"], color="k", ls="--", label=f"stereomm-expression {b['ari_mean']:.3f}")
@@ -214,12 +225,14 @@ def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         score = _ramp(ev["coherence_ratio"], COHERENCE) * _ramp(ev["prediction_ratio"], PREDICTION)
         w = round(W_MAX * score, 3) if score >= S_MIN else 0.0
+        if w != 0.0 and abs(w - ev["weight"]) <= 5e-3:  # the same weight (the evidence is stored rounded)
+            w = ev["weight"]
         new = {**r, "image_weight": {**ev, "score": round(score, 4), "weight_earlier_rule": ev["weight"],
                                      "weight": w, "image_left_out": w == 0.0}}
         if w == 0.0 and ev["weight"] != 0.0:
             b = base[(r["section"], r["seed"])]
             new.update(ari=b["ari"], nmi=b["nmi"], rederived_left_out=True, ari_earlier_rule=r["ari"])
-        elif abs(w - ev["weight"]) > 1e-3:
+        elif w != ev["weight"]:
             raise SystemExit(f"run {r['section']} seed {r['seed']} ratio {r['ratio']}: the current rule gives weight "
                              f"{w}, the run used {ev['weight']}: re-run it")
         out.append(new)
