@@ -118,3 +118,31 @@ def test_auto_weight_outside_the_pipeline_is_a_clear_error():
         fusion.target(torch.zeros(5, 4), torch.zeros(5, 3))
     with pytest.raises(ValueError):
         AttentionFusionParams(img_weight="often")
+
+
+def test_bench_merge_reexpresses_earlier_rule_runs_exactly_or_refuses():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "image_signal.py"
+    spec = importlib.util.spec_from_file_location("image_signal_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ev = {"requested": "auto", "image_left_out": False}
+    runs = [
+        {"section": "s", "seed": 0, "pipeline": "stereomm-expression", "ratio": None, "ari": 0.5, "nmi": 0.6},
+        # earlier rule gave a small weight; the current rule cuts it to 0 -> the expression fit's scores
+        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 0.5, "ari": 0.4, "nmi": 0.5,
+         "image_weight": {**ev, "weight": 0.08, "coherence_ratio": 0.816, "prediction_ratio": 0.76}},
+        # a strong image: the same weight under both rules -> the run stands
+        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 1.0, "ari": 0.99, "nmi": 0.98,
+         "image_weight": {**ev, "weight": 0.861, "coherence_ratio": 0.9722, "prediction_ratio": 0.7609}},
+    ]
+    out = mod.final_rule(runs)
+    assert out[1]["ari"] == 0.5 and out[1]["rederived_left_out"] and out[1]["ari_earlier_rule"] == 0.4
+    assert out[2]["ari"] == 0.99 and out[2]["image_weight"]["weight"] == 0.861
+    summary = {(r["pipeline"], r["ratio"]): r for r in mod.summarise(out)}
+    assert summary[("stereomm", 1.0)]["diff_vs_expression"] == [0.49]
+    bad = [runs[0], {**runs[2], "image_weight": {**runs[2]["image_weight"], "weight": 0.5}}]
+    with pytest.raises(SystemExit, match="re-run"):
+        mod.final_rule(bad)
