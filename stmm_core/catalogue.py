@@ -69,6 +69,11 @@ class ComponentInfo:
 
     def validate_params(self, params: dict[str, Any] | None) -> BaseModel:
         """Validate *params* with this component's own schema; errors name the component."""
+        from stmm_core.validation import bool_number_problems
+
+        bad = bool_number_problems(self.params, params or {})
+        if bad:
+            raise SpecError(f"invalid parameters for {self.kind} '{self.name}': {'; '.join(bad)}")
         try:
             return self.params.model_validate(params or {})
         except ValidationError as exc:

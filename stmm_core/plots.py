@@ -58,19 +58,13 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
     plt = _plt()
     bg, f = _background(section)
     xy = section.coords * f
-    panels = [("predicted domains", np.asarray(labels).astype(str))]
-    if truth is not None:
-        truth = np.asarray(truth, dtype=object).astype(str)
-        panels = [("ground truth", truth),
-                  ("predicted domains (named after the best-matching layer)", match_to_truth(labels, truth))]
+    from stmm_core.domain_colors import domain_palette
+
+    palette = domain_palette(labels, truth)  # the same colours go into result.h5ad and report.html
+    panels, colour = palette.panels, palette.colour
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6), squeeze=False)
     diam = (section.spot_diameter or 0) * f
     size = max(2.0, min(60.0, (diam * 0.9) ** 2 * (72 / 100) ** 2)) if diam else 8.0
-    cmap = plt.get_cmap("tab20")
-    order: list[str] = []  # one colour per name across panels: the truth's names first, then extra clusters
-    for _, lab in panels:
-        order += [c for c in sorted(set(lab), key=lambda s: (len(s), s)) if c not in order]
-    colour = {c: cmap(i % 20) for i, c in enumerate(order)}
     for ax, (name, lab) in zip(axes[0], panels):
         if bg is not None:
             ax.imshow(bg, alpha=0.6)

@@ -77,12 +77,9 @@ def configure_threads(threads: int | None = None) -> int:
     from stmm_core.errors import StmmError
 
     if threads is None:
-        env = os.environ.get("STMM_THREADS", "").strip()
-        if env:
-            try:
-                threads = int(env)
-            except ValueError:
-                raise StmmError(f"STMM_THREADS={env!r} is not a whole number") from None
+        from stmm_core.env import env_int
+
+        threads = env_int("STMM_THREADS", minimum=1)
     if threads is not None:
         if threads < 1:
             raise StmmError(f"threads must be at least 1, got {threads}")

@@ -43,6 +43,14 @@ PIPELINE_SLOTS: dict[str, dict[str, tuple[str, bool]]] = {
     },
 }
 
+#: Methods a component class must have to fill a slot of a pipeline family (checked when a spec is validated,
+#: so 'stmm compose' never writes a spec that 'stmm fit' rejects after reading the data).
+PIPELINE_NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "magic": {"image": ("prepare",), "gene": ("tokenize",)},
+}
+NEEDS_TEXT = {"magic": {"image": "a token image encoder (e.g. magic-vit)",
+                        "gene": "a token gene encoder (e.g. performer)"}}
+
 #: Sub-modules of a magic pipeline's stage-1 model, and those a stage-2 model contains.
 MAGIC_STAGE1_MODULES = ("image", "gene", "contrastive", "fusion", "matching")
 MAGIC_STAGE2_MODULES = ("image", "decoder")
@@ -93,7 +101,7 @@ class TrainSpec(_Frozen):
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float | None = Field(5.0, gt=0)
     dec_epochs: int = Field(0, ge=0, description="extra epochs of DEC refinement (graph.params.dec must be on)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     batch: Literal["full", "auto", "partition"] = Field(
         "auto", description="full batch, or mini-batches over spatial partitions with an exact k-hop halo "
         "(stmm_core.pipeline.minibatch); auto = partition when full batch would not fit in memory")
@@ -123,7 +131,7 @@ class MagicStageSpec(_Frozen):
 class MagicTrainSpec(_Frozen):
     """Training of a magic pipeline: stage 1 (contrastive + matching), stage 2 (expression decoder)."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     val_fraction: float = Field(0.1, ge=0, lt=0.9, description="training spots held out for model selection")
     augment: Literal["none", "flips", "flips+color"] = Field(
         "flips+color", description="tile augmentation: dihedral flips/rotations, plus mild brightness/contrast")
@@ -178,6 +186,11 @@ class PipelineSpec(_Frozen):
                 )
             # validate train with the pipeline's own schema, so errors name its fields (not both union members)
             schema = MagicTrainSpec if data.get("pipeline") == "magic" else TrainSpec
+            from stmm_core.validation import bool_number_problems
+
+            bad = bool_number_problems(cls, data) + bool_number_problems(schema, data.get("train"), "train.")
+            if bad:
+                raise SpecError(f"invalid pipeline spec: {'; '.join(bad)}")
             if not isinstance(data.get("train"), (TrainSpec, MagicTrainSpec)):
                 try:
                     train = schema.model_validate(data.get("train") or {})
@@ -218,6 +231,23 @@ class PipelineSpec(_Frozen):
         if self.pipeline == "magic" and resolved.get("matching") is not None and resolved.get("fusion") is None:
             raise SpecError("the magic pipeline's 'matching' objective scores pairs with the 'fusion' module: "
                             "add a fusion component (e.g. token-cross-attention) or set matching to none")
+        for slot, ref in resolved.items():  # a component may need another slot filled (tag "needs:<slot>")
+            if ref is None:
+                continue
+            for tag in catalogue.get(slots[slot][0], ref.name).tags:
+                need = tag.split(":", 1)[1] if tag.startswith("needs:") else None
+                if need and resolved.get(need) is None:
+                    raise SpecError(f"{slot} '{ref.name}' needs a component in the '{need}' slot, but the spec has none "
+                                    f"(e.g. --{'image resnet50' if need == 'image' else need + ' …'} in stmm compose)")
+        for slot, methods in PIPELINE_NEEDS.get(self.pipeline, {}).items():
+            ref = resolved.get(slot)
+            if ref is None:
+                continue
+            cls = catalogue.get(slots[slot][0], ref.name).load()
+            lacking = [m for m in methods if not callable(getattr(cls, m, None))]
+            if lacking:
+                raise SpecError(f"the {self.pipeline} pipeline's {slot} slot needs {NEEDS_TEXT[self.pipeline][slot]}, "
+                                f"not {ref.name!r} (it has no {', '.join(lacking)})")
         object.__setattr__(self, "components", resolved)
         return self
 
@@ -299,6 +329,10 @@ def parse_spec(data: dict[str, Any]) -> PipelineSpec:
 def load_spec(path: str | Path) -> PipelineSpec:
     """Read and validate a spec JSON file."""
     path = Path(path)
+    if path.is_dir():
+        hint = (f"{path / 'spec.json'} is its spec" if (path / "spec.json").is_file()
+                else "give the spec .json file written by 'stmm compose -o'")
+        raise SpecError(f"{path} is a folder, not a spec file; {hint}")
     if not path.is_file():
         raise SpecError(f"spec file not found: {path} (create one with 'stmm compose … -o {path.name}')")
     try:

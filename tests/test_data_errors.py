@@ -150,7 +150,7 @@ def test_empty_matrix(tmp_path):
 
 
 def test_counts_layer_missing(tmp_path):
-    raises(r"counts_layer='counts' not found", read_section, write_h5ad(tmp_path, make_adata()), counts_layer="counts")
+    raises(r"--counts-layer 'counts' not found", read_section, write_h5ad(tmp_path, make_adata()), counts_layer="counts")
 
 
 # -------------------------------------------------------------------------------------------- image
@@ -159,10 +159,10 @@ def test_image_without_scale(tmp_path):
 
     Image.fromarray(synthetic_image(50, 50)).save(tmp_path / "he.png")
     path = write_h5ad(tmp_path, make_adata(image=False))
-    raises(r"image without scale factors: pass scale=", read_section, path, image=tmp_path / "he.png")
+    raises(r"--image needs --scale S", read_section, path, image=tmp_path / "he.png")
     ad = make_adata()
     ad.uns["spatial"]["lib1"]["scalefactors"].pop("tissue_lowres_scalef")
-    raises(r"no 'tissue_lowres_scalef'.*image without scale factors", read_section, write_h5ad(tmp_path, ad, "b.h5ad"))
+    raises(r"no 'tissue_lowres_scalef'.*pass --scale S", read_section, write_h5ad(tmp_path, ad, "b.h5ad"))
 
 
 def test_wrong_scale_suggests_other_factor(tmp_path):
@@ -172,14 +172,14 @@ def test_wrong_scale_suggests_other_factor(tmp_path):
     sf["tissue_lowres_scalef"], sf["tissue_hires_scalef"] = sf["tissue_hires_scalef"], sf["tissue_lowres_scalef"]
     msg = raises(r"spots fall outside the \d+×\d+ px image after scaling full-res coordinates by 0\.3",
                  read_section, write_h5ad(tmp_path, ad))
-    assert "With tissue_hires_scalef=0.1 every spot fits" in msg and "pass scale=0.1" in msg
+    assert "With tissue_hires_scalef=0.1 every spot fits" in msg and "pass --scale 0.1" in msg
 
 
 def test_dlpfc_lowres_png_with_hires_scale(dlpfc_h5ad, dlpfc_spatial):
     """The classic mistake on real data: the lowres PNG with tissue_hires_scalef."""
     msg = raises(r"spots fall outside the 600×600 px image after scaling full-res coordinates by 0\.150015",
                  read_section, dlpfc_h5ad, image=dlpfc_spatial / "tissue_lowres_image.png", scale=0.150015)
-    assert "With tissue_lowres_scalef=0.0450045 every spot fits" in msg and "pass scale=0.0450045" in msg
+    assert "With tissue_lowres_scalef=0.0450045 every spot fits" in msg and "pass --scale 0.0450045" in msg
 
 
 def test_swapped_xy_is_detected():
@@ -191,7 +191,7 @@ def test_swapped_xy_is_detected():
 def test_coords_already_in_image_px():
     coords = np.stack([np.linspace(10, 150, 30), np.linspace(5, 100, 30)], axis=1)
     sec = make_section(image=synthetic_image(120, 160), coords=coords, scale=2.0)
-    raises(r"With scale=1 every spot fits", validate_section, sec)
+    raises(r"With scale 1 every spot fits", validate_section, sec)
 
 
 def test_bad_scale_and_need_image():
@@ -201,7 +201,7 @@ def test_bad_scale_and_need_image():
 
 
 def test_scale_without_image(tmp_path):
-    raises(r"scale= was given but there is no image", read_section, write_h5ad(tmp_path, make_adata(image=False)),
+    raises(r"--scale was given but there is no image", read_section, write_h5ad(tmp_path, make_adata(image=False)),
            scale=0.5)
 
 
@@ -209,7 +209,7 @@ def test_her2st_style_missing_image(tmp_path):
     ad = make_adata(image=False)
     ad.uns["image"] = {"path_relative_to_her2st_dir": "ST-imgs/X/x.jpg", "scale_fullres_to_image": 1.0}
     (tmp_path / "h5ad").mkdir()
-    raises(r"refers to 'ST-imgs/X/x\.jpg', not found.*image=False", read_section,
+    raises(r"refers to 'ST-imgs/X/x\.jpg', not found.*--image FILE --scale S", read_section,
            write_h5ad(tmp_path / "h5ad", ad))
 
 
@@ -217,7 +217,7 @@ def test_several_libraries_need_library_id(tmp_path):
     ad = make_adata()
     ad.uns["spatial"]["lib2"] = ad.uns["spatial"]["lib1"]
     path = write_h5ad(tmp_path, ad)
-    raises(r"several libraries \(lib1, lib2\); pass library_id=", read_section, path)
+    raises(r"several libraries \(lib1, lib2\); keep the one", read_section, path)
     raises(r"library_id 'zzz' not in", read_section, path, library_id="zzz")
 
 

@@ -205,6 +205,43 @@ def test_evaluate_json(env, capsys):
 
 
 # ----------------------------------------------------------------------------------------- bad inputs
+def test_evaluate_refuses_a_training_section_unless_asked(env, capsys, tmp_path):
+    """Metrics on a section the run was trained on are not held-out: refused, or labelled 'training'."""
+    capsys.readouterr()
+    assert main(["evaluate", str(env["run"]), "--data", str(env["a"]), "--json"]) == 2
+    line = _err_line(capsys)
+    assert "trained on" in line and "--allow-training-section" in line
+    copy = tmp_path / "copy-of-a.h5ad"  # a copy elsewhere is still the training section
+    copy.write_bytes(env["a"].read_bytes())
+    assert main(["evaluate", str(env["run"]), "--data", str(copy)]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", str(env["run"]), "--data", str(env["a"]), "--allow-training-section", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "training"
+    assert main(["evaluate", str(env["run"]), "--data", str(env["c"]), "--itm-k", "0"]) == 0
+    assert "(held-out)" in capsys.readouterr().out
+
+
+def test_predict_and_evaluate_outputs_are_checked_first(env, capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    capsys.readouterr()
+    assert main(["predict", str(env["run"]), "--data", str(env["c"]), "-o", str(afile / "p.h5ad")]) == 2
+    assert "is a file" in _err_line(capsys)
+    assert main(["evaluate", str(env["run"]), "--data", str(env["c"]), "-o", str(afile / "m.json")]) == 2
+    assert "is a file" in _err_line(capsys)
+    out = tmp_path / "p.h5ad"
+    assert main(["predict", str(env["run"]), "--data", str(env["c"]), "--gene", "NOSUCH", "-o", str(out)]) == 2
+    assert "--gene 'NOSUCH'" in _err_line(capsys)
+    assert not out.exists() and not out.with_suffix(".png").exists() and not list(tmp_path.glob(".stmm-partial-*"))
+
+
+def test_magic_refuses_to_mix_run_folders(env, capsys, tmp_path):
+    """A new magic run into an earlier run's folder needs --overwrite (stage 2 continues one on purpose)."""
+    capsys.readouterr()
+    assert main(["run", "magic", "--data", str(env["a"]), str(env["b"]), "-o", str(env["run"]), *TINY]) == 2
+    assert "--overwrite" in _err_line(capsys)
+
+
 def test_held_out_section_missing_target_genes(env, capsys):
     meta = json.loads((env["run"] / "magic.json").read_text())
     a = ad.read_h5ad(env["c"])

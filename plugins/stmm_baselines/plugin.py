@@ -13,5 +13,6 @@ def stmm_components():
         ComponentInfo("identity", "graph_model", "stmm_baselines.identity:IdentityGraphModel", IdentityGraphParams,
                       "no graph model: the fused features are the embedding (baselines)"),
         ComponentInfo("image-only", "fusion", "stmm_baselines.identity:ImageOnlyFusion", ImageOnlyFusionParams,
-                      "the image features alone, gene features ignored (image-only baseline)"),
+                      "the image features alone, gene features ignored (image-only baseline)",
+                      tags=("needs:image",)),
     ]

@@ -215,6 +215,12 @@ class HVGGeneEncoder(GeneEncoder):
                      "flavor": p.flavor if k < n_genes else "all", "target_sum": target}
         if p.pca is not None:
             n_comp = int(min(p.pca, n_spots, len(idx)))
+            if n_comp < p.pca:
+                import warnings
+
+                warnings.warn(f"gene.pca={p.pca} is more than the {min(n_spots, len(idx))} genes/spots available: "
+                              f"{n_comp} components are used (set --set gene.pca={n_comp} to silence this)",
+                              stacklevel=2)
             comps, pmean, ratio = self._fit_pca(Y, n_comp)
             self.pca_components, self.pca_mean = comps, pmean
             self.info["pca_components"] = n_comp

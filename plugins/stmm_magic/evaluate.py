@@ -116,9 +116,28 @@ def evaluate_section(run: "MagicRun", section: "Section", *, allow_missing_genes
     return result
 
 
+def training_use(meta: dict[str, Any], section: "Section", data: str | Path) -> list[str]:
+    """The stages of the run (``"stage 1"``, ``"stage 2"``) that were trained on *section*: the same content
+    (fingerprint of spot ids, coordinates and count totals, under any file name), or the same file."""
+    from stmm_core.data.sanity import section_fingerprint
+
+    used = []
+    here = Path(data).resolve()
+    fp = section_fingerprint(section)
+    for key, label in (("sections_stage1", "stage 1"), ("sections_stage2", "stage 2")):
+        for rec in meta.get(key) or []:
+            path = Path(str(rec.get("path") or ""))
+            if rec.get("fingerprint") == fp or (path.is_absolute() and path.resolve() == here):
+                used.append(label)
+                break
+    return used
+
+
 def evaluate_run(run_dir: str | Path, data: str | Path, *, allow_missing_genes: bool = False, itm_k: int = 16,
-                 use_cache: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Load the run folder and evaluate it on the section at *data*."""
+                 use_cache: bool = True, log: Callable[[str], None] | None = None,
+                 allow_training: bool = False) -> dict[str, Any]:
+    """Load the run folder and evaluate it on the section at *data*. A section the run was trained on is refused
+    (its metrics are not held-out) unless *allow_training*; then the result says ``"split": "training"``."""
     from stmm_core.data.cache import FeatureCache
     from stmm_magic.pipeline import read_sections
     from stmm_magic.run_io import STAGE_FILES, load_run
@@ -127,14 +146,25 @@ def evaluate_run(run_dir: str | Path, data: str | Path, *, allow_missing_genes: 
     stages = (1, 2) if (run_dir / STAGE_FILES[1]).is_file() else (2,)
     run = load_run(run_dir, stages=stages)
     section = read_sections([data])[0]
-    return evaluate_section(run, section, allow_missing_genes=allow_missing_genes, itm_k=itm_k,
-                            cache=FeatureCache() if use_cache else None, log=log)
+    used = training_use(run.meta, section, data)
+    if used and not allow_training:
+        raise DataError(f"--data {data}: section {section.name!r} ({section.n_spots} spots) is one this run was "
+                        f"trained on ({', '.join(used)}), so its metrics would not be held-out; give a held-out "
+                        "section, or add --allow-training-section to score the training fit (labelled as such)")
+    res = evaluate_section(run, section, allow_missing_genes=allow_missing_genes, itm_k=itm_k,
+                           cache=FeatureCache() if use_cache else None, log=log)
+    res["split"] = "training" if used else "held-out"
+    if used:
+        res["trained_on_by"] = used
+    return res
 
 
 def summary_lines(res: dict[str, Any]) -> list[str]:
     """Human-readable report."""
     g = res["genes"]
-    lines = [f"section {res['section']}: {res['n_spots']} spots; targets {g['n_evaluated_targets']}/{g['n_targets']} "
+    split = res.get("split", "held-out")
+    tag = " (TRAINING section of this run: not held-out)" if split == "training" else " (held-out)"
+    lines = [f"section {res['section']}{tag}: {res['n_spots']} spots; targets {g['n_evaluated_targets']}/{g['n_targets']} "
              f"evaluated ({g['n_missing_targets']} missing); expression space {res['target_space']}"]
     for key, label in (("pearson_gene_hvg", f"per-gene Pearson, {g['n_eval_hvg']} training HVGs"),
                        ("pearson_gene_all", "per-gene Pearson, all targets")):

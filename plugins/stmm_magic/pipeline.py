@@ -166,6 +166,7 @@ def fit_magic(
     device: str = "auto",
     use_cache: bool = True,
     log: Log | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train stage 1 and/or stage 2 of *spec* on the sections *data*; write the run folder *out_dir*.
 
@@ -194,7 +195,7 @@ def fit_magic(
         raise StmmError(f"--stage must be 1 or 2, got {stage}")
     from stmm_core.pipeline.outputs import check_output_dir
 
-    out_dir = check_output_dir(out_dir)
+    out_dir = check_output_dir(out_dir, overwrite=overwrite, resume=stage == 2)
     dev = resolve_device(device)
     threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
@@ -255,6 +256,10 @@ def fit_magic(
     train_idx, val_idx = train_val_split([a.n for a in arrays], cfg.val_fraction, seed)
 
     if rank == 0:
+        if stage != 2 and out_dir.is_dir() and any(out_dir.iterdir()):  # --overwrite: the earlier run goes whole
+            from stmm_core.atomic import discard
+
+            discard(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = dict(prev_meta or {})
     meta.update({
@@ -270,11 +275,13 @@ def fit_magic(
     timings: dict[str, float] = dict(meta.get("timings", {}))
     timings.update(read_seconds=read_s, tiles_seconds=tiles_s)
     if rank == 0:
-        (out_dir / SPEC_FILE).write_text(spec.pretty_json() + "\n")
+        from stmm_core.atomic import write_text
+
+        write_text(out_dir / SPEC_FILE, spec.pretty_json() + "\n")
 
     # ---- stage 1
     if stage in (None, 1):
-        meta["sections_stage1"] = [{"name": a.name, "n_spots": a.n, "path": str(p)} for a, p in zip(arrays, data)]
+        meta["sections_stage1"] = _section_records(arrays, data, sections)
         meta["split"] = {"n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         model1 = model1.to(dev)
         t0 = time.perf_counter()
@@ -298,7 +305,7 @@ def fit_magic(
 
     # ---- stage 2
     if stage in (None, 2):
-        meta["sections_stage2"] = [{"name": a.name, "n_spots": a.n, "path": str(p)} for a, p in zip(arrays, data)]
+        meta["sections_stage2"] = _section_records(arrays, data, sections)
         seed_everything(seed)  # a stage-2 encoder that is not loaded starts from stage 1's initialisation
         gene_mean = targets[torch.as_tensor(train_idx)].mean(0).numpy()
         model2 = build_stage2(offline_spec_if_needed(spec) if "image" in cfg.stage2.load else spec,
@@ -321,6 +328,14 @@ def fit_magic(
     write_json(out_dir / META_FILE, meta)
     _plot_histories(out_dir, meta)
     return meta
+
+
+def _section_records(arrays: Any, data: Sequence[str | Path], sections: Any) -> list[dict[str, Any]]:
+    """What a run was trained on (``evaluate`` recognises these sections by their fingerprint)."""
+    from stmm_core.data.sanity import section_fingerprint
+
+    return [{"name": a.name, "n_spots": a.n, "path": str(p), "fingerprint": section_fingerprint(sec)}
+            for a, p, sec in zip(arrays, data, sections)]
 
 
 def offline_spec_if_needed(spec: "PipelineSpec") -> "PipelineSpec":

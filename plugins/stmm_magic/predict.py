@@ -161,6 +161,9 @@ def predict_to_file(
         raise StmmError("give --data SECTION (with its image) or --image HE.tif|.jpg (with --coords, or a tissue grid)")
     run = load_run(run_dir, stages=(2,))
     spec = run.spec
+    unknown = [g for g in (genes or []) if g not in set(run.targets)]
+    if unknown:  # before any work
+        raise StmmError(f"--gene {unknown[0]!r} is not a target of this run (targets: {', '.join(run.targets[:8])}, …)")
     trained_px = float(run.meta["tiles"]["fullres_px"])
     grid = False
     if data is not None:
@@ -209,15 +212,12 @@ def predict_to_file(
     adata.uns["stmm_magic"] = {"run": str(Path(run_dir).resolve()), "spec_hash": spec.hash(),
                                "target_space": "log1p(counts / total * %g)" % target_sum, "grid": grid,
                                "tile_fullres_px": float(size), "image_init": run.meta.get("image_init", {})}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    adata.write_h5ad(tmp)
-    tmp.replace(output)
     show = list(genes) if genes else (run.eval_hvg[:4] or run.targets[:4])
-    unknown = [g for g in show if g not in set(run.targets)]
-    if unknown:
-        raise StmmError(f"--genes {unknown[0]!r} is not a target of this run (targets: {', '.join(run.targets[:8])}, …)")
     png = output.with_suffix(".png")
-    plot_genes(adata, show, png, f"predicted log1p expression ({'tissue grid' if grid else 'spots'})")
+    from stmm_core.atomic import atomic_files
+
+    with atomic_files(output, png) as (tmp_h5ad, tmp_png):  # both appear together, or neither
+        adata.write_h5ad(tmp_h5ad)
+        plot_genes(adata, show, tmp_png, f"predicted log1p expression ({'tissue grid' if grid else 'spots'})")
     return {"n_spots": int(adata.n_obs), "n_genes": int(adata.n_vars), "grid": grid, "h5ad": str(output),
             "png": str(png), "tile_fullres_px": float(size)}

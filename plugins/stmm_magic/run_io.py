@@ -14,7 +14,6 @@ Loading never executes code from the folder: the spec names components in the lo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,12 +70,13 @@ def save_stage(out_dir: Path, stage: int, state: dict[str, torch.Tensor], spec: 
     """Write ``stage{1,2}.safetensors`` atomically with the stage's spec hash in its metadata."""
     from safetensors.torch import save_file
 
+    from stmm_core.atomic import atomic_file
+
     path = Path(out_dir) / STAGE_FILES[stage]
-    tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "stage": str(stage),
-                                           "spec_hash": stage_hash(spec, stage)})
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "stage": str(stage),
+                                               "spec_hash": stage_hash(spec, stage)})
     return path
 
 
@@ -131,8 +131,8 @@ def read_run_spec(run_dir: str | Path) -> tuple["PipelineSpec", dict[str, Any]]:
         raise StmmError(f"{run_dir} is not a stmm run folder (no {SPEC_FILE})")
     spec = load_spec(run_dir / SPEC_FILE)
     if spec.pipeline != "magic":
-        raise StmmError(f"{run_dir} holds a {spec.pipeline} run; prediction and evaluation need a magic run "
-                        "(an image → expression decoder)")
+        raise StmmError(f"{run_dir} holds a {spec.pipeline} run, not a magic run (an image → expression model); "
+                        "give a folder written by 'stmm run magic'")
     meta_path = run_dir / META_FILE
     if not meta_path.is_file():
         raise StmmError(f"{run_dir} has no {META_FILE}: the run did not finish; train it again")

@@ -145,10 +145,14 @@ class GMMClustering(Task):
             "lower_bound": float(gmm.lower_bound_),
             "n_found": int(labels.max() + 1),
         }
-        if caught or not gmm.converged_:
-            info["warning"] = f"GMM did not converge in {p.max_iter} iterations; raise max_iter"
-        elif info["n_found"] < n_domains:
-            info["warning"] = f"only {info['n_found']} of {n_domains} mixture components received spots"
+        if not gmm.converged_:
+            info["warning"] = f"GMM did not converge in {p.max_iter} iterations; raise task.max_iter (--set)"
+        elif caught:  # the best restart converged, some others did not: said, without contradicting 'converged'
+            info["note"] = (f"{len(caught)} of {p.n_init} GMM restarts did not converge in {p.max_iter} iterations "
+                            "(the best one did)")
+        if info["n_found"] < n_domains:
+            few = f"only {info['n_found']} of {n_domains} mixture components received spots"
+            info["warning"] = f"{info['warning']}; {few}" if "warning" in info else few
         self.last_info = info
         return labels
 

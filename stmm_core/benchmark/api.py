@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stmm_core.atomic import write_text
 from stmm_core.errors import SpecError, StmmError
 
 SUITES = ("domains", "expression", "retrieval", "speed")
@@ -184,9 +185,10 @@ def save_maps(maps: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
         for k in ("coords", "labels", "truth"):
             arrays[f"{ds}|{pipe}|{k}"] = np.asarray(v[k]).astype(str) if k == "truth" else np.asarray(v[k])
         arrays[f"{ds}|{pipe}|meta"] = np.asarray([v["seed"], v["ari"]], dtype=float)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    from stmm_core.atomic import atomic_file
+
+    with atomic_file(path) as tmp:  # the stage ends in .npz, so numpy keeps the name
+        np.savez_compressed(tmp, **arrays)
 
 
 def load_maps(paths: list[Path]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -229,7 +231,7 @@ def finalise_suite(out_dir: Path, suite: str, result: Any | None = None) -> tupl
     plots = _plots(result, load_maps(map_files), out_dir / "plots")
     md = results_dir / f"{suite}.md"
     rel = [os.path.relpath(p, md.parent) for p in plots]
-    md.write_text(markdown(result, plots=rel, **render_extra(suite, baselines)) + "\n")
+    write_text(md, markdown(result, plots=rel, **render_extra(suite, baselines)) + "\n")
     files += [md, write_combined(out_dir)]
     return files, plots
 
@@ -238,7 +240,7 @@ def _write_baselines(results_dir: Path, suite: str, names: list[str]) -> None:
     path = results_dir / "baselines.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[suite] = sorted(set(data.get(suite, [])) | set(names))  # shards of one suite add up
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _plots(result: Any, maps: dict[tuple[str, str], dict[str, Any]], plot_dir: Path) -> list[Path]:
@@ -291,5 +293,5 @@ def write_combined(out_dir: Path) -> Path:
     if notes_path.is_file():
         text = text.rstrip() + "\n\n" + notes_path.read_text()
     target = out_dir / "RESULTS.md"
-    target.write_text(text)
+    write_text(target, text)
     return target

@@ -71,8 +71,10 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
     seeds = ", ".join(map(str, result.seeds))
     fig.suptitle(f"{title} (mean ± sd; seed(s) {seeds})", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    from stmm_core.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -114,8 +116,10 @@ def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path |
               frameon=False)
     fig.suptitle("speed: where the time goes", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    from stmm_core.atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -157,8 +161,10 @@ def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> l
         fig.suptitle(f"domains on {ds}", fontsize=11)
         fig.tight_layout()
         path = Path(path_for(ds))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        from stmm_core.atomic import atomic_file
+
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
         plt.close(fig)
         out.append(path)
     return out

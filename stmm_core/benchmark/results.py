@@ -192,10 +192,10 @@ def write_result(result: BenchmarkResult, results_dir: Path, stem: str | None = 
     if problems:  # pragma: no cover - a bug, not a user error
         raise RuntimeError("benchmark result does not match its schema: " + "; ".join(problems[:5]))
     stem = stem or result.suite
+    from stmm_core.atomic import write_text
+
     for name, payload in ((f"{stem}.json", data), ("schema.json", sch)):
-        tmp = results_dir / f".{name}.tmp"
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
-        tmp.replace(results_dir / name)
+        write_text(results_dir / name, json.dumps(payload, indent=1, sort_keys=False) + "\n")
     return results_dir / f"{stem}.json"
 
 

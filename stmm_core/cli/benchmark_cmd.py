@@ -83,6 +83,11 @@ def benchmark(
         raise StmmError(f"--format {fmt!r}: use table, json or markdown")
     from stmm_core.benchmark.api import run_benchmark
 
+    if output is not None:  # an accumulating results folder (suites and shards add up): writable, not a file
+        from stmm_core.atomic import check_output
+
+        check_output(output, kind="dir", resume=True)
+
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
     outcome = run_benchmark(suite, pipelines=_split(pipelines), datasets=_split(datasets), seeds=seeds,
                             seed_start=seed_start, label=label,
@@ -102,6 +107,12 @@ def benchmark(
         typer.echo(table(res))
     for f in outcome.files + outcome.plots:
         typer.echo(f"wrote {f}", err=True)
+    rows = list(getattr(res, "rows", []) or [])
+    ran = [r for r in rows if r.status != "not applicable"]
+    if ran and not any(r.status == "ok" for r in ran):
+        first = " ".join(str(next((r.error for r in ran if r.error), "see the table")).split())
+        raise StmmError(f"every benchmark run failed ({len(ran)} run{'s' if len(ran) != 1 else ''}; first error: "
+                        f"{first})")
 
 
 def register(app: typer.Typer) -> None:

@@ -68,10 +68,9 @@ def compose(
         if output is not None:
             typer.echo(f"(dry run: {output} not written) spec hash {spec.hash()[:12]}", err=True)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(output)
+    from stmm_core.atomic import check_output, write_text
+
+    write_text(check_output(output, kind="file"), text + "\n")
     parts = ", ".join(f"{k}={v.name}" for k, v in spec.components.items() if v is not None)
     typer.echo(f"wrote {output} ({parts}; spec hash {spec.hash()[:12]})", err=True)
 

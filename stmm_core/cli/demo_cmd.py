@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from stmm_core.cli import checks
 from stmm_core.cli.compose_cmd import parse_sets
 
 
@@ -19,8 +20,8 @@ def demo_path() -> Path:
 def demo(
     output: Path = typer.Option(Path("stmm-demo"), "-o", "--output", help="Run folder to write."),
     recipe: str = typer.Option("stereomm", "--recipe", help="Recipe to run."),
-    seed: int = typer.Option(0, "--seed", min=0),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    seed: int = typer.Option(0, "--seed", callback=checks.seed),
+    device: str = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help="Override: component.param=value."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -28,6 +29,11 @@ def demo(
     from stmm_core.cli.compose_cmd import compose_spec
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
+    from stmm_core.pipeline.outputs import check_output_dir
+    from stmm_core.seeding import resolve_device
+
+    check_output_dir(output, overwrite=True)  # before the notes below: a bad place is the only line
+    resolve_device(device)
     overrides = {"train.seed": seed}
     spec = compose_spec(recipe, None, {})
     if spec.components.get("image") is not None:
@@ -38,7 +44,8 @@ def demo(
     overrides.update(parse_sets(sets))
     spec = spec.with_overrides(overrides)
     typer.echo(f"demo data: {demo_path().name} (DLPFC 151676, 10x Visium, layer labels)", err=True)
-    metrics = fit_to_dir(spec, demo_path(), output, labels="layer", device=device, progress=not quiet)
+    metrics = fit_to_dir(spec, demo_path(), output, labels="layer", device=device, progress=not quiet,
+                         overwrite=True)  # re-running the demo replaces its own earlier run (never other files)
     for line in summary_lines(metrics, output):
         typer.echo(line)
 

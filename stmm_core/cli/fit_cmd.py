@@ -7,11 +7,12 @@ from typing import Optional
 
 import typer
 
+from stmm_core.cli import checks
 from stmm_core.cli.compose_cmd import parse_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
-            coords=None, counts_layer=None):
+            coords=None, counts_layer=None, bin_size=None, region=None, zarr=False, overwrite=False):
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import fit_to_dir, summary_lines
 
@@ -19,10 +20,10 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
         spec = spec.with_overrides({"train.seed": seed})
     data = list(data) if isinstance(data, (list, tuple)) else [data]
     if spec.pipeline == "magic":
-        if coords is not None or counts_layer is not None:
-            raise StmmError("--coords/--counts-layer apply to one-section pipelines; magic reads .h5ad sections "
-                            "whose X holds raw counts and obsm['spatial'] the positions")
-        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels)
+        if coords is not None or counts_layer is not None or bin_size is not None or region is not None or zarr:
+            raise StmmError("--coords/--counts-layer/--bin-size/--region/--zarr apply to one-section pipelines; "
+                            "magic reads .h5ad sections whose X holds raw counts and obsm['spatial'] the positions")
+        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels, overwrite)
         return
     if stage is not None:
         raise StmmError(f"--stage applies to multi-stage (magic) pipelines; this is a {spec.pipeline} pipeline")
@@ -31,7 +32,8 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
     data = data[0]
     metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
                          scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer)
+                         counts_layer=counts_layer, bin_size=bin_size, region=region, zarr=zarr,
+                         overwrite=overwrite)
     if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     for line in summary_lines(metrics, output):
@@ -40,21 +42,28 @@ def _common(spec, data, output, n_domains, labels, seed, device, image, scale, n
 
 DATA = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table (with --image/--scale). "
                                         "Multi-section pipelines (magic) take several: --data A B C or repeated.")
-MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...",
+MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...", callback=checks.more_data,
                       help="Further sections after --data (multi-section pipelines).")
 STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
 OUT = typer.Option(..., "-o", "--output", help="Run folder to write.")
 K = typer.Option(None, "--n-domains", "-k", min=1, help="Number of spatial domains (default: from --labels).")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
-SEED = typer.Option(None, "--seed", min=0, help="Random seed (overrides train.seed).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+SEED = typer.Option(None, "--seed", callback=checks.seed, help="Random seed (overrides train.seed).")
+DEVICE = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda")
 IMAGE = typer.Option(None, "--image", help="H&E image to use instead of the one in the data.")
-SCALE = typer.Option(None, "--scale", help="Full-resolution px → --image px scale factor.")
+SCALE = typer.Option(None, "--scale", callback=checks.positive, help="Full-resolution px → --image px scale factor.")
 COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table (or an .h5ad without "
                                              "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
                                              "or a Space Ranger spatial/ folder.")
 COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps its raw counts when X is "
                                                         "normalised: a layers[] name, or 'raw' for adata.raw.")
+BIN_SIZE = typer.Option(None, "--bin-size", help="Visium HD (Space Ranger 3 binned_outputs/): bin side in µm, 2, 8 "
+                                                  "or 16 (default 8). Stereo-seq .gem: bin side in DNB (default 50).")
+REGION = typer.Option(None, "--region", metavar="X0,Y0,X1,Y1", help="Visium HD: read only the bins inside this "
+                                                                   "rectangle (full-resolution px), e.g. for 2 µm bins.")
+ZARR = typer.Option(False, "--zarr", help="Also write result.zarr: a SpatialData store (image, spot shapes and "
+                                           "the result table in one 'global' coordinate system; extra 'spatialdata').")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an earlier run in the -o folder (whole).")
 NOCACHE = typer.Option(False, "--no-cache", help="Do not read or write the image feature cache.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 SETS = typer.Option(None, "--set", help="Override: component.param=value (repeatable).")
@@ -87,7 +96,8 @@ def _relaunch(nproc: int) -> None:
     raise typer.Exit(launch(nproc, argv))
 
 
-def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels) -> None:
+def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels,
+           overwrite=False) -> None:
     """Train a magic (image ↔ expression) pipeline on one or more sections."""
     from stmm_core.errors import MissingDependency, StmmError
 
@@ -105,7 +115,8 @@ def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_d
         if not quiet:
             typer.echo(msg, err=True)
 
-    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log)
+    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log,
+                     overwrite=overwrite)
     if meta.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
         return
     t = meta["timings"]
@@ -139,11 +150,15 @@ def fit(
     scale: Optional[float] = SCALE,
     coords: Optional[Path] = COORDS,
     counts_layer: Optional[str] = COUNTS_LAYER,
+    bin_size: Optional[float] = BIN_SIZE,
+    region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -162,7 +177,7 @@ def fit(
     if sets:
         spec = spec.with_overrides(parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, bin_size, region, zarr, overwrite)
 
 
 def run(
@@ -178,11 +193,15 @@ def run(
     scale: Optional[float] = SCALE,
     coords: Optional[Path] = COORDS,
     counts_layer: Optional[str] = COUNTS_LAYER,
+    bin_size: Optional[float] = BIN_SIZE,
+    region: Optional[str] = REGION,
+    zarr: bool = ZARR,
     sets: Optional[list[str]] = SETS,
     no_cache: bool = NOCACHE,
     quiet: bool = QUIET,
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
@@ -190,7 +209,7 @@ def run(
     _relaunch(nproc)
     spec = compose_spec(recipe, None, parse_sets(sets))
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
-            stage, coords, counts_layer)
+            stage, coords, counts_layer, bin_size, region, zarr, overwrite)
 
 
 def register(app: typer.Typer) -> None:

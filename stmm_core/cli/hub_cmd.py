@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from stmm_core.cli import checks
+
 OFFLINE = typer.Option(False, "--offline", help="Use only the local Hub cache (same as HF_HUB_OFFLINE=1).")
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle",
                             help="Accept pickle files (.bin/.pt/.pth/.ckpt) in the repository; they are still "
@@ -67,11 +69,12 @@ def pull(
     offline: bool = OFFLINE,
     allow_pickle: bool = ALLOW_PICKLE,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier pull in the -o folder (whole)."),
 ) -> None:
     """Download (or reuse from the cache) a pipeline, resolve its revision to a commit and verify every file."""
     from stmm_core.hub.remote import pull as do_pull
 
-    res = do_pull(ref, output, offline=offline or None, allow_pickle=allow_pickle, warn=_warn)
+    res = do_pull(ref, output, offline=offline or None, allow_pickle=allow_pickle, warn=_warn, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps({"repo": res.repo_id, "revision": res.revision, "commit": res.commit,
                                "path": str(res.path), "pinned": res.pinned, "from_cache": res.from_cache,
@@ -87,8 +90,13 @@ def embed(
     data: Path = typer.Option(..., "--data", help=".h5ad, Space Ranger folder, or counts table."),
     output: Path = typer.Option(..., "-o", "--output", help=".h5ad to write (input + obsm['X_stmm'])."),
     image: Optional[Path] = typer.Option(None, "--image", help="H&E image to use instead of the one in the data."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Full-resolution px → --image px scale factor."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    scale: Optional[float] = typer.Option(None, "--scale", callback=checks.positive,
+                                          help="Full-resolution px → --image px scale factor."),
+    coords: Optional[Path] = typer.Option(None, "--coords", help="Spot positions for a counts table: a table "
+                                                                 "with columns id, x, y (full-res px)."),
+    counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="layers[] name (or 'raw') holding "
+                                                                            "the raw counts of an .h5ad."),
+    device: str = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda"),
     offline: bool = OFFLINE,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -96,10 +104,16 @@ def embed(
     """Run a trained pipeline on a section (no refitting) and write the embedding."""
     import numpy as np
 
+    from stmm_core.atomic import atomic_file, check_output
     from stmm_core.pipeline.embed import embed_section
     from stmm_core.pipeline.run import load_section
     from stmm_core.seeding import configure_threads, resolve_device
 
+    check_output(output, kind="file")  # before any work
+    if output.suffix != ".h5ad":
+        from stmm_core.errors import StmmError
+
+        raise StmmError(f"-o {output}: the embedding is written as AnnData; give a .h5ad file name")
     loaded, source, load_s = resolve_pipeline(pipeline, offline=offline, allow_pickle=allow_pickle)
     dev = resolve_device(device)
     threads = _fit_threads(loaded.metrics)
@@ -107,7 +121,7 @@ def embed(
     if not quiet and threads is not None:
         typer.echo(f"using {used} threads, as the fit did (bit-for-bit reproduction; STMM_THREADS overrides)", err=True)
     t0 = time.perf_counter()
-    section = load_section(data, image=image, scale=scale)
+    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     emb, info = embed_section(loaded, section, device=dev, progress=not quiet)
@@ -115,10 +129,8 @@ def embed(
     adata = section.adata.copy()
     adata.obsm["X_stmm"] = emb
     adata.uns["stmm"] = {"spec_hash": loaded.spec.hash(), "spec": loaded.spec.canonical_json(), "source": source}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.partial")
-    adata.write_h5ad(tmp)
-    tmp.replace(output)
+    with atomic_file(output) as tmp:
+        adata.write_h5ad(tmp)
     typer.echo(f"pipeline {source} (spec {loaded.spec.hash()[:12]}): load {load_s:.3f} s")
     typer.echo(f"section {section.name}: {section.n_spots} spots; read {read_s:.2f} s, embed {embed_s:.2f} s; "
                f"embedding {emb.shape[0]}x{emb.shape[1]} float32, sha256 "

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from stmm_core.cli import checks
+
 
 def _log(msg: str) -> None:
     typer.echo(msg, err=True)
@@ -32,13 +34,16 @@ def predict(
     coords: Optional[Path] = typer.Option(None, "--coords", help="Spots: table id, x, y (full-res px). "
                                                                  "Without it (and without --data): a tissue grid."),
     data: Optional[Path] = typer.Option(None, "--data", help="A section with its image instead of --image/--coords."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Full-resolution px → --image px (default 1)."),
-    tile_px: Optional[float] = typer.Option(None, "--tile-px", help="Tile side in full-res px (default: as trained)."),
+    scale: Optional[float] = typer.Option(None, "--scale", callback=checks.positive, help="Full-resolution px → --image px (default 1)."),
+    tile_px: Optional[float] = typer.Option(None, "--tile-px", callback=checks.positive, help="Tile side in full-res px (default: as trained)."),
     genes: Optional[list[str]] = typer.Option(None, "--gene", help="Gene to plot (repeatable; default 4 HVGs)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .h5ad (a .png with the same name is written)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
 ) -> None:
     """Predict expression of the run's target genes for every spot (or a grid over the tissue)."""
+    from stmm_core.atomic import check_output
+
+    check_output(output, kind="file")
     m = _magic()
     res = m.predict.predict_to_file(run_dir, output, image=image, scale=scale, coords=coords, data=data,
                                     tile_px=tile_px, genes=genes, use_cache=not no_cache, log=_log)
@@ -57,15 +62,20 @@ def evaluate(
                                             "instead of stopping with an error."),
     itm_k: int = typer.Option(16, "--itm-k", min=0, help="Candidates re-ranked by the ITM head (0: off)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    allow_training: bool = typer.Option(False, "--allow-training-section",
+                                        help="Score a section the run was trained on (labelled 'training')."),
 ) -> None:
     """Per-gene / per-spot Pearson and image → expression retrieval on a held-out section."""
+    if output is not None:
+        from stmm_core.atomic import check_output
+
+        check_output(output, kind="file")
     m = _magic()
     res = m.evaluate.evaluate_run(run_dir, data, allow_missing_genes=allow_missing, itm_k=itm_k,
-                                  use_cache=not no_cache, log=_log)
+                                  use_cache=not no_cache, log=_log, allow_training=allow_training)
     if output is not None:
         from stmm_core.pipeline.outputs import write_json
 
-        output.parent.mkdir(parents=True, exist_ok=True)
         write_json(output, res)
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True, default=str))

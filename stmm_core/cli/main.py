@@ -96,6 +96,35 @@ def _show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (not an ``Exception``: nothing swallows it; ``finally`` blocks run)."""
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C (staged outputs are removed on the way out) instead of killing outright."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ANN001 - signal handler signature
+        raise Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread of the main interpreter
+        pass
+
+
+def _usage_error(exc: Exception) -> None:
+    """A command-line error on one line: ``stmm: error: <what> (see 'stmm CMD --help')``."""
+    ctx = getattr(exc, "ctx", None)
+    msg = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+    typer.echo(f"stmm: error: {msg}{where}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: turns :class:`~stmm_core.errors.StmmError` and command-line usage errors into a short
     message on stderr (exit code 2), never a traceback."""
@@ -104,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     global _ARGV
     _ARGV = list(argv) if argv is not None else sys.argv[1:]
     _show_warnings_as_lines()
+    _terminate_cleanly()
     exit_types, click_errors, abort_types = _click_exceptions()
     command = typer.main.get_command(app)
     try:
+        from stmm_core.env import check_environment
+
+        if not {"-h", "--help", "--version"} & set(_ARGV):  # help works whatever the environment
+            check_environment()
         rv = command.main(args=argv, prog_name="stmm", standalone_mode=False)
     except exit_types as exc:
         return int(exc.exit_code or 0)
     except click_errors as exc:
-        exc.show()
+        _usage_error(exc)
         return int(exc.exit_code)
     except abort_types:
         typer.echo("stmm: aborted", err=True)
@@ -119,9 +153,21 @@ def main(argv: list[str] | None = None) -> int:
     except StmmError as exc:
         _error(str(exc))
         return exc.exit_code
+    except Terminated:
+        typer.echo("stmm: terminated; partial output removed", err=True)
+        return 143
     except KeyboardInterrupt:
         typer.echo("stmm: interrupted", err=True)
         return 130
+    except OSError as exc:  # the file system refused (disk full, permissions, a path that vanished…)
+        import os
+
+        if os.environ.get("STMM_DEBUG"):
+            raise
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _error(f"{exc.strerror or exc}{where} (file system error; check free space and permissions, "
+               "STMM_DEBUG=1 shows the traceback)")
+        return 2
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3

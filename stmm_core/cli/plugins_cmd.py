@@ -57,8 +57,10 @@ def list_components(
         }, indent=2))
         return
     if not items and not recipes:
-        typer.echo("no component matches", err=True)
-        return
+        from stmm_core.errors import ComponentNotFound
+
+        raise ComponentNotFound(f"no component or recipe matches {pattern!r}"
+                                f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
         typer.echo(f"{i.kind:<14} {i.name:<12} {i.package:<12} {i.summary}{alias}")

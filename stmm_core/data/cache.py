@@ -23,8 +23,10 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 def default_cache_root() -> Path:
     """``$STMM_CACHE_DIR`` if set, else ``~/.cache/stmm``."""
-    env = os.environ.get("STMM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stmm"
+    from stmm_core.env import env_dir
+
+    env = env_dir("STMM_CACHE_DIR", fallback="pass --no-cache")
+    return env if env is not None else Path.home() / ".cache" / "stmm"
 
 
 def _canonical(obj: Any) -> Any:
@@ -81,6 +83,24 @@ class FeatureCache:
             raise ValueError(f"not a cache key: {key!r}")
         return self.root / "features" / key[:2] / f"{key}.npy"
 
+    def _make_dir(self, folder: Path) -> None:
+        """Create a cache folder; a place that cannot hold one is a one-line error naming the fix."""
+        from stmm_core.errors import StmmError
+
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StmmError(f"the feature cache cannot be created in {self.root} ({exc.strerror or exc}); set "
+                            "STMM_CACHE_DIR to a writable folder, or pass --no-cache") from None
+
+    def ensure(self) -> "FeatureCache":
+        """Check (before any work) that the cache folder can be created and written; returns self."""
+        from stmm_core.atomic import probe_writable
+
+        self._make_dir(self.root)
+        probe_writable(self.root, f"feature cache {self.root} (set STMM_CACHE_DIR, or pass --no-cache)")
+        return self
+
     def get(self, key: str, mmap: bool = False) -> np.ndarray | None:
         """The stored array (memory-mapped read-only with ``mmap``), or None when absent or unreadable (a
         corrupt entry is removed)."""
@@ -96,7 +116,7 @@ class FeatureCache:
     def put(self, key: str, arr: np.ndarray) -> Path:
         """Store *arr* atomically under *key* and return its path."""
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(p.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=p.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -114,7 +134,7 @@ class FeatureCache:
         entry is a temporary file that :meth:`get` never sees (a caller that gives up unlinks ``arr.filename``).
         """
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(p.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".npy.tmp", dir=p.parent)
         os.close(fd)
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))

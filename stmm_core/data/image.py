@@ -338,7 +338,11 @@ def open_image(path: str | Path) -> ImageSource:
         magic = fh.read(4)
     if p.name.lower().endswith(_TIFF_SUFFIXES) or magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return TiffImage(p)
-    return PILImage(p)
+    src = PILImage(p)
+    if src.width <= 0 or src.height <= 0:  # e.g. Pillow's HDF5 stub "opens" an .h5ad as a 0×0 image
+        raise DataError(f"cannot read image {p}: it is not an image ({src.kind}, {src.width}×{src.height} px); "
+                        "give a PNG, JPEG or TIFF file with --image")
+    return src
 
 
 def as_image_source(image: Any, name: str = "image") -> ImageSource:

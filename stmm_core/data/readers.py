@@ -6,6 +6,8 @@
   factors in ``uns["spatial"][library_id]``) or the HER2ST convention (``uns["image"]`` with
   ``path_relative_to_her2st_dir`` and ``scale_fullres_to_image``);
 * a Space Ranger output folder (``filtered_feature_bc_matrix.h5`` + ``spatial/``), or a 10x ``.h5`` file;
+* a SpatialData zarr store (``*.zarr``: a table annotating spot shapes, an image; :mod:`stmm_core.data.spatialdata_io`);
+* a Visium HD Space Ranger 3 folder (``binned_outputs/square_XXXum``), one bin size (:mod:`stmm_core.data.visium_hd`);
 * a Stereo-seq GEM file (``.gem``/``.gem.gz``), binned at ``bin_size`` DNB (:mod:`stmm_core.data.stereo`);
 * a counts table (``.csv``/``.tsv``/``.txt``, optionally ``.gz``; spots × genes, first column = spot id)
   with ``coords=`` a table of ``id, x, y`` (full-res px) or a Space Ranger ``spatial/`` folder.
@@ -35,7 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
-_POS_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 #: Images stored inline in a built AnnData's ``uns["spatial"]`` only up to this side (keeps .h5ad small).
 _MAX_INLINE_IMAGE_SIDE = 4000
 
@@ -111,7 +112,7 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
             hint += " or 'raw' (adata.raw is present)" if adata.raw is not None else ""
             warnings.warn(
                 f"{path}: X has non-integer values (normalised?); stmm expects raw counts — pass --counts-layer "
-                f"(Python: counts_layer=) {hint} if raw counts are stored elsewhere",
+                f"{hint} if raw counts are stored elsewhere",
                 stacklevel=3,
             )
         return m
@@ -126,7 +127,7 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
         return _to_csr(raw.X, f"{path}: raw.X")[:, cols]
     known = list(adata.layers) + (["raw"] if adata.raw is not None else [])
     raise DataError(
-        f"{path}: counts_layer={counts_layer!r} not found; available: {', '.join(known) or 'none (use X)'}"
+        f"{path}: --counts-layer {counts_layer!r} not found; available: {', '.join(known) or 'none (leave --counts-layer out to use X)'}"
     )
 
 
@@ -166,36 +167,16 @@ def _build_adata(counts: Any, obs: "pd.DataFrame", var: "pd.DataFrame", coords: 
 def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> SpatialInfo:
     """Read a Space Ranger ``spatial/`` folder: positions, scale factors and the hires (else lowres) image.
 
-    Positions come from ``tissue_positions.csv`` (with header), ``tissue_positions_list.csv`` or ``.txt``
-    (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``.
+    Positions come from ``tissue_positions.parquet``/``.csv`` (header: columns read by name),
+    ``tissue_positions_list.csv`` or ``.txt`` (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``
+    (:mod:`stmm_core.data.positions`).
     """
-    import pandas as pd
+    from stmm_core.data.positions import find_positions, read_positions
 
     folder = _exists(Path(folder), "Space Ranger spatial folder")
     if (folder / "spatial").is_dir():
         folder = folder / "spatial"
-    for name in ("tissue_positions.csv", "tissue_positions_list.csv", "tissue_positions_list.txt"):
-        pos_path = folder / name
-        if pos_path.exists():
-            break
-    else:
-        raise DataError(
-            f"{folder}: no tissue_positions.csv / tissue_positions_list.csv / tissue_positions_list.txt; "
-            "give the Space Ranger 'spatial' folder"
-        )
-    with open(pos_path) as fh:
-        has_header = fh.readline().split(",")[0].strip().lower() == "barcode"
-    try:
-        pos = pd.read_csv(pos_path, header=0 if has_header else None, index_col=0)
-    except Exception as exc:
-        raise DataError(f"cannot read positions {pos_path}: {exc}") from None
-    if pos.shape[1] != 5:
-        raise DataError(f"{pos_path}: expected 6 columns ({', '.join(_POS_COLUMNS)}), found {pos.shape[1] + 1}")
-    pos.columns = _POS_COLUMNS[1:]
-    pos.index = pos.index.astype(str)
-    pos.index.name = "barcode"
-    pos["x"] = pos["pxl_col_in_fullres"].astype(float)
-    pos["y"] = pos["pxl_row_in_fullres"].astype(float)
+    pos = read_positions(find_positions(folder))  # by column name when there is a header (Space Ranger ≥ 2)
 
     sf_path = folder / "scalefactors_json.json"
     scalefactors: dict[str, float] = {}
@@ -211,12 +192,7 @@ def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> Spati
         img_path = folder / f"tissue_{key}_image.png"
         if not img_path.exists():
             continue
-        scale = scalefactors.get(f"tissue_{key}_scalef")
-        if scale is None:
-            raise DataError(
-                f"{img_path} has no scale factor: {sf_path} is missing or lacks 'tissue_{key}_scalef'; "
-                "image without scale factors: pass scale=…"
-            )
+        scale = scalefactors.get(f"tissue_{key}_scalef")  # None: --scale must give it (checked when validated)
         info.image, info.scale, info.image_key = open_image(img_path), scale, key
         break
     for key in ("hires", "lowres"):  # small PNGs, stored inline as scanpy.read_visium does
@@ -374,8 +350,12 @@ def _read_h5ad(path: Path) -> "anndata.AnnData":
         raise DataError(f"cannot read {path} as AnnData ({type(exc).__name__}: {exc}); is it an .h5ad?") from None
 
 
-def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | None) -> tuple[str, SpatialInfo | None]:
-    """Image/scale information stored in an h5ad (scanpy or HER2ST convention)."""
+def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | None,
+                        user_image: bool = False) -> tuple[str, SpatialInfo | None]:
+    """Image/scale information stored in an h5ad (scanpy or HER2ST convention).
+
+    ``user_image``: the caller gives an image or a scale factor (``--image``/``--scale``), so a stored image
+    without scale factor, or one that cannot be found, is left to that (not an error here)."""
     import pandas as pd
 
     pos = pd.DataFrame(index=adata.obs_names)
@@ -384,7 +364,8 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         libs = [str(k) for k in spatial]
         if library_id is None:
             if len(libs) > 1:
-                raise DataError(f"{path}: uns['spatial'] holds several libraries ({', '.join(libs)}); pass library_id=")
+                raise DataError(f"{path}: uns['spatial'] holds several libraries ({', '.join(libs)}); keep the one "
+                                "to analyse in uns['spatial'] (Python: library_id=)")
             library_id = libs[0]
         if library_id not in spatial:
             raise DataError(f"{path}: library_id {library_id!r} not in uns['spatial'] (has: {', '.join(libs)})")
@@ -396,10 +377,10 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         for key in ("hires", "lowres"):
             if key in images:
                 scale = sf.get(f"tissue_{key}_scalef")
-                if scale is None:
+                if scale is None and not user_image:
                     raise DataError(
                         f"{path}: uns['spatial'][{library_id!r}] has a {key} image but no 'tissue_{key}_scalef' "
-                        "in scalefactors; image without scale factors: pass scale=…"
+                        f"in scalefactors; pass --scale S (full-resolution px → {key}-image px)"
                     )
                 info.image = ArrayImage(images[key], name=f"{library_id}/{key}")
                 info.scale, info.image_key = scale, key
@@ -416,15 +397,18 @@ def _spatial_from_adata(adata: "anndata.AnnData", path: Path, library_id: str | 
         cands = [path.parent.parent / rel, path.parent / rel, Path(rel)]
         found = next((c for c in cands if c.exists()), None)
         if found is None:
+            if user_image:
+                return name, SpatialInfo(positions=pos)
             raise DataError(
                 f"{path}: uns['image'] refers to {rel!r}, not found beside the h5ad ({cands[0]}); put the image "
-                "there, or pass image=<file> and scale=<factor>, or image=False to ignore it"
+                "there, or pass --image FILE --scale S, or use a recipe without an image (e.g. stereomm-expression)"
             )
         scale = img.get("scale_fullres_to_image", img.get("scale"))
-        if scale is None:
-            raise DataError(f"{path}: uns['image'] has no 'scale_fullres_to_image'; image without scale factors: "
-                            "pass scale=…")
-        return name, SpatialInfo(positions=pos, image=open_image(found), scale=float(scale), image_key="file")
+        if scale is None and not user_image:
+            raise DataError(f"{path}: uns['image'] has no 'scale_fullres_to_image'; pass --scale S "
+                            "(full-resolution px → image px)")
+        return name, SpatialInfo(positions=pos, image=open_image(found),
+                                 scale=None if scale is None else float(scale), image_key="file")
     return name, None
 
 
@@ -504,9 +488,10 @@ def _load_table(p: Path, coords: Any, library_id: str | None) -> _Loaded:
                    pd.DataFrame(index=genes), xy, info)
 
 
-def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str | None) -> _Loaded:
+def _load_h5ad(p: Path, coords: Any, library_id: str | None, counts_layer: str | None,
+               user_image: bool = False) -> _Loaded:
     adata = _read_h5ad(p)
-    name, info = _spatial_from_adata(adata, p, library_id)
+    name, info = _spatial_from_adata(adata, p, library_id, user_image)
     if coords is not None:  # positions (and the folder's image, if any) replace the stored ones
         cinfo = _coords_info(coords)
         adata.obsm["spatial"] = _join_positions(adata.obs_names.astype(str), cinfo.positions, str(p))
@@ -536,6 +521,7 @@ def read_section(
     counts_layer: str | None = None,
     validate: bool = True,
     bin_size: float | None = None,
+    region: Any = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -551,14 +537,22 @@ def read_section(
         library_id: which ``uns["spatial"]`` library to use when there are several.
         counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``.
         validate: run :func:`~stmm_core.data.validate.validate_section` before returning.
-        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50).
+        bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50);
+            Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
+        region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
+            are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
     """
     import pandas as pd
 
+    from stmm_core.data.spatialdata_io import is_spatialdata
+    from stmm_core.data.visium_hd import is_visium_hd
+
     p = _exists(Path(path).expanduser(), "data path")
+    if region is not None and not is_visium_hd(p):
+        raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
     if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
         from stmm_core.data.stereo import read_gem
 
@@ -567,16 +561,26 @@ def read_section(
                      adata.var, np.asarray(adata.obsm["spatial"], dtype=np.float64), None, adata)
         if spot_diameter is None:
             spot_diameter = float(bin_size or 50)
+    elif is_spatialdata(p):  # a SpatialData zarr store: table + shapes (+ image) in 'global'
+        from stmm_core.data.spatialdata_io import loaded_spatialdata
+
+        ld = loaded_spatialdata(p, library_id, counts_layer)
+    elif p.is_dir() and is_visium_hd(p):  # Space Ranger 3 binned_outputs/: one bin size
+        from stmm_core.data.visium_hd import loaded_visium_hd
+
+        ld = loaded_visium_hd(p, library_id, bin_size, region)
+        if image is not None and image is not False and scale is None:
+            scale = 1.0  # HD positions are full-resolution px of the microscope image itself
     elif p.is_dir() or p.suffix.lower() == ".h5":
         ld = _load_spaceranger(p, coords, library_id)
     elif _is_table(p):
         ld = _load_table(p, coords, library_id)
     elif p.suffix.lower() == ".h5ad":
-        ld = _load_h5ad(p, coords, library_id, counts_layer)
+        ld = _load_h5ad(p, coords, library_id, counts_layer, user_image=image is not None or scale is not None)
     else:
         raise DataError(
             f"{p}: unsupported data format {p.suffix!r}; give a .h5ad, a Space Ranger folder or .h5, or a "
-            "counts table (.csv/.tsv[.gz]) with --coords"
+            "counts table (.csv/.tsv[.gz]) with --coords, a Visium HD outs/ folder or a SpatialData .zarr"
         )
     info = ld.info or SpatialInfo(positions=pd.DataFrame())
     img_src, img_scale, image_key = info.image, info.scale, info.image_key
@@ -584,12 +588,16 @@ def read_section(
         img_src = img_scale = image_key = None
     elif image is not None:
         if scale is None:
-            raise DataError("image without scale factors: pass scale=… (full-resolution px → image px)")
+            raise DataError("--image needs --scale S too (full-resolution px → image px)")
         img_src, image_key = as_image_source(image, name="image"), "user"
     if scale is not None and image is not False:
         if img_src is None:
-            raise DataError("scale= was given but there is no image; pass image=<file> as well")
+            raise DataError("--scale was given but there is no image; pass --image FILE as well")
         img_scale = float(scale)
+    if img_src is not None and img_scale is None:
+        kind = f"{image_key} " if image_key in ("hires", "lowres") else ""
+        raise DataError(f"{p}: the {kind}image has no scale factor; pass --scale S (full-resolution px → {kind}image "
+                        "px)")
     diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
     obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))

@@ -59,9 +59,11 @@ class TileBatches:
 def default_workers(n_tiles: int) -> int:
     """Worker processes for tile decoding: ``STMM_TILE_WORKERS`` if set, else 0 under 20,000 tiles (start-up
     costs more than it saves) and 2 above."""
-    env = os.environ.get("STMM_TILE_WORKERS", "").strip()
-    if env:
-        return max(0, int(env))
+    from stmm_core.env import env_int
+
+    env = env_int("STMM_TILE_WORKERS", minimum=0)
+    if env is not None:
+        return env
     return 0 if n_tiles < 20_000 else min(2, os.cpu_count() or 1)
 
 

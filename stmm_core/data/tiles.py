@@ -44,8 +44,8 @@ class TileGeometry:
 def _require_image(section: "Section") -> float:
     if section.image is None or section.image_scale is None:
         raise DataError(
-            f"section {section.name!r} has no image (or no scale factor); image tiles need both: pass image=<file> "
-            "and scale=<full-res px → image px> when reading the data"
+            f"section {section.name!r} has no image (or no scale factor); image tiles need both: pass --image FILE "
+            "and --scale S (full-res px → image px)"
         )
     return float(section.image_scale)
 

@@ -13,6 +13,11 @@ from stmm_core.errors import DataError
 EDGE_TOLERANCE_PX = 1.0
 
 
+def _n(count: int, noun: str) -> str:
+    """``"1 spot has"`` / ``"3 spots have"``."""
+    return f"{count} {noun} has" if count == 1 else f"{count} {noun}s have"
+
+
 def _example(index: "object", mask: np.ndarray) -> str:
     return repr(str(np.asarray(index, dtype=object)[np.flatnonzero(mask)[0]]))
 
@@ -49,10 +54,10 @@ def _check_inside_image(section: Section, where: str) -> None:
     )
     hints = []
     cands = [(float(v), f"With {k}={float(v):g} every spot fits, so the image is probably the "
-                        f"{k.replace('tissue_', '').replace('_scalef', '')} image: pass scale={float(v):g}")
+                        f"{k.replace('tissue_', '').replace('_scalef', '')} image: pass --scale {float(v):g}")
              for k, v in section.meta.get("scalefactors", {}).items() if k.endswith("_scalef")]
-    cands.append((1.0, "With scale=1 every spot fits: the coordinates are probably already in image pixels; "
-                       "pass scale=1"))
+    cands.append((1.0, "With scale 1 every spot fits: the coordinates are probably already in image pixels; "
+                       "pass --scale 1"))
     for alt, hint in cands:
         if abs(alt - s) > 1e-9 * max(abs(s), 1.0) and _fits(c * alt, w, h).all():
             hints.append(hint)
@@ -98,7 +103,7 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
             f"{len(section.gene_names)} gene names"
         )
     if section.coords is None:
-        raise DataError(f"{where}: no spatial coordinates (obsm['spatial']); pass coords=<table with id, x, y>")
+        raise DataError(f"{where}: no spatial coordinates (obsm['spatial']); pass --coords <table with id, x, y>")
     coords = np.asarray(section.coords)
     if coords.ndim != 2 or coords.shape != (n, 2):
         raise DataError(
@@ -110,7 +115,7 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
         raise DataError(
-            f"{where}: {int(bad.sum())} spots have NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
+            f"{where}: {_n(int(bad.sum()), 'spot')} NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
             "remove those spots or fix obsm['spatial']"
         )
     _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (e.g. prefix them with the sample)")
@@ -122,23 +127,26 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
         rows = np.unique(np.searchsorted(counts.indptr, np.flatnonzero(bad_vals), side="right") - 1)
         kind = "NaN/inf" if (~np.isfinite(data)).any() else "negative"
         raise DataError(
-            f"{where}: {len(rows)} spots have {kind} counts (e.g. {section.obs_names[rows[0]]!r}); stmm needs raw, "
-            "non-negative counts — pass the raw-count layer (counts_layer=) rather than scaled/log data"
+            f"{where}: {_n(len(rows), 'spot')} {kind} counts (e.g. {section.obs_names[rows[0]]!r}); stmm needs raw, "
+            "non-negative counts — give the raw-count layer with --counts-layer rather than scaled/log data"
         )
     if section.image is not None:
         s = section.image_scale
         if s is None:
-            raise DataError(f"{where}: image without scale factors: pass scale=… (full-resolution px → image px)")
+            raise DataError(f"{where}: image without scale factors: pass --scale S (full-resolution px → image px)")
         if not np.isfinite(s) or s <= 0:
             raise DataError(f"{where}: image scale factor {s!r} must be a positive number")
         _check_inside_image(section, where)
     elif need_image:
         raise DataError(
-            f"{where}: this pipeline needs a histology image but the section has none; pass image=<file> and "
-            "scale=<full-res px → image px>"
+            f"{where}: this pipeline needs a histology image but the section has none; pass --image FILE and "
+            "--scale S (full-res px → image px)"
         )
     if section.spot_diameter is not None and not (np.isfinite(section.spot_diameter) and section.spot_diameter > 0):
         raise DataError(f"{where}: spot diameter {section.spot_diameter!r} must be a positive number of full-res px")
+    from stmm_core.data.sanity import check_coordinate_units
+
+    check_coordinate_units(section, where)
     return section
 
 

@@ -17,6 +17,15 @@ CARD = "README.md"
 DEFAULT_LICENSE = "other"
 
 
+
+def valid_scores(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The clustering scores worth publishing: none when they were computed on fewer than two labelled classes
+    or no labelled spot (older run folders could hold such a meaningless 'ARI 1.000')."""
+    c = (metrics or {}).get("clustering") or {}
+    if not c or int(c.get("n_labelled", 1)) < 1 or int(c.get("n_true_domains", 2)) < 2:
+        return {}
+    return c
+
 def card_metadata(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *, license: str | None = None,
                   datasets: list[str] | None = None) -> dict[str, Any]:
     """The YAML front matter as a dict."""
@@ -29,7 +38,7 @@ def card_metadata(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *
     meta: dict[str, Any] = {"library_name": "stmm", "tags": tags, "license": license or DEFAULT_LICENSE}
     if datasets:
         meta["datasets"] = list(datasets)
-    scores = (metrics or {}).get("clustering") or {}
+    scores = valid_scores(metrics)
     names = [k for k in ("ari", "nmi") if k in scores]
     if names:
         meta["metrics"] = names
@@ -92,7 +101,7 @@ def render_card(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *, 
                          f"{info.get('n_genes', '?')} genes)")
         if (info.get("image") or {}).get("encoder"):
             lines.append(f"- image features: `{info['image']['encoder']}`")
-        c = metrics.get("clustering")
+        c = valid_scores(metrics)
         if c:
             lines.append(f"- domains: K={metrics.get('n_domains')}, ARI {c['ari']:.3f}, NMI {c['nmi']:.3f} against "
                          f"`obs[{c.get('label_column')!r}]` ({c.get('n_labelled', '?')} labelled spots)")

@@ -108,11 +108,9 @@ def build_manifest(folder: str | Path, spec: "PipelineSpec", files: list[str] | 
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
-    path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    from stmm_core.atomic import write_text
+
+    return write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -47,7 +47,9 @@ class LoadedPipeline:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    from stmm_core.atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def save_pipeline(folder: str | Path, spec: "PipelineSpec", state_dict: dict[str, "torch.Tensor"], *,
@@ -82,7 +84,9 @@ def finish_pipeline_dir(folder: str | Path, spec: "PipelineSpec", metrics: dict[
     folder = Path(folder)
     if sources is None:
         sources = sources_from_info((metrics or {}).get("info"))
-    (folder / CARD).write_text(render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets))
+    from stmm_core.atomic import write_text
+
+    write_text(folder / CARD, render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets))
     manifest = build_manifest(folder, spec, sources=sources)
     write_manifest(folder, manifest)
     return manifest

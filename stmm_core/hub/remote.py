@@ -147,8 +147,27 @@ def _cached_snapshot(s: HubSettings, repo_id: str, revision: str) -> Path | None
     return snap if (snap / MANIFEST).is_file() else None
 
 
+def check_reachable(s: HubSettings, timeout: float = 3.0) -> None:
+    """Fail within *timeout* seconds, with a message saying so, when the Hub endpoint cannot be reached (instead
+    of ``huggingface_hub``'s retries)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(s.endpoint)
+    host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
+    if not host:
+        raise HubAccessError(f"HF_ENDPOINT={s.endpoint!r} is not a URL (e.g. https://huggingface.co)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise HubAccessError(f"cannot reach {s.endpoint} (network unreachable: {reason}); connect to the network, "
+                             "or pass --offline to use a pipeline already in the local Hub cache") from None
+
+
 def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = None, allow_pickle: bool = False,
-         settings: HubSettings | None = None, warn: Any = None) -> PullResult:
+         settings: HubSettings | None = None, warn: Any = None, overwrite: bool = False) -> PullResult:
     """Resolve ``org/name[@rev]`` to a commit, download (or reuse) its files, verify them, optionally copy them
     to *out_dir* (with ``pulled.json`` recording repo, revision and commit)."""
     from huggingface_hub import hf_hub_download, snapshot_download
@@ -156,6 +175,10 @@ def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = 
     t0 = time.perf_counter()
     s = settings or hub_settings(offline=offline if offline else None)
     repo_id, revision = parse_ref(ref)
+    if out_dir is not None:  # before any download
+        from stmm_core.atomic import check_output
+
+        out_dir = check_output(out_dir, kind="dir", overwrite=overwrite)
     pinned = is_commit(revision)
     from_cache = False
     snap: Path | None = None
@@ -175,6 +198,7 @@ def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = 
         if missing:
             snap = None
     if snap is None:
+        check_reachable(s)
         try:
             commit = _resolve_commit(s, repo_id, revision)
             mpath = Path(hf_hub_download(repo_id, MANIFEST, revision=commit, cache_dir=s.cache_dir,
@@ -225,25 +249,12 @@ def _resolve_commit(s: HubSettings, repo_id: str, revision: str | None) -> str:
 
 def _export(snap: Path, manifest: dict[str, Any], out: Path, record: dict[str, Any]) -> Path:
     """Copy the verified files (dereferenced) to *out* atomically, with ``pulled.json``."""
-    from stmm_core.pipeline.outputs import check_output_dir
+    from stmm_core.atomic import atomic_dir
 
-    check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    try:
+    with atomic_dir(out) as stage:
         for name in sorted(manifest["files"]) + [MANIFEST]:
             dest = stage / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(snap / name, dest)
         (stage / PULL_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        out.mkdir(exist_ok=True)
-        for f in sorted(stage.iterdir()):
-            target = out / f.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            f.replace(target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return out

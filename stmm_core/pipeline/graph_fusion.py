@@ -40,6 +40,7 @@ class FitResult:
     profile: StageProfiler
     info: dict[str, Any] = field(default_factory=dict)
     gene_state: dict[str, Any] | None = None
+    graph: Any = None  # the SpatialGraph the model trained on (written to result.h5ad obsp)
 
 
 def _build(slot: str, spec: "PipelineSpec") -> Any:
@@ -109,6 +110,9 @@ def fit_graph_fusion(
                                            progress=progress)
             img_x = reduce_image_features(raw, spec.features.image_pca, seed)
             del img_enc
+            from stmm_core.faults import point
+
+            point("encode")
         info["image"] = img_info
         info["image_dim"] = int(img_x.shape[1])
 
@@ -166,6 +170,10 @@ def fit_graph_fusion(
             with progress_bar(total=total, desc="train", unit="epoch", enabled=progress) as bar:
                 for epoch in range(spec.train.epochs):
                     history.append(step(epoch))
+                    if epoch == 0:
+                        from stmm_core.faults import point
+
+                        point("train")
                     bar.update(1)
                     if epoch % 20 == 0:
                         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
@@ -212,7 +220,7 @@ def fit_graph_fusion(
         for k, v in module.state_dict().items():
             state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
-    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state)
+    return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, graph=graph)
 
 
 def _fusion_param(spec: "PipelineSpec", name: str) -> Any:

@@ -4,9 +4,6 @@ only when complete, so a failed run never leaves a half-written result that look
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +14,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.pipeline.graph_fusion import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
-             "preprocess.json", "README.md", "manifest.json")
+             "preprocess.json", "README.md", "manifest.json", "report.html", "result.zarr")
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (through :mod:`stmm_core.atomic`)."""
+    from stmm_core.atomic import write_text
+
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
 def _jsonable(o: Any) -> Any:
@@ -36,66 +34,60 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def check_output_dir(out_dir: str | Path, flag: str = "-o") -> Path:
-    """Fail early (before any data is read) when *out_dir* cannot become a folder: it is a file, or a file
-    stands where one of its parent folders would go, or its nearest existing parent is not writable."""
-    from stmm_core.errors import StmmError
+def check_output_dir(out_dir: str | Path, flag: str = "-o", overwrite: bool = False, resume: bool = False) -> Path:
+    """Fail early (before any data is read) when *out_dir* cannot become this run's folder: see
+    :func:`stmm_core.atomic.check_output` (writable, empty or an earlier run with ``--overwrite``)."""
+    from stmm_core.atomic import check_output
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StmmError(f"{flag} {out_dir} exists and is not a folder")
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise StmmError(f"{flag} {out_dir}: {parent} is a file, so the folder cannot be created there")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise StmmError(f"{flag} {out_dir}: no permission to write in {parent}")
-    return out_dir
+    return check_output(out_dir, flag=flag, kind="dir", overwrite=overwrite, resume=resume)
 
 
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
-              label_column: str | None = None) -> list[Path]:
-    """Write the run folder; returns the files written."""
+              label_column: str | None = None, zarr: bool = False) -> list[Path]:
+    """Write the run folder; returns the files written. ``zarr``: also result.zarr (SpatialData)."""
     from safetensors.torch import save_file
 
     from stmm_core.plots import plot_domains, plot_loss
 
+    from stmm_core.atomic import atomic_dir
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".stmm-partial-", dir=out_dir))
-    try:
-        adata = section.adata.copy()
-        adata.obsm["X_stmm"] = result.embedding
-        if result.labels is not None:
-            adata.obs["stmm_domain"] = np.asarray(result.labels).astype(str)
-            adata.obs["stmm_domain"] = adata.obs["stmm_domain"].astype("category")
-        adata.uns["stmm"] = {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()}
+    with atomic_dir(out_dir) as stage:
+        from stmm_core.domain_colors import domain_palette
+        from stmm_core.pipeline.scverse import scverse_adata
+
+        truth = None
+        if label_column and section.obs is not None and label_column in section.obs:
+            truth = section.obs[label_column].to_numpy()
+        palette = domain_palette(result.labels, truth) if result.labels is not None else None
+        adata = scverse_adata(section, result.embedding, result.labels, palette, label_column,
+                              getattr(result, "graph", None),
+                              {"spec_hash": result.spec.hash(), "spec": result.spec.canonical_json()})
         adata.write_h5ad(stage / "result.h5ad")
+        if zarr:
+            from stmm_core.data.spatialdata_io import ZARR_RESULT, write_result_zarr
+
+            write_result_zarr(stage / ZARR_RESULT, adata, section)
+        from stmm_core.faults import point
+
+        point("write")
         (stage / "spec.json").write_text(result.spec.pretty_json() + "\n")
         save_file(result.state_dict, str(stage / "model.safetensors"),
                   metadata={"spec_hash": result.spec.hash(), "format": "stmm-graph-fusion-v1"})
         if result.gene_state is not None:
             write_json(stage / "preprocess.json", result.gene_state)
         write_json(stage / "metrics.json", metrics)
-        truth = None
-        if label_column and section.obs is not None and label_column in section.obs:
-            truth = section.obs[label_column].to_numpy()
         if result.labels is not None:
             plot_domains(section, result.labels, stage / "domains.png", truth=truth,
                          title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
                          scores=metrics.get("clustering"))
         plot_loss(result.history, stage / "loss.png")
+        from stmm_core.report_html import write_report
+
+        write_report(stage, section, adata, metrics, result.spec.pretty_json(),  # last: it embeds the figures
+                     title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}")
         from stmm_core.hub.pipeline_dir import finish_pipeline_dir
 
         finish_pipeline_dir(stage, result.spec, metrics)  # model card + manifest: the run folder is pushable
-        written = []
-        for f in sorted(stage.iterdir()):
-            dest = out_dir / f.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(f, dest)
-            written.append(dest)
-        return written
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        names = sorted(f.name for f in stage.iterdir())
+    return [out_dir / n for n in names]

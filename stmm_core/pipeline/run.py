@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
-                 coords: str | Path | None = None, counts_layer: str | None = None) -> "Section":
+                 coords: str | Path | None = None, counts_layer: str | None = None,
+                 bin_size: float | None = None, region: str | None = None) -> "Section":
     """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
     from stmm_core.data.readers import read_section
     from stmm_core.data.validate import filter_section, validate_section
@@ -28,27 +29,40 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
         kwargs["coords"] = coords
     if counts_layer is not None:
         kwargs["counts_layer"] = counts_layer
+    if bin_size is not None:
+        kwargs["bin_size"] = bin_size
+    if region is not None:
+        kwargs["region"] = region
     section = read_section(data, **kwargs)
     section = validate_section(section)
     return filter_section(section)
 
 
-def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None) -> int | None:
-    """K from ``--n-domains``, else from the number of categories of the ``--labels`` column."""
+def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None,
+                      flag: str = "--labels") -> int | None:
+    """K from ``--n-domains``, else from the number of categories of the ``--labels`` column.
+
+    A ``--labels`` column with no labelled spots, or with a single labelled class, is refused: ARI/NMI against it
+    would be meaningless (a single class scores 1.0 for any clustering)."""
     if labels is not None:
         if section.obs is None or labels not in section.obs:
             cols = ", ".join(map(str, section.obs.columns)) if section.obs is not None else "none"
-            raise DataError(f"--labels {labels!r}: no such column in obs (columns: {cols})")
+            raise DataError(f"{flag} {labels!r}: no such column in obs (columns: {cols})")
+        from stmm_core.metrics import check_truth
+
+        fix = ("drop --labels and give --n-domains K to cluster without scores" if flag == "--labels" else
+               f"give {flag} a column with at least two labelled classes")
+        check_truth(section.obs[labels].to_numpy(), f"{flag} {labels!r}", fix)
     if n_domains is not None:
+        if n_domains > section.n_spots:
+            raise DataError(f"--n-domains {n_domains} is more than the {section.n_spots} spots of section "
+                            f"{section.name!r}; give a smaller K")
         return n_domains
     if labels is not None:
         from stmm_core.metrics import labelled_mask
 
         col = section.obs[labels]
-        k = int(col[labelled_mask(col.to_numpy())].astype(str).nunique())
-        if k < 1:
-            raise DataError(f"--labels {labels!r} has no labelled spots")
-        return k
+        return int(col[labelled_mask(col.to_numpy())].astype(str).nunique())
     return None
 
 
@@ -66,11 +80,16 @@ def fit_to_dir(
     progress: bool = True,
     coords: str | Path | None = None,
     counts_layer: str | None = None,
+    bin_size: float | None = None,
+    region: str | None = None,
+    zarr: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit *spec* on *data*, write ``out_dir`` and return the metrics dict (also in metrics.json).
 
     ``coords`` / ``counts_layer``: see :func:`stmm_core.data.readers.read_section` (a counts table's positions;
-    the layer holding raw counts)."""
+    the layer holding raw counts); ``bin_size`` / ``region``: Visium HD bin size (µm) and region, Stereo-seq GEM
+    bin size (DNB); ``zarr``: also write result.zarr (SpatialData)."""
     from stmm_core import __version__
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
@@ -80,21 +99,52 @@ def fit_to_dir(
     from stmm_core.seeding import configure_threads, resolve_device
 
     t0 = time.perf_counter()
-    out_dir = check_output_dir(out_dir)
+    out_dir = check_output_dir(out_dir, overwrite=overwrite)
+    if zarr:  # fail before the fit when the optional extra is missing
+        from stmm_core.data.spatialdata_io import _require
+
+        _require()
+    cache = FeatureCache().ensure() if use_cache else None
     from stmm_core.distributed import context as dist_ctx
 
     dev = resolve_device(device)
     threads = configure_threads()
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     t_read = time.perf_counter()
-    section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
+    from stmm_core.data.sanity import counts_warning, recorded_warnings
+
+    with recorded_warnings() as data_warnings:
+        try:
+            section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer,
+                                       bin_size=bin_size, region=region)
+        except DataError as exc:
+            if image is not None or scale is not None or spec.components.get("image") is not None:
+                raise
+            # an expression-only pipeline does not need the stored image: its problems do not stop the run
+            section = load_section(data, image=False, coords=coords, counts_layer=counts_layer,
+                                       bin_size=bin_size, region=region)
+            import warnings
+
+            warnings.warn(f"the stored image is not used (this pipeline has no image encoder): {exc}", stacklevel=2)
     read_s = time.perf_counter() - t_read
+    from stmm_core.faults import point
+
+    point("read")
+    not_counts = counts_warning(section)
+    if not_counts and not any("non-integer" in w for w in data_warnings):
+        import warnings
+
+        warnings.warn(not_counts, stacklevel=2)
+        data_warnings.append(not_counts)
+    data_warnings = list(data_warnings)
     k = resolve_n_domains(section, n_domains, labels)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
-    result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
-                              cache=FeatureCache() if use_cache else None,
-                              progress=progress and dist_ctx.rank() == 0)
+    with recorded_warnings() as fit_warnings:
+        result = fit_graph_fusion(spec, section, n_domains=k, device=dev,
+                                  cache=cache,
+                                  progress=progress and dist_ctx.rank() == 0)
+    data_warnings += [w for w in fit_warnings if w not in data_warnings]
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
@@ -114,6 +164,16 @@ def fit_to_dir(
     }
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
+    if data_warnings:
+        metrics["warnings"] = list(data_warnings)
+    if result.labels is not None:
+        import numpy as np
+
+        found = int(len(np.unique(np.asarray(result.labels))))
+        metrics["n_domains_found"] = found
+        if k is not None and found != k:
+            metrics.setdefault("warnings", []).append(
+                f"{found} domains found, not the {k} asked for (--n-domains); some clusters received no spots")
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
@@ -125,7 +185,8 @@ def fit_to_dir(
     from stmm_core.hub.scrub import scrub_paths
 
     metrics = scrub_paths(metrics)
-    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels)]
+    metrics["files"] = [p.name for p in write_run(out_dir, section, result, metrics, label_column=labels,
+                                                  zarr=zarr)]
     if distributed:
         dist_ctx.finish()
     return metrics
@@ -158,6 +219,12 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
+    found = metrics.get("n_domains_found")
+    if found is not None and metrics.get("n_domains") and found != metrics["n_domains"]:
+        lines.append(f"  note: {found} domains found, not K={metrics['n_domains']} (some clusters received no "
+                     "spots); try a smaller --n-domains")
+    for w in metrics.get("warnings", []):
+        lines.append(f"  warning: {w}")
     else:
         lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
                      "the embedding is in result.h5ad obsm['X_stmm']")

@@ -60,7 +60,7 @@ def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", se
 
     label = ds.descriptor.label
     section = _section(ctx, ds)
-    k = resolve_n_domains(section, None, label)
+    k = resolve_n_domains(section, None, label, flag="--label")
     spec = pipe.spec.with_overrides({"train.seed": seed})
     res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
     truth = section.obs[label].to_numpy()
@@ -88,11 +88,11 @@ def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset",
     spec = pipe.spec.with_overrides({"train.seed": seed})
     run_dir = Path(ctx.work_dir) / "domains" / f"{pipe.name}-{spec.hash()[:12]}" / ds.name
     t0 = time.perf_counter()
-    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device)
+    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device, overwrite=True)
     fit_s = time.perf_counter() - t0
     run = load_run(run_dir, stages=(1,))
     section = read_sections([ds.local_path])[0]
-    k = resolve_n_domains(section, None, label)
+    k = resolve_n_domains(section, None, label, flag="--label")
     size = tile_size_fullres(section, spec.tiles.size, spec.tiles.size_factor)
     tiles = section_tiles(section, size, image_input_px(spec), spec.tiles.pad_value, FeatureCache())
     tokens = run.stage1.gene.tokenize(section)

@@ -159,7 +159,7 @@ def _magic_fold(spec: Any, train_paths: list[str], test_path: str, run_dir: Path
     from stmm_magic.pipeline import fit_magic
 
     t0 = time.perf_counter()
-    meta = fit_magic(spec, train_paths, run_dir, device=device, log=None)
+    meta = fit_magic(spec, train_paths, run_dir, device=device, log=None, overwrite=True)  # its own work folder
     fit_s = time.perf_counter() - t0
     res = evaluate_run(run_dir, test_path)
     r = res["retrieval"]
@@ -199,7 +199,7 @@ def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_p
     else:
         raise NotApplicable(f"unknown benchmark method {pipe.method!r}")
     out["details"]["spec_hash"] = spec.hash()
-    tmp = fold_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(out, indent=1, default=float) + "\n")
-    tmp.replace(done)
+    from stmm_core.atomic import write_text
+
+    write_text(done, json.dumps(out, indent=1, default=float) + "\n")
     return out

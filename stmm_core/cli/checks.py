@@ -1,0 +1,46 @@
+"""Parse-time checks of command-line values (typer callbacks): a bad value stops the command before any work,
+with a usage message that names the flag."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+#: numpy/torch seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def seed(value: Optional[int]) -> Optional[int]:
+    """``--seed``: 0 … 2^32−1."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise typer.BadParameter(f"{value} is outside 0…{MAX_SEED} (seeds are 32-bit)")
+    return value
+
+
+def positive(value: Optional[float]) -> Optional[float]:
+    """A finite number > 0 (``--scale``, ``--tile-px``)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} must be a positive number")
+    return value
+
+
+def more_data(value: Optional[list[Path]]) -> Optional[list[Path]]:
+    """Extra positional data paths: a word like ``true`` after a flag (``--quiet true``) is a flag value typed by
+    mistake, not a section."""
+    for p in value or []:
+        if str(p).strip().lower() in _BOOL_WORDS and not Path(p).exists():
+            raise typer.BadParameter(f"{str(p)!r} is not a data path; flags such as --quiet and --no-cache take no "
+                                     "value (write --quiet, not --quiet true)", param_hint="the data paths")
+    return value
+
+
+def device(value: Any) -> Any:
+    """``--device``: auto, cpu, cuda or cuda:N."""
+    text = str(value).strip().lower()
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda or cuda:N")
