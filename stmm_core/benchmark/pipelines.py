@@ -118,7 +118,10 @@ def _annotate(pipe: BenchPipeline) -> None:
     if spec is None:
         return
     img = spec.components.get("image")
-    if img is not None and img.params.get("weights") == "random":
+    if pipe.method in ("train-mean", "stain-ridge"):  # neither reads the spec's image encoder
+        pipe.notes.append("no image encoder weights used" + (" (weight-free stain-stats features)"
+                                                             if pipe.method == "stain-ridge" else " (no image)"))
+    elif img is not None and img.params.get("weights") == "random":
         pipe.notes.append(f"image encoder {img.name} randomly initialised (no pretrained weights reachable)")
 
 
