@@ -53,16 +53,26 @@ def domain_palette(labels: Any, truth: Any | None = None) -> DomainPalette:
     pred = np.asarray(labels).astype(str)
     panels: list[tuple[str, np.ndarray]] = [("predicted domains", pred)]
     matched = None
+    missing: list[str] = []
     if truth is not None:
-        truth = np.asarray(truth, dtype=object).astype(str)
+        from stmm_core.metrics import labelled_mask
+        from stmm_core.plots import display_labels
+
+        raw = np.asarray(truth, dtype=object)
+        missing = sorted({str(x) for x in raw[~labelled_mask(raw)]})  # NaN, "", "NA": drawn as "unlabelled"
+        truth = raw.astype(str)
         matched = np.asarray(match_to_truth(pred, truth)).astype(str)
-        panels = [("ground truth", truth),
+        panels = [("ground truth", np.asarray(display_labels(raw)).astype(str)),
                   ("predicted domains (named after the best-matching layer)", matched)]
     cmap = colormaps["tab20"]
     order: list[str] = []  # one colour per name across panels: the truth's names first, then extra clusters
     for _, lab in panels:
         order += [c for c in natural_order(lab) if c not in order]
-    colour = {c: to_hex(cmap(i % 20)) for i, c in enumerate(order)}
+    from stmm_core.plots import UNLABELLED
+
+    colour = {c: to_hex(cmap(i % 20)) for i, c in enumerate(o for o in order if o != UNLABELLED)}
+    for name in [UNLABELLED, *missing]:  # unlabelled spots in grey, under any of their raw names
+        colour[name] = "#cccccc"
     mapping = {c: c for c in natural_order(pred)}
     if matched is not None:
         for c in mapping:

@@ -30,6 +30,63 @@ def _background(section: "Section", max_side: int = 1200) -> tuple[np.ndarray | 
     return view, float(section.image_scale) / step
 
 
+#: Visium spots are 55 µm across: with Space Ranger's ``spot_diameter_fullres`` this gives µm per full-res px.
+VISIUM_SPOT_UM = 55.0
+
+#: How unlabelled spots (NaN / empty / "nan" labels) are named in legends.
+UNLABELLED = "unlabelled"
+
+
+def microns_per_px(section: "Section") -> float | None:
+    """µm per full-resolution px when the data say it: ``microns_per_pixel`` in the scale factors (Visium HD,
+    Space Ranger 2+), else a Visium spot diameter (55 µm) over ``spot_diameter_fullres``; ``None`` otherwise."""
+    sf = (getattr(section, "meta", None) or {}).get("scalefactors") or {}
+    try:
+        if sf.get("microns_per_pixel"):
+            return float(sf["microns_per_pixel"])
+        if sf.get("spot_diameter_fullres") and not sf.get("bin_size_um"):
+            return VISIUM_SPOT_UM / float(sf["spot_diameter_fullres"])
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _nice(x: float) -> float:
+    """The largest 1/2/5 × 10^k not above *x*."""
+    if x <= 0:
+        return 1.0
+    exp = 10 ** np.floor(np.log10(x))
+    return float(max(m for m in (1, 2, 5, 10) if m * exp <= x) * exp)
+
+
+def add_scale_bar(ax: Any, view_px_per_fullres_px: float, um_per_fullres_px: float | None,
+                  extent_view_px: float) -> None:
+    """A scale bar in the lower left: µm when known, else full-resolution px."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    unit_per_view = (um_per_fullres_px or 1.0) / view_px_per_fullres_px  # µm (or full-res px) per plotted unit
+    length = _nice(extent_view_px * unit_per_view / 5)
+    if length >= 1000 and um_per_fullres_px:
+        label = f"{length / 1000:g} mm"
+    else:
+        label = f"{length:g} {'µm' if um_per_fullres_px else 'px (full resolution)'}"
+    bar = AnchoredSizeBar(ax.transData, length / unit_per_view, label, "lower left", pad=0.4, sep=3,
+                          color="black", frameon=True, size_vertical=max(extent_view_px / 300, 0.5), fontproperties={
+                              "size": 7})
+    bar.patch.set_alpha(0.6)
+    ax.add_artist(bar)
+
+
+def display_labels(labels: Any) -> np.ndarray:
+    """Labels as strings with missing ones (NaN, None, "", "nan") named :data:`UNLABELLED`."""
+    from stmm_core.metrics import labelled_mask
+
+    arr = np.asarray(labels, dtype=object)
+    out = np.array([str(x) for x in arr], dtype=object)
+    out[~labelled_mask(arr)] = UNLABELLED
+    return out
+
+
 def match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Rename predicted clusters ``(N,)`` to the truth label ``(N,)`` they overlap most (one-to-one, Hungarian,
     unlabelled spots ignored), so colours agree across panels; unmatched clusters are named ``extra <id>``."""
@@ -53,8 +110,10 @@ def match_to_truth(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any | None = None,
-                 title: str = "stmm domains", scores: dict[str, Any] | None = None) -> None:
-    """Spots coloured by domain over the H&E image; ground truth beside it when given."""
+                 title: str = "stmm domains", scores: dict[str, Any] | None = None,
+                 caveat: str | None = None) -> None:
+    """Spots coloured by domain over the H&E image; ground truth beside it when given. *caveat*: a second
+    title line (e.g. the image branch ran on random weights or a coarse image)."""
     plt = _plt()
     bg, f = _background(section)
     xy = section.coords * f
@@ -65,6 +124,7 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6), squeeze=False)
     diam = (section.spot_diameter or 0) * f
     size = max(2.0, min(60.0, (diam * 0.9) ** 2 * (72 / 100) ** 2)) if diam else 8.0
+    um = microns_per_px(section)
     for ax, (name, lab) in zip(axes[0], panels):
         if bg is not None:
             ax.imshow(bg, alpha=0.6)
@@ -76,31 +136,51 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
         if bg is None:
             ax.invert_yaxis()
         ax.axis("off")
+        extent = bg.shape[1] if bg is not None else float(np.ptp(xy[:, 0]) or 1.0)
+        add_scale_bar(ax, f, um, extent)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=1.5, frameon=False)
     sub = title
     if scores and "ari" in scores:
         sub += f"  ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}"
-    fig.suptitle(sub)
+    if caveat:  # wrapped to the figure's width (~11 characters per inch at this font size)
+        import textwrap
+
+        sub += "\n" + textwrap.fill(caveat, width=max(40, int(fig.get_figwidth() * 11)))
+    fig.suptitle(sub, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_loss(history: list[dict[str, float]], path: Path) -> None:
-    """Loss terms per epoch (log scale when positive)."""
+def plot_loss(history: list[dict[str, float]], path: Path, weights: dict[str, float] | None = None) -> None:
+    """The training loss as the sum of its weighted terms (stacked), the total on top, linear axes.
+
+    *weights*: each term's weight in the loss (e.g. ``{"kl": 0.1}`` for a VGAE with ``kl_weight=0.1``); terms
+    without one count with weight 1. The total drawn is the loss the optimiser saw, so the stack adds up to it."""
     plt = _plt()
+    weights = weights or {}
     fig, ax = plt.subplots(figsize=(7, 4))
     if history:
-        epochs = [h["epoch"] for h in history]
-        for key in [k for k in history[0] if k != "epoch"]:
-            vals = np.array([h.get(key, np.nan) for h in history], dtype=float)
-            ax.plot(epochs, vals, label=key, lw=1.2)
-        if all(h["loss"] > 0 for h in history):
-            ax.set_yscale("log")
+        epochs = np.array([h["epoch"] for h in history], dtype=float)
+        keys = [k for k in history[0] if k not in ("epoch", "loss")]
+        keys += sorted({k for h in history for k in h} - set(keys) - {"epoch", "loss"})  # e.g. dec, later
+        stack, labels = [], []
+        for key in keys:
+            w = float(weights.get(key, 1.0))
+            vals = np.array([h.get(key, 0.0) for h in history], dtype=float) * w
+            stack.append(np.nan_to_num(vals))
+            labels.append(key if w == 1.0 else f"{w:g} × {key}")
+        total = np.array([h.get("loss", np.nan) for h in history], dtype=float)
+        if stack:
+            ax.stackplot(epochs, *stack, labels=labels, alpha=0.55)
+        ax.plot(epochs, total, color="black", lw=1.2, label="loss (total)")
+        ax.set_ylim(0, float(np.nanmax(total[len(total) // 20:])) * 1.15 if np.isfinite(total).any() else 1)
+        ax.set_xlim(epochs.min(), epochs.max())
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.set_title("training loss")
+    ax.set_ylabel("loss (weighted terms, stacked)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("training loss = sum of the weighted terms")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

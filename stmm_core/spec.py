@@ -168,6 +168,8 @@ class PipelineSpec(_Frozen):
     stmm_version: str = __version__
     pipeline: Literal["graph-fusion", "magic"] = "graph-fusion"
     recipe: str | None = None
+    note: str | None = Field(None, description="how the spec was composed, e.g. 'not a tuned recipe' (written by "
+                             "stmm compose; not part of the spec hash)")
     components: dict[str, ComponentRef | None]
     tiles: TileSpec = Field(default_factory=TileSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
@@ -238,7 +240,7 @@ class PipelineSpec(_Frozen):
                 need = tag.split(":", 1)[1] if tag.startswith("needs:") else None
                 if need and resolved.get(need) is None:
                     raise SpecError(f"{slot} '{ref.name}' needs a component in the '{need}' slot, but the spec has none "
-                                    f"(e.g. --{'image resnet50' if need == 'image' else need + ' …'} in stmm compose)")
+                                    f"(e.g. --{'encoder resnet50' if need == 'image' else need + ' …'} in stmm compose)")
         for slot, methods in PIPELINE_NEEDS.get(self.pipeline, {}).items():
             ref = resolved.get(slot)
             if ref is None:
@@ -253,7 +255,10 @@ class PipelineSpec(_Frozen):
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data.get("note") is None:  # specs without a note keep the bytes (and hashes) they always had
+            data.pop("note", None)
+        return data
 
     def canonical_json(self) -> str:
         """Sorted keys, no whitespace: the bytes that are hashed."""
@@ -263,6 +268,7 @@ class PipelineSpec(_Frozen):
         """sha256 of the canonical JSON, excluding the stmm version (which does not change results)."""
         data = self.to_dict()
         data.pop("stmm_version", None)
+        data.pop("note", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -91,7 +91,7 @@ def test_environment_variables_are_checked_before_work(world, capsys, tmp_path, 
     out = tmp_path / ("o.h5ad" if command == "embed" else "o")
     args = {"run": ["run", "stereomm", *world["good"]["h5ad"], "-o", str(out)],
             "embed": ["embed", str(world["run"]), *world["good"]["h5ad"], "-o", str(out)],
-            "compose": ["compose", "-o", str(tmp_path / "spec.json")]}[command]
+            "compose": ["compose", "--recipe", "stereomm", "-o", str(tmp_path / "spec.json")]}[command]
     refused(capsys, args, name)
     assert not (tmp_path / "spec.json").exists()
 
@@ -114,8 +114,8 @@ def test_output_location_is_checked_before_any_work(world, capsys, tmp_path, mon
     refused(capsys, [*emb, "-o", str(tmp_path)], "is a folder", untouched=[tmp_path])
     refused(capsys, [*emb, "-o", str(afile / "e.h5ad")], "is a file", untouched=[afile])
     refused(capsys, [*emb, "-o", str(tmp_path / "e.csv")], ".h5ad")
-    refused(capsys, ["compose", "-o", str(afile / "s.json")], "is a file", untouched=[afile])
-    refused(capsys, ["compose", "-o", str(tmp_path)], "is a folder", untouched=[tmp_path])
+    refused(capsys, ["compose", "--recipe", "stereomm", "-o", str(afile / "s.json")], "is a file", untouched=[afile])
+    refused(capsys, ["compose", "--recipe", "stereomm", "-o", str(tmp_path)], "is a folder", untouched=[tmp_path])
     refused(capsys, ["pull", "org/name@" + "0" * 40, "-o", str(afile / "p"), "--offline"], "is a file")
     refused(capsys, ["benchmark", "domains", "-o", str(afile)], "not a folder", untouched=[afile])
     empty = tmp_path / "here"
@@ -200,14 +200,15 @@ def test_spec_path_problems_and_compose_never_writes_what_fit_rejects(world, cap
     msg = refused(capsys, ["fit", str(tmp_path), *h5, "-o", str(tmp_path / "o")], "is a folder, not a spec file")
     assert "stmm compose" in msg
     msg = refused(capsys, ["fit", str(world["run"].parent), *h5, "-o", str(tmp_path / "o")], "folder")
-    msg = refused(capsys, ["compose", "--recipe", "magic", "--image", "stain", "-o", str(tmp_path / "m.json")],
+    msg = refused(capsys, ["compose", "--recipe", "magic", "--encoder", "stain", "-o", str(tmp_path / "m.json")],
                   "token image encoder")
     refused(capsys, ["compose", "--recipe", "magic", "--gene", "hvg", "-o", str(tmp_path / "m.json")],
             "token gene encoder")
-    refused(capsys, ["compose", "--set", "graph.latent=true", "-o", str(tmp_path / "m.json")], "latent")
-    refused(capsys, ["compose", "--image", "none", "--fuse", "image-only", "-o", str(tmp_path / "m.json")],
-            "--image resnet50")
-    refused(capsys, ["compose", "--recipe", "image-gmm", "--image", "none", "-o", str(tmp_path / "m.json")],
+    refused(capsys, ["compose", "--recipe", "stereomm", "--set", "graph.latent=true", "-o", str(tmp_path / "m.json")],
+            "latent")
+    refused(capsys, ["compose", "--encoder", "none", "--fuse", "image-only", "-o", str(tmp_path / "m.json")],
+            "--encoder resnet50")
+    refused(capsys, ["compose", "--recipe", "image-gmm", "--encoder", "none", "-o", str(tmp_path / "m.json")],
             "'image' slot")
 
 

@@ -18,14 +18,13 @@ FAST = ["--set", "train.epochs=60", "--set", "image.weights=random", "--set", "i
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "spec.json"
-    r = run_stmm(["compose", "--image", "resnet50", "--gene", "hvg", "--fuse", "attention", "--graph", "vgae",
-                  "-o", str(path)])
+    r = run_stmm(["compose", "--recipe", "stereomm", "-o", str(path)])
     assert r.returncode == 0, r.stderr
     return path
 
 
 def test_compose_dry_run_prints_valid_spec(tmp_path):
-    r = run_stmm(["compose", "--image", "vit", "--fuse", "attention", "--graph", "vgae", "--dry-run",
+    r = run_stmm(["compose", "--encoder", "vit", "--fuse", "attention", "--graph", "vgae", "--dry-run",
                   "-o", str(tmp_path / "x.json")])
     assert r.returncode == 0, r.stderr
     spec = json.loads(r.stdout)
@@ -134,7 +133,7 @@ def test_other_user_errors(spec_file, synthetic_h5ad, tmp_path):
         (["fit", str(spec_file), "--data", str(synthetic_h5ad), "-o", str(tmp_path / "o"), "--labels", "nope"],
          "no such column"),
         (["compose", "--graph", "vgea"], "did you mean 'vgae'"),
-        (["compose", "--set", "fusion.nope=1"], "nope"),
+        (["compose", "--recipe", "stereomm", "--set", "fusion.nope=1"], "nope"),
         (["run", "stereom", "--data", str(synthetic_h5ad), "-o", str(tmp_path / "o")], "did you mean 'stereomm'"),
     ]
     notad = tmp_path / "not_anndata.h5ad"

@@ -84,7 +84,7 @@ def test_list_pretrained_and_info_cli():
 
     r = run_stmm(["list", "--pretrained"])
     assert r.returncode == 0 and "virchow2" in r.stdout and "gpl-3.0" in r.stdout
-    r = run_stmm(["info", "uni"])
+    r = run_stmm(["info", "uni", "--json"])
     assert r.returncode == 0 and json.loads(r.stdout)["repo"] == "MahmoodLab/UNI"
 
 

@@ -40,7 +40,7 @@ def test_broken_plugin_reported_and_others_work(plugin_path):
     assert rows["example"]["status"] == "ok"
     r = run_stmm(["plugins"], extra_path=plugin_path)
     assert "FAILED" in r.stdout and "failed to load" in r.stderr
-    for args in (["list"], ["compose", "--dry-run"], ["info", "vgae"]):
+    for args in (["list"], ["compose", "--recipe", "stereomm", "--dry-run"], ["info", "vgae"]):
         r = run_stmm(args, extra_path=plugin_path)
         assert r.returncode == 0, (args, r.stderr)
 

@@ -56,7 +56,7 @@ class ImageOnlyFusion(nn.Module, Fusion):
     def setup(self, d_img: int | None, d_gene: int) -> None:
         """Needs image features."""
         if d_img is None:
-            raise SpecError("fusion 'image-only' needs an image encoder in the spec (--image resnet50 …)")
+            raise SpecError("fusion 'image-only' needs an image encoder in the spec (stmm compose --encoder resnet50 …)")
         self.out_dim = int(d_img)
 
     def forward(self, img: Tensor | None, gene: Tensor, graph: GraphContext | None = None) -> Tensor:

@@ -174,6 +174,29 @@ def run_benchmark(
     return outcome
 
 
+def _add_backgrounds(maps: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Give the maps of each registered dataset its H&E (read again when the maps came from saved shards);
+    a dataset that cannot be read is drawn without it."""
+    from stmm_core.benchmark.datasets import BUILTIN, resolve
+    from stmm_core.errors import StmmError
+    from stmm_core.pipeline.run import load_section
+    from stmm_core.plots import _background, microns_per_px
+
+    for ds in sorted({d for d, _ in maps}):
+        entries = [v for (d, _), v in maps.items() if d == ds]
+        if any(v.get("background") is not None for v in entries) or ds not in BUILTIN:
+            continue
+        try:
+            section = load_section(resolve(BUILTIN[ds]).local_path)
+        except (StmmError, OSError):
+            continue
+        view, factor = _background(section, max_side=800)
+        if view is not None:
+            bg = {"view": view, "factor": factor, "um_per_px": microns_per_px(section)}
+            for v in entries:
+                v["background"] = bg
+
+
 def save_maps(maps: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
     """Domain labels of the first seed of each pipeline (for the per-section maps), as ``.npz``."""
     if not maps:
@@ -249,6 +272,7 @@ def _plots(result: Any, maps: dict[tuple[str, str], dict[str, Any]], plot_dir: P
     s = result.suite
     out: list[Optional[Path]] = []
     if s == "domains":
+        _add_backgrounds(maps)
         out.append(plots.bar_chart(result, ["ari", "nmi"], plot_dir / "domains-scores.png", "domains: ARI / NMI"))
         out += plots.domain_maps(maps, lambda ds: plot_dir / f"domains-maps-{ds}.png")
     elif s == "expression":

@@ -8,7 +8,30 @@ from typing import Any
 import numpy as np
 
 from stmm_core.benchmark.results import BenchmarkResult
-from stmm_core.plots import match_to_truth
+from stmm_core.plots import UNLABELLED, add_scale_bar, display_labels, match_to_truth
+
+#: Readable names of result keys, for tick labels and legends.
+METRIC_NAMES: dict[str, str] = {
+    "ari": "ARI", "nmi": "NMI",
+    "pearson_hvg50": "per-gene r\n(50 training HVGs)", "pearson_all": "per-gene r\n(all target genes)",
+    "pearson_spot": "per-spot r", "mse": "mean squared error",
+    "top1": "top-1", "top5": "top-5", "top1_decoder": "top-1\n(decoder prediction)",
+    "top5_decoder": "top-5\n(decoder prediction)",
+    "read_s": "read", "tiling_s": "tiling", "image_encoding_s": "image encoding", "gene_features_s": "gene features",
+    "graph_s": "spatial graph", "train_s": "training", "clustering_s": "clustering",
+}
+
+#: y-axis label of a bar chart, by its first metric.
+Y_LABELS: dict[str, str] = {
+    "ari": "agreement with the labels (ARI, NMI)",
+    "pearson_hvg50": "Pearson r (predicted vs measured)",
+    "top1": "fraction of spots whose expression is retrieved",
+}
+
+
+def pretty(key: str) -> str:
+    """A readable name for a result key (unchanged when unknown)."""
+    return METRIC_NAMES.get(key, key.replace("_", " "))
 
 
 def _plt():
@@ -21,7 +44,7 @@ def _plt():
 
 
 def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: str,
-              chance: dict[str, str] | None = None) -> Path | None:
+              chance: dict[str, str] | None = None, ylabel: str | None = None) -> Path | None:
     """Grouped bars: one group per metric, one bar per pipeline (mean, error bar = sd); failed = hatched gap.
 
     *chance* maps a metric to the metric holding its chance level, drawn as a dashed line over its group.
@@ -55,15 +78,18 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
                    label=p if xs else f"{p} (failed)", error_kw={"elinewidth": 1})
             for x in failed:
                 ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7, color="firebrick")
+        chance_drawn = False
         for j, m in enumerate(metrics):
             ref = (chance or {}).get(m)
             vals = [s.mean for s in result.summary if s.dataset == ds and s.metric == ref and s.mean is not None]
-            if vals:
+            if vals:  # one legend entry for all groups instead of a text label per group (they overlapped)
                 c = float(np.mean(vals))
-                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1)
-                ax.text(j + 0.45, c, " chance", va="bottom", ha="right", fontsize=7)
+                ax.hlines(c, j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1,
+                          label=None if chance_drawn else "chance level")
+                chance_drawn = True
         ax.set_xticks(range(len(metrics)))
-        ax.set_xticklabels(metrics)
+        ax.set_xticklabels([pretty(m) for m in metrics], fontsize=8)
+        ax.set_ylabel(ylabel or Y_LABELS.get(metrics[0], "value"))
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set_title(ds, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -96,7 +122,7 @@ def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path |
         for i, st in enumerate(stages):
             s = look.get((p, d, st))
             v = s.mean if s is not None and s.mean is not None else 0.0
-            ax.barh(y, v, left=left, color=cmap(i % 10), label=st if y == 0 else None)
+            ax.barh(y, v, left=left, color=cmap(i % 10), label=pretty(st) if y == 0 else None)
             left += v
         peak = look.get((p, d, "peak_rss_mb"))
         if peak is not None and peak.mean is not None:
@@ -138,24 +164,31 @@ def domain_maps(maps: dict[tuple[str, str], dict[str, Any]], path_for: Any) -> l
         fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 4.1 * nrow), squeeze=False)
         coords = np.asarray(items[0][1]["coords"], dtype=float)
         size = max(1.0, min(12.0, 20000.0 / max(len(coords), 1)))
+        bg = next((v.get("background") for _, v in items if v.get("background") is not None), None)
+        view, f = (bg["view"], float(bg["factor"])) if bg is not None else (None, 1.0)
+        um = bg.get("um_per_px") if bg is not None else None
         cmap = plt.get_cmap("tab20")
         for ax in axes.ravel():
             ax.axis("off")
-        truth = np.asarray(items[0][1]["truth"], dtype=object).astype(str)
+        truth = np.asarray(items[0][1]["truth"], dtype=object)
         palette: dict[str, Any] = {}
         for ax, (name, lab, v) in zip(axes.ravel(), panels):
-            lab = np.asarray(lab, dtype=object).astype(str) if v is None else match_to_truth(lab, truth)
-            xy = np.asarray(v["coords"] if v is not None else coords, dtype=float)
+            lab = display_labels(lab) if v is None else match_to_truth(lab, truth)
+            xy = np.asarray(v["coords"] if v is not None else coords, dtype=float) * f
+            if view is not None:
+                ax.imshow(view, alpha=0.6)
             for c in sorted(set(lab), key=lambda s: (len(s), s)):
                 m = lab == c
                 if c not in palette:
                     palette[c] = cmap(len(palette) % 20)
-                color = (0.85, 0.85, 0.85, 1.0) if c.lower() in ("nan", "none", "") else palette[c]
+                color = (0.8, 0.8, 0.8, 1.0) if c == UNLABELLED else palette[c]
                 ax.scatter(xy[m, 0], xy[m, 1], s=size, color=color, linewidths=0, label=c)
             if v is None:  # the truth panel carries the legend (predicted domains are renamed to match it)
                 ax.legend(loc="upper right", fontsize=6, markerscale=2, frameon=False, bbox_to_anchor=(1.12, 1.0))
             ax.set_aspect("equal")
-            ax.invert_yaxis()
+            if view is None:
+                ax.invert_yaxis()
+            add_scale_bar(ax, f, um, view.shape[1] if view is not None else float(np.ptp(xy[:, 0]) or 1.0))
             title = name if v is None else f"{name}\nARI {v['ari']:.3f} (seed {v['seed']})"
             ax.set_title(title, fontsize=9)
         fig.suptitle(f"domains on {ds}", fontsize=11)

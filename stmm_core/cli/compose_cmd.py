@@ -7,7 +7,6 @@ from typing import Any, Optional
 
 import typer
 
-NONE_WORDS = {"none", "off", "no", ""}
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -24,45 +23,52 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def compose_spec(
-    recipe: str = "stereomm",
-    slots: dict[str, str | None] | None = None,
-    sets: dict[str, Any] | None = None,
-):
-    """Start from *recipe*, replace the named slots, apply ``--set`` overrides, validate."""
-    from stmm_core.recipes import get_recipe
-    from stmm_core.spec import apply_overrides, parse_spec
+def compose_spec(recipe: str | None = "stereomm", slots: dict[str, str | None] | None = None,
+                 sets: dict[str, Any] | None = None, *, warn=None):
+    """Start from *recipe*, replace the named slots, apply ``--set`` overrides, validate
+    (see :func:`stmm_core.composing.compose_spec`)."""
+    from stmm_core.composing import compose_spec as _compose
 
-    data = get_recipe(recipe)["spec"]
-    comps = data.setdefault("components", {})
-    custom = False
-    for slot, name in (slots or {}).items():
-        if name is None:
-            continue
-        custom = True
-        comps[slot] = None if name.lower() in NONE_WORDS else {"name": name, "params": {}}
-    if custom:
-        data["recipe"] = None
-    apply_overrides(data, sets or {})
-    return parse_spec(data)
+    return _compose(recipe, slots, sets, warn=warn)
 
 
 def compose(
-    image: Optional[str] = typer.Option(None, "--image", help="Image encoder (e.g. resnet50, vit) or 'none'."),
-    gene: Optional[str] = typer.Option(None, "--gene", help="Gene encoder (e.g. hvg, pca)."),
-    fuse: Optional[str] = typer.Option(None, "--fuse", help="Fusion (e.g. attention, concat)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe to start from, with its tuned "
+                                         "settings (stmm list --kind recipe), e.g. stereomm."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Image encoder: a component (resnet50, "
+                                          "vit, timm, stain-stats), a published encoder from 'stmm list "
+                                          "--pretrained' (uni, phikon, ...), or none."),
+    gene: Optional[str] = typer.Option(None, "--gene", help="Gene encoder (hvg, pca)."),
+    fuse: Optional[str] = typer.Option(None, "--fuse", help="Fusion (attention, concat)."),
     builder: Optional[str] = typer.Option(None, "--builder", help="Spatial graph builder (radius, knn)."),
-    graph: Optional[str] = typer.Option(None, "--graph", help="Graph model (e.g. vgae)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Task (gmm, leiden, kmeans)."),
-    recipe: str = typer.Option("stereomm", "--recipe", help="Recipe whose parts fill the slots not given."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help="Override: component.param=value (repeatable)."),
+    graph: Optional[str] = typer.Option(None, "--graph", help="Graph model (vgae, contrastive-gae)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Domain clustering (gmm, leiden, kmeans)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="Change one setting: component.param=value "
+                                             "(repeatable), e.g. fusion.img_weight=0.3."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the spec JSON here."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the validated spec and write nothing."),
+    old_image: Optional[str] = typer.Option(None, "--image", hidden=True),
 ) -> None:
-    """Compose a pipeline from named components and write its validated spec."""
-    spec = compose_spec(recipe, {"image": image, "gene": gene, "fusion": fuse, "builder": builder,
-                                 "graph": graph, "task": task}, parse_sets(sets))
+    """Write a pipeline spec: a recipe, with components swapped or settings changed."""
+    from stmm_core.errors import StmmError
+
+    if old_image is not None:
+        raise StmmError(f"compose names the image encoder with --encoder (e.g. --encoder {old_image}); --image is the "
+                        "H&E image file of 'stmm fit/run'")
+    slots = {"image": encoder, "gene": gene, "fusion": fuse, "builder": builder, "graph": graph, "task": task}
+    if recipe is None and all(v is None for v in slots.values()):
+        from stmm_core.recipes import all_recipes
+
+        raise StmmError("name a recipe to start from (--recipe stereomm) or the components (--encoder, --gene, "
+                        f"--fuse, --graph, ...); recipes: {', '.join(sorted(all_recipes()))}")
+
+    def warn(line: str) -> None:
+        typer.echo(f"stmm: warning: {line}", err=True)
+
+    spec = compose_spec(recipe, slots, parse_sets(sets), warn=warn)
     text = spec.pretty_json()
+    if spec.note:
+        typer.echo(f"note: {spec.note}", err=True)
     if dry_run or output is None:
         typer.echo(text)
         if output is not None:
@@ -72,7 +78,7 @@ def compose(
 
     write_text(check_output(output, kind="file"), text + "\n")
     parts = ", ".join(f"{k}={v.name}" for k, v in spec.components.items() if v is not None)
-    typer.echo(f"wrote {output} ({parts}; spec hash {spec.hash()[:12]})", err=True)
+    typer.echo(f"wrote {output} ({spec.recipe or 'custom'}: {parts}; spec hash {spec.hash()[:12]})", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -46,12 +46,36 @@ MORE = typer.Argument(None, hidden=True, metavar="[MORE_DATA]...", callback=chec
                       help="Further sections after --data (multi-section pipelines).")
 STAGE = typer.Option(None, "--stage", min=1, max=2, help="Multi-stage pipelines (magic): train only this stage.")
 OUT = typer.Option(..., "-o", "--output", help="Run folder to write.")
-K = typer.Option(None, "--n-domains", "-k", min=1, help="Number of spatial domains (default: from --labels).")
+def _parse_k(value: Optional[str]) -> Optional[str | int]:
+    """``-k``: a whole number ≥ 1, or ``auto`` (chosen from the data; see stmm_core.pipeline.auto_k)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise typer.BadParameter(f"{value!r}: give a whole number of domains (e.g. -k 7) or -k auto")
+    return k
+
+
+K = typer.Option(None, "--n-domains", "-k", callback=_parse_k,
+                 help="Number of spatial domains, or 'auto': chosen without labels (the knee of the BIC curve of "
+                      "a Gaussian mixture over K = 2..15; a starting point: the candidates are printed and saved "
+                      "in metrics.json). "
+                      "Default: the number of --labels categories.")
 LABELS = typer.Option(None, "--labels", help="obs column with ground-truth domains (reports ARI/NMI).")
 SEED = typer.Option(None, "--seed", callback=checks.seed, help="Random seed (overrides train.seed).")
 DEVICE = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda")
-IMAGE = typer.Option(None, "--image", help="H&E image to use instead of the one in the data.")
-SCALE = typer.Option(None, "--scale", callback=checks.positive, help="Full-resolution px → --image px scale factor.")
+IMAGE = typer.Option(None, "--image", help="H&E image file to use instead of the one in the data: the "
+                                           "full-resolution TIFF (with --scale 1) or spatial/tissue_hires_image.png.")
+SCALE = typer.Option(None, "--scale", callback=checks.positive,
+                     help="Scale factor from full-resolution px (the unit of the spot positions) to --image px: 1 "
+                          "for the full-resolution TIFF, tissue_hires_scalef from scalefactors_json.json for the "
+                          "hires PNG.")
 COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table (or an .h5ad without "
                                              "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
                                              "or a Space Ranger spatial/ folder.")
@@ -142,7 +166,7 @@ def fit(
     more: Optional[list[Path]] = MORE,
     data: list[Path] = DATA,
     output: Path = OUT,
-    n_domains: Optional[int] = K,
+    n_domains: Optional[str] = K,
     labels: Optional[str] = LABELS,
     seed: Optional[int] = SEED,
     device: str = DEVICE,
@@ -185,7 +209,7 @@ def run(
     more: Optional[list[Path]] = MORE,
     data: list[Path] = DATA,
     output: Path = OUT,
-    n_domains: Optional[int] = K,
+    n_domains: Optional[str] = K,
     labels: Optional[str] = LABELS,
     seed: Optional[int] = SEED,
     device: str = DEVICE,
@@ -202,12 +226,17 @@ def run(
     stage: Optional[int] = STAGE,
     nproc: int = NPROC,
     overwrite: bool = OVERWRITE,
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Swap the recipe's image encoder: a component "
+                                          "or a published encoder from 'stmm list --pretrained' (e.g. uni)."),
 ) -> None:
     """Run a registered recipe with its defaults (plus --set overrides)."""
     from stmm_core.cli.compose_cmd import compose_spec
 
     _relaunch(nproc)
-    spec = compose_spec(recipe, None, parse_sets(sets))
+    spec = compose_spec(recipe, {"image": encoder} if encoder else None, parse_sets(sets),
+                        warn=lambda line: typer.echo(f"stmm: warning: {line}", err=True))
+    if spec.note:
+        typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
             stage, coords, counts_layer, bin_size, region, zarr, overwrite)
 

@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     _show_warnings_as_lines()
     _terminate_cleanly()
     exit_types, click_errors, abort_types = _click_exceptions()
-    command = typer.main.get_command(app)
+    from stmm_core.cli.help_format import plain_help
+
+    command = plain_help(typer.main.get_command(app))
     try:
         from stmm_core.env import check_environment
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -34,7 +34,8 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 
 def list_components(
     pattern: Optional[str] = typer.Argument(None, help="Name pattern (substring or shell wildcard)."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. image_encoder."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: image_encoder, gene_encoder, fusion, graph_builder, "
+                                                        "graph_model, decoder, objective, task or recipe."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     pretrained: bool = typer.Option(False, "--pretrained", help="List the published encoders of the zoo index "
                                                                 "(licence, gating, embedding size)."),
@@ -46,9 +47,9 @@ def list_components(
     from stmm_core.plugins import get_registry
 
     reg = get_registry()
-    items = reg.catalogue.search(pattern, kind)
-    recipes = [] if kind else [r for n, r in sorted(reg.recipes.items())
-                               if not pattern or pattern.strip("*") in n]
+    want_recipes = kind is None or kind.lower() in ("recipe", "recipes")
+    items = [] if kind and kind.lower() in ("recipe", "recipes") else reg.catalogue.search(pattern, kind)
+    recipes = [r for n, r in sorted(reg.recipes.items()) if want_recipes and _matches(n, pattern)]
     if as_json:
         typer.echo(json.dumps({
             "components": [i.describe() for i in items],
@@ -60,31 +61,48 @@ def list_components(
         from stmm_core.errors import ComponentNotFound
 
         raise ComponentNotFound(f"no component or recipe matches {pattern!r}"
-                                f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all")
+                                f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all "
+                                "('stmm list --pretrained': the published encoders)")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
-        typer.echo(f"{i.kind:<14} {i.name:<12} {i.package:<12} {i.summary}{alias}")
+        typer.echo(f"{i.kind:<14} {i.name:<20} {i.package:<12} {i.summary}{alias}")
     for r in recipes:
-        typer.echo(f"{'recipe':<14} {r['name']:<12} {r.get('package', ''):<12} {r.get('summary', '')}")
+        typer.echo(f"{'recipe':<14} {r['name']:<20} {r.get('package', ''):<12} {r.get('summary', '')}")
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    import fnmatch
+
+    if not pattern:
+        return True
+    return fnmatch.fnmatch(name, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
 
 
 def info(
-    name: str = typer.Argument(..., help="Component or recipe name."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k"),
+    name: str = typer.Argument(..., help="Component, recipe or published encoder name."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this component kind (when a name is "
+                                       "used by several kinds)."),
+    as_json: bool = typer.Option(False, "--json", help="The raw record (a component's JSON schema, a recipe's "
+                                 "spec) as JSON."),
 ) -> None:
-    """Show a component's parameters (JSON schema) or a recipe's spec."""
+    """Show what a recipe sets, a component's parameters, or a published encoder's loading and licence."""
+    from stmm_core.cli.info_format import component_text, recipe_text, zoo_text
     from stmm_core.errors import ComponentNotFound
     from stmm_core.plugins import get_registry
 
     from stmm_registry.zoo import get_encoder
 
+    def show(record: Any, lines: list[str]) -> None:
+        typer.echo(json.dumps(record, indent=2) if as_json else "\n".join(lines))
+
     zoo = get_encoder(name) if kind is None else None
     if zoo is not None:
-        typer.echo(json.dumps(zoo.model_dump(mode="json"), indent=2))
+        record = zoo.model_dump(mode="json")
+        show(record, zoo_text(record))
         return
     reg = get_registry()
     if kind is None and name in reg.recipes:
-        typer.echo(json.dumps(reg.recipes[name], indent=2))
+        show(reg.recipes[name], recipe_text(reg.recipes[name]))
         return
     matches = [i for i in reg.catalogue if i.name == name or name in i.aliases]
     if kind:
@@ -97,7 +115,11 @@ def info(
             if close:
                 reg.catalogue.get(k, name)
         raise ComponentNotFound(f"no component or recipe named {name!r}; run 'stmm list'")
-    typer.echo(json.dumps([m.describe() for m in matches], indent=2))
+    records = [m.describe() for m in matches]
+    lines: list[str] = []
+    for d in records:
+        lines += ([""] if lines else []) + component_text(d)
+    show(records, lines)
 
 
 def _list_pretrained(pattern: Optional[str], as_json: bool) -> None:

@@ -86,7 +86,9 @@ def finish_pipeline_dir(folder: str | Path, spec: "PipelineSpec", metrics: dict[
         sources = sources_from_info((metrics or {}).get("info"))
     from stmm_core.atomic import write_text
 
-    write_text(folder / CARD, render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets))
+    figures = [f for f in ("domains.png",) if (folder / f).is_file()]
+    write_text(folder / CARD, render_card(spec, metrics, repo_id=repo_id, license=license, datasets=datasets,
+                                          figures=figures))
     manifest = build_manifest(folder, spec, sources=sources)
     write_manifest(folder, manifest)
     return manifest

@@ -58,7 +58,7 @@ def fit_graph_fusion(
     spec: "PipelineSpec",
     section: "Section",
     *,
-    n_domains: int | None,
+    n_domains: int | str | None,
     device: str = "cpu",
     cache: Any | None = None,
     progress: bool = True,
@@ -76,7 +76,9 @@ def fit_graph_fusion(
     from stmm_core.progress import progress_bar
     from stmm_core.seeding import seed_everything
 
-    if n_domains is not None and not 1 <= n_domains <= section.n_spots:
+    if isinstance(n_domains, str) and n_domains != "auto":
+        raise StmmError(f"n_domains must be a number or 'auto', got {n_domains!r}")
+    if isinstance(n_domains, int) and not 1 <= n_domains <= section.n_spots:
         raise StmmError(f"--n-domains {n_domains} is not possible with {section.n_spots} spots; use 1…{section.n_spots}")
     seed = spec.train.seed
     prof = StageProfiler()
@@ -101,7 +103,8 @@ def fit_graph_fusion(
         if section.image is None:
             raise StmmError(
                 f"the spec has an image encoder but section {section.name!r} has no image: give the image "
-                "(--image PATH --scale S) or compose without one (--image none)"
+                "(--image PATH --scale S) or compose without one (stmm compose --encoder none, or the recipe "
+                "stereomm-expression)"
             )
         with prof.stage("image features"):
             seed_everything(seed)  # random-init encoders are reproducible
@@ -180,8 +183,8 @@ def fit_graph_fusion(
                 if spec.train.dec_epochs:
                     if not getattr(model.params, "dec", False) or not hasattr(model, "start_refinement"):
                         raise StmmError("train.dec_epochs > 0 needs a graph model with dec=true (--set graph.dec=true)")
-                    if n_domains is None:
-                        raise StmmError("DEC refinement needs the number of domains: pass --n-domains K")
+                    if n_domains is None or n_domains == "auto":
+                        raise StmmError("DEC refinement needs the number of domains: pass --n-domains K (a number)")
                     mu = _embed(fusion, model, t_img, t_gene, ctx)
                     centres = model.start_refinement(mu, n_domains, seed)
                     opt.add_param_group({"params": [centres], "weight_decay": 0.0})
@@ -201,6 +204,11 @@ def fit_graph_fusion(
         raise StmmError("the embedding contains NaN/inf; lower train.lr or check the input features")
 
     labels = None
+    if n_domains == "auto":  # -k auto: K chosen from the embedding by a stated criterion, candidates reported
+        from stmm_core.pipeline.auto_k import choose_n_domains
+
+        with prof.stage("choose K"):
+            n_domains, info["auto_k"] = choose_n_domains(embedding, seed)
     if n_domains is not None:
         with prof.stage("clustering"):
             task = _build("task", spec)

@@ -78,10 +78,17 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
             write_json(stage / "preprocess.json", result.gene_state)
         write_json(stage / "metrics.json", metrics)
         if result.labels is not None:
-            plot_domains(section, result.labels, stage / "domains.png", truth=truth,
-                         title=f"stmm {result.spec.recipe or 'pipeline'} · {section.name}",
-                         scores=metrics.get("clustering"))
-        plot_loss(result.history, stage / "loss.png")
+            from stmm_core.pipeline.image_caveats import short_caveat
+
+            title = f"stmm {result.spec.recipe or 'pipeline'} · {section.name}"
+            caveat = short_caveat(metrics.get("image_caveat"))
+            plot_domains(section, result.labels, stage / "domains.png", truth=truth, title=title,
+                         scores=metrics.get("clustering"), caveat=caveat)
+        graph = result.spec.components.get("graph")
+        gp = graph.params if graph is not None else {}
+        loss_weights = {term: float(gp[param]) for term, param in (("kl", "kl_weight"), ("dec", "dec_weight"),
+                        ("recon", "recon_weight"), ("contrastive", "contrastive_weight")) if param in gp}
+        plot_loss(result.history, stage / "loss.png", weights=loss_weights)
         from stmm_core.report_html import write_report
 
         write_report(stage, section, adata, metrics, result.spec.pretty_json(),  # last: it embeds the figures

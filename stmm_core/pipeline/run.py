@@ -38,9 +38,10 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
     return filter_section(section)
 
 
-def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | None,
-                      flag: str = "--labels") -> int | None:
-    """K from ``--n-domains``, else from the number of categories of the ``--labels`` column.
+def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: str | None,
+                      flag: str = "--labels") -> int | str | None:
+    """K from ``--n-domains`` (a number, or ``"auto"``: chosen after training by
+    :mod:`stmm_core.pipeline.auto_k`), else from the number of categories of the ``--labels`` column.
 
     A ``--labels`` column with no labelled spots, or with a single labelled class, is refused: ARI/NMI against it
     would be meaningless (a single class scores 1.0 for any clustering)."""
@@ -54,6 +55,8 @@ def resolve_n_domains(section: "Section", n_domains: int | None, labels: str | N
                f"give {flag} a column with at least two labelled classes")
         check_truth(section.obs[labels].to_numpy(), f"{flag} {labels!r}", fix)
     if n_domains is not None:
+        if n_domains == "auto":
+            return n_domains
         if n_domains > section.n_spots:
             raise DataError(f"--n-domains {n_domains} is more than the {section.n_spots} spots of section "
                             f"{section.name!r}; give a smaller K")
@@ -71,7 +74,7 @@ def fit_to_dir(
     data: str | Path,
     out_dir: str | Path,
     *,
-    n_domains: int | None = None,
+    n_domains: int | str | None = None,
     labels: str | None = None,
     device: str = "auto",
     image: str | Path | None = None,
@@ -138,6 +141,15 @@ def fit_to_dir(
         data_warnings.append(not_counts)
     data_warnings = list(data_warnings)
     k = resolve_n_domains(section, n_domains, labels)
+    if isinstance(k, int) and not 1 <= k <= section.n_spots:
+        raise StmmError(f"--n-domains {k} is not possible with {section.n_spots} spots; use 1…{section.n_spots}")
+    from stmm_core.pipeline.image_caveats import image_caveat
+
+    caveat = image_caveat(spec, section)  # resolution guard: said before the long part starts
+    if caveat and caveat["warning"] and dist_ctx.rank() == 0:
+        import warnings
+
+        warnings.warn(caveat["warning"], UserWarning, stacklevel=1)
     if spec.pipeline != "graph-fusion":  # pragma: no cover - only one runner so far
         raise StmmError(f"pipeline type {spec.pipeline!r} cannot be fitted with 'stmm fit'")
     with recorded_warnings() as fit_warnings:
@@ -148,6 +160,8 @@ def fit_to_dir(
     if distributed and dist_ctx.rank() != 0:
         dist_ctx.finish()
         return {"rank": dist_ctx.rank()}
+    if k == "auto":
+        k = (result.info.get("auto_k") or {}).get("chosen")
     metrics: dict[str, Any] = {
         "stmm_version": __version__,
         "spec_hash": result.spec.hash(),
@@ -162,6 +176,8 @@ def fit_to_dir(
         "stages": [{"name": "read", "seconds": read_s}] + result.profile.to_list(),
         "info": result.info,
     }
+    if caveat is not None:
+        metrics["image_caveat"] = caveat
     if section.meta.get("filtered"):
         metrics["filtered"] = dict(section.meta["filtered"])
     if data_warnings:
@@ -177,6 +193,7 @@ def fit_to_dir(
     if labels is not None and result.labels is not None:
         metrics["clustering"] = clustering_scores(section.obs[labels].to_numpy(), result.labels)
         metrics["clustering"]["label_column"] = labels
+        metrics["clustering"]["domain_to_label"] = domain_label_map(result.labels, section.obs[labels].to_numpy())
     metrics["wall_seconds"] = time.perf_counter() - t0
     metrics["peak_rss_mb"] = max([r.peak_rss_mb for r in result.profile.records] + [current_rss_bytes() / 2**20])
     if distributed:
@@ -192,6 +209,18 @@ def fit_to_dir(
     return metrics
 
 
+def domain_label_map(pred: Any, truth: Any) -> dict[str, str]:
+    """``{domain id: best-matching label}`` (one-to-one, Hungarian; as drawn in domains.png); domains left over
+    are named ``extra <id>``."""
+    import numpy as np
+
+    from stmm_core.plots import match_to_truth
+
+    pred = np.asarray(pred).astype(str)
+    named = match_to_truth(pred, truth)
+    return {str(p): str(named[np.flatnonzero(pred == p)[0]]) for p in sorted(set(pred), key=lambda s: (len(s), s))}
+
+
 def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     """Human summary printed to stdout by the CLI."""
     lines = [f"section {metrics['section']}: {metrics['info']['n_spots']} spots, "
@@ -201,8 +230,14 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
         lines.append(f"  {removed} spot{'s' if removed != 1 else ''} without counts left out (not in result.h5ad)")
     img = metrics["info"].get("image")
     if img:
+        cav = metrics.get("image_caveat") or {}
+        where = (f"; {cav['image']}, {cav['spot_image_px']:g} px per spot"
+                 if cav.get("image") and cav.get("spot_image_px") is not None else "")
         lines.append(f"image features: {img['encoder']} at {img['input_px']} px "
-                     f"({'from cache' if img['cached'] else 'computed'})")
+                     f"({'from cache' if img['cached'] else 'computed'}{where})")
+    caveat = (metrics.get("image_caveat") or {}).get("line")
+    if caveat:
+        lines.append(f"  note: {caveat}")
     iw = metrics["info"].get("image_weight")
     if iw:
         lines.append(f"image weight (auto): {iw['weight']:.3f}"
@@ -213,21 +248,27 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     for st in metrics["stages"]:
         extra = f", peak RSS {st['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in st else ""
         lines.append(f"  {st['name']:<15} {st['seconds']:7.1f} s{extra}")
+    auto = (metrics.get("info") or {}).get("auto_k")
+    if auto:
+        from stmm_core.pipeline.auto_k import candidates_line
+
+        lines.append(f"K chosen without labels: {auto['chosen']} ({auto['criterion']})")
+        lines.append(f"  candidates: {candidates_line(auto)}")
     if "clustering" in metrics:
         c = metrics["clustering"]
         lines.append(f"domains: K={metrics['n_domains']}  ARI {c['ari']:.3f}  NMI {c['nmi']:.3f} "
                      f"against obs[{c['label_column']!r}] ({c['n_labelled']} labelled spots)")
     elif metrics.get("n_domains"):
         lines.append(f"domains: K={metrics['n_domains']}")
-    found = metrics.get("n_domains_found")
-    if found is not None and metrics.get("n_domains") and found != metrics["n_domains"]:
-        lines.append(f"  note: {found} domains found, not K={metrics['n_domains']} (some clusters received no "
-                     "spots); try a smaller --n-domains")
-    for w in metrics.get("warnings", []):
-        lines.append(f"  warning: {w}")
     else:
         lines.append("domains: not computed (give --n-domains K, or --labels COLUMN to take K from the labels); "
                      "the embedding is in result.h5ad obsm['X_stmm']")
+    found = metrics.get("n_domains_found")
+    if found is not None and metrics.get("n_domains") and found != metrics["n_domains"]:
+        lines.append(f"  note: {found} domains found, not K={metrics['n_domains']} (some clusters received no "
+                     "spots or were smoothed away); try a smaller --n-domains")
+    for w in metrics.get("warnings", []):
+        lines.append(f"  warning: {w}")
     lines.append(f"wall time {metrics['wall_seconds']:.1f} s, peak RSS {metrics['peak_rss_mb']:.0f} MB")
     lines.append(f"wrote {out_dir}/: {', '.join(metrics['files'])}")
     return lines

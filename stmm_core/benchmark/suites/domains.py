@@ -44,12 +44,26 @@ def _section(ctx: Context, ds: "ResolvedDataset") -> Any:
 
 
 def _remember_map(ctx: Context, pipe: str, ds: "ResolvedDataset", seed: int, coords: np.ndarray,
-                  labels: np.ndarray, truth: np.ndarray, ari: float) -> None:
+                  labels: np.ndarray, truth: np.ndarray, ari: float, section: Any = None) -> None:
     maps = ctx.store.setdefault("maps", {})
     key = (ds.name, pipe)
     if key not in maps:  # the first seed of each pipeline
         maps[key] = {"coords": np.asarray(coords), "labels": np.asarray(labels), "truth": np.asarray(truth),
-                     "seed": seed, "ari": ari}
+                     "seed": seed, "ari": ari, "background": _background(ctx, ds, section)}
+
+
+def _background(ctx: Context, ds: "ResolvedDataset", section: Any) -> dict[str, Any] | None:
+    """The section's H&E (downsampled, once per dataset) for the domain maps."""
+    from stmm_core.plots import _background as view_of, microns_per_px
+
+    cache = ctx.store.setdefault("backgrounds", {})
+    if ds.name not in cache:
+        cache[ds.name] = None
+        if section is not None and getattr(section, "image", None) is not None:
+            view, factor = view_of(section, max_side=800)
+            if view is not None:
+                cache[ds.name] = {"view": view, "factor": factor, "um_per_px": microns_per_px(section)}
+    return cache[ds.name]
 
 
 def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
@@ -65,7 +79,7 @@ def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", se
     res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
     truth = section.obs[label].to_numpy()
     scores = clustering_scores(truth, res.labels)
-    _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"])
+    _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"], section)
     details = {"k": k, "n_labelled": scores["n_labelled"], "stages": res.profile.to_list(),
                "image_cached": bool(res.info.get("image", {}).get("cached")), "spec_hash": spec.hash()}
     if res.info.get("image_weight"):
@@ -103,7 +117,7 @@ def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset",
     labels = np.asarray(task.run(x, k, seed), dtype=np.int64)
     truth = section.obs[label].to_numpy()
     scores = clustering_scores(truth, labels)
-    _remember_map(ctx, pipe.name, ds, seed, section.coords, labels, truth, scores["ari"])
+    _remember_map(ctx, pipe.name, ds, seed, section.coords, labels, truth, scores["ari"], section)
     details = {"k": k, "n_labelled": scores["n_labelled"], "embedding": "stage-1 unit image + gene embeddings, "
                "concatenated, GMM (default params)", "fit_seconds": fit_s, "timings": meta.get("timings"),
                "stage1_epochs": spec.train.stage1.epochs, "spec_hash": spec.hash()}

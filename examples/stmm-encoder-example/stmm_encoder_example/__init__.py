@@ -1,0 +1,1 @@
+"""Example stmm image-encoder plug-in (see README.md)."""
