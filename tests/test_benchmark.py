@@ -148,7 +148,7 @@ def test_registered_and_user_datasets(section_paths, monkeypatch, tmp_path):
 
 def test_registered_dataset_checksums_match_shared_data(shared_data, monkeypatch):
     monkeypatch.setenv("STMM_DATA", str(shared_data))
-    for name in ("dlpfc-151676", "dlpfc-151675", "her2st-C2"):
+    for name in ("dlpfc-151676", "dlpfc-151675", "her2st-C2", "her2st-A1"):
         assert dsets.resolve(dsets.BUILTIN[name]).verified
 
 

@@ -230,6 +230,7 @@ class CrossAttentionFusion(nn.Module, Fusion):
     def forward(self, img: Tensor | None, gene: Tensor, graph: GraphContext | None = None) -> Tensor:
         """Fuse ``img`` ``(N, D_img)``/None and ``gene`` ``(N, D_gene)`` → ``(N, out_dim)`` float32."""
         self._check(img, gene)
+        _check_resolved(self.params, img)
         p = self.params
         gene_p = self.gene_proj(self._float(gene))
         if img is None:
@@ -274,6 +275,7 @@ class CrossAttentionFusion(nn.Module, Fusion):
         Never depends on trainable parameters.
         """
         p = self.params
+        _check_resolved(p, img)
         gene = gene.float() if gene.dtype != torch.float32 else gene
         if img is None:
             return gene * p.gene_weight
@@ -281,6 +283,12 @@ class CrossAttentionFusion(nn.Module, Fusion):
         if p.balance:
             img = img * (_rms_norm(gene) / _rms_norm(img).clamp_min(1e-12))
         return torch.cat([img * p.img_weight, gene * p.gene_weight], dim=1)
+
+
+def _check_resolved(params: AttentionFusionParams, img: Tensor | None) -> None:
+    if img is not None and params.img_weight == "auto":
+        raise SpecError("fusion.img_weight='auto' is chosen by the graph-fusion pipeline before training; "
+                        "outside it give a number (--set fusion.img_weight=0.5)")
 
 
 def _rms_norm(x: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +24,12 @@ class AttentionFusionParams(BaseModel):
         description="neighbourhood: a spot attends to its spatial-graph neighbours and itself (O(E)); "
         "global: a spot attends to all spots (O(N²) time, O(N) memory, as in StereoMM)",
     )
-    img_weight: float = Field(1.0, ge=0.0, le=1e6, description="weight of the image block in the output")
+    img_weight: Union[Annotated[float, Field(ge=0.0, le=1e6)], Literal["auto"]] = Field(
+        1.0,
+        description="weight of the image block in the output; 'auto': chosen from the data before training "
+        "(held-out R² of the image features predicting the gene features, spatially blocked CV, mapped to "
+        "[0, 1]; at 0 the image is left out), recorded in metrics.json and the run's spec.json",
+    )
     gene_weight: float = Field(1.0, ge=0.0, le=1e6, description="weight of the gene block in the output")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the attention output (training only)")
     balance: bool = Field(

@@ -78,6 +78,12 @@ BUILTIN: dict[str, DatasetDescriptor] = {
                         "expert layers L1-L6/WM, lowres H&E",
             citation=_DLPFC_CITE),
         DatasetDescriptor(
+            name="her2st-A1", path="her2st/h5ad/her2st_A1.h5ad", label="label",
+            sha256="d746193d427c37a780e292495ecf49dec91aeeb710fa8f763df76fdbff677a95", group="her2st-A",
+            description="HER2ST section A1 (patient A), legacy ST 100 um spots, 346 spots, 2000-px H&E rendering, "
+                        "pathologist labels",
+            citation=_HER2ST_CITE),
+        DatasetDescriptor(
             name="dlpfc-151510", path="dlpfc/151510_drsc_500genes/dlpfc_151510_500genes_lowres.h5ad",
             label="annotation", sha256="f2adbbbe1e355550c58846a4c263ef4ba766422eca2c39cf1eca8d17ac2cd82f",
             group="dlpfc",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Pipelines treated as baselines when a config does not say otherwise.
 DEFAULT_BASELINES = ("expression-gmm", "expression-leiden", "image-gmm", "hest-ridge", "graphst",
-                     "stereomm-expression")
+                     "stereomm-expression", "train-mean", "ridge-cv", "stain-ridge", "knn-expression")
 
 
 @dataclass
@@ -119,7 +119,10 @@ def _annotate(pipe: BenchPipeline) -> None:
     if spec is None:
         return
     img = spec.components.get("image")
-    if img is not None and img.params.get("weights") == "random":
+    if pipe.method in ("train-mean", "stain-ridge"):  # neither reads the spec's image encoder
+        pipe.notes.append("no image encoder weights used" + (" (weight-free stain-stats features)"
+                                                             if pipe.method == "stain-ridge" else " (no image)"))
+    elif img is not None and img.params.get("weights") == "random":
         pipe.notes.append(f"image encoder {img.name} randomly initialised (no pretrained weights reachable)")
 
 

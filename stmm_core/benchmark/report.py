@@ -76,27 +76,11 @@ def _md_escape(text: str) -> str:
 
 
 def verdicts(result: BenchmarkResult, primary: str, higher: dict[str, bool], baselines: set[str]) -> list[str]:
-    """Plain sentences: where each non-baseline pipeline loses to (or beats) the best baseline."""
-    out = []
-    by: dict[str, dict[str, SummaryRow]] = {}
-    for s in result.summary:
-        if s.metric == primary and s.mean is not None:
-            by.setdefault(s.dataset, {})[s.pipeline] = s
-    better = higher.get(primary, True)
-    for ds, rows in by.items():
-        base = {p: s for p, s in rows.items() if p in baselines}
-        if not base:
-            continue
-        best_name, best = (max if better else min)(base.items(), key=lambda kv: kv[1].mean)
-        for p, s in rows.items():
-            if p in baselines:
-                continue
-            diff = s.mean - best.mean
-            wins = diff > 0 if better else diff < 0
-            word = "beats" if wins else "LOSES to"
-            out.append(f"On {ds}, **{p}** {word} the best baseline **{best_name}** on {primary}: "
-                       f"{fmt(s.mean)} vs {fmt(best.mean)} ({diff:+.3f}).")
-    return out
+    """Plain sentences: each non-baseline pipeline against the best baseline, from paired differences over
+    folds × seeds (see :mod:`stmm_core.benchmark.verdicts`)."""
+    from stmm_core.benchmark.verdicts import verdict_lines
+
+    return verdict_lines(result, primary, higher, baselines)
 
 
 def markdown(result: BenchmarkResult, primary: str | None = None, higher: dict[str, bool] | None = None,

@@ -135,6 +135,10 @@ def fit_graph_fusion(
         graph = builder.build(section.coords, section.spot_diameter)
     info["graph"] = {"edges": graph.n_edges, "mean_degree": round(graph.mean_degree(), 3), **graph.meta}
 
+    if img_x is not None and _fusion_param(spec, "img_weight") == "auto":
+        with prof.stage("image weight"):
+            spec, img_x, info["image_weight"] = resolve_auto_image_weight(spec, img_x, gene_x, section, graph, seed)
+
     with prof.stage("train"):
         seed_everything(seed)
         fusion = _build("fusion", spec)
@@ -242,6 +246,36 @@ def fit_graph_fusion(
             state[f"{prefix}.{k}"] = v.detach().cpu().contiguous()
     gene_state = gene_enc.state() if hasattr(gene_enc, "state") else None
     return FitResult(spec, embedding, labels, history, state, prof, info, gene_state, graph=graph, obsm=extra_obsm)
+
+
+def _fusion_param(spec: "PipelineSpec", name: str) -> Any:
+    ref = spec.components.get("fusion")
+    return None if ref is None else ref.params.get(name)
+
+
+def resolve_auto_image_weight(
+    spec: "PipelineSpec", img_x: np.ndarray, gene_x: np.ndarray, section: "Section", graph: Any, seed: int
+) -> tuple["PipelineSpec", np.ndarray | None, dict[str, Any]]:
+    """``fusion.img_weight = "auto"``: choose the weight from the data (:mod:`stmm_core.pipeline.image_weight`).
+
+    Returns the spec as it is fitted (the chosen weight written in; at weight 0 the image component removed,
+    so the saved pipeline re-embeds without the image), the image features (None when left out) and the
+    evidence for ``metrics.json``.
+    """
+    from stmm_core.pipeline.image_weight import auto_image_weight
+    from stmm_core.spec import parse_spec
+
+    weight, evidence = auto_image_weight(img_x, gene_x, section.coords, graph.edge_index, seed=seed)
+    weight = round(weight, 3)
+    data = spec.to_dict()
+    data["components"]["fusion"]["params"]["img_weight"] = weight
+    dropped = weight == 0.0
+    if dropped:
+        data["components"]["image"] = None
+    evidence = {"requested": "auto", "weight": weight, "image_left_out": dropped, **evidence}
+    log.info("automatic image weight %.3f (held-out R² of image → gene features %.3f)%s", weight,
+             evidence["cv_r2_image_to_gene"], "; the image is left out" if dropped else "")
+    return parse_spec(data), (None if dropped else img_x), evidence
 
 
 def _embed(fusion: Any, model: Any, t_img: Any, t_gene: Any, ctx: Any) -> "torch.Tensor":

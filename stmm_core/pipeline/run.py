@@ -294,6 +294,13 @@ def summary_lines(metrics: dict[str, Any], out_dir: str | Path) -> list[str]:
     caveat = (metrics.get("image_caveat") or {}).get("line")
     if caveat:
         lines.append(f"  note: {caveat}")
+    iw = metrics["info"].get("image_weight")
+    if iw:
+        lines.append(f"image weight (auto): {iw['weight']:.3f}"
+                     + (" - the image is left out of the fusion" if iw["image_left_out"] else "")
+                     + f"; image coherence {iw['coherence_ratio']:.2f} of the expression's (Moran's I), predicts "
+                     f"{iw['prediction_ratio']:.2f} of its spatial signal (blocked-CV R² "
+                     f"{iw['cv_r2_image_to_gene']:.3f}); --set fusion.img_weight=W to override")
     for st in metrics["stages"]:
         extra = f", peak RSS {st['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in st else ""
         lines.append(f"  {st['name']:<15} {st['seconds']:7.1f} s{extra}")

@@ -92,6 +92,8 @@ def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", se
         cons = res.info["consensus"]
         cons["member_ari"] = [clustering_scores(truth, m)["ari"] for m in res.member_labels]
         details["consensus"] = cons
+    if res.info.get("image_weight"):
+        details["image_weight"] = res.info["image_weight"]
     return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
 
 

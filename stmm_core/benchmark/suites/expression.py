@@ -14,7 +14,7 @@ METRICS = ["pearson_hvg50", "pearson_all", "pearson_spot", "mse"]
 PRIMARY = "pearson_hvg50"
 HIGHER_IS_BETTER = {"pearson_hvg50": True, "pearson_all": True, "pearson_spot": True, "mse": False}
 DEFAULT_DATASETS = ["her2st-C*"]
-DEFAULT_PIPELINES = ["magic", "hest-ridge"]
+DEFAULT_PIPELINES = ["magic", "hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean"]
 DEFAULT_SEEDS = 1
 KEYS = METRICS
 

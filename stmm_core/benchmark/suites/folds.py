@@ -10,6 +10,10 @@ One fold = train on every other section, evaluate on the held-out one. A fold's 
 * ``hest-ridge``: ridge on PCA-256 of frozen pooled features of the spec's image encoder at its seeded
   initialisation (the same initialisation Magic's stage 1 starts from when the image settings agree), on
   the same target genes; retrieval scores are Pearson r between the predicted and each true profile.
+  This is HEST's published protocol (fixed penalty), kept as such.
+* honest baselines on the same folds: ``train-mean`` (training mean), ``ridge-cv`` (penalty by CV inside the
+  training sections), ``stain-ridge`` (ridge-cv on weight-free colour statistics), ``knn-expression``
+  (BLEEP-style nearest neighbours in feature space); see :func:`_ridge_fold`.
 """
 
 from __future__ import annotations
@@ -57,12 +61,21 @@ def fold_units(ctx: Context, keys: list[str], *, keep_missing: bool) -> list[Uni
     return out
 
 
-def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str) -> dict[str, Any]:
+#: Baseline methods that predict expression from frozen tile features (recipes with ``"method": …``).
+FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean")
+
+
+def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
+                method: str = "hest-ridge") -> dict[str, Any]:
+    """A feature baseline on one fold: ``hest-ridge`` (HEST's published protocol: fixed penalty), ``ridge-cv``
+    (same features, penalty chosen by leave-one-training-section-out CV), ``stain-ridge`` (ridge-cv on the
+    weight-free ``stain-stats`` colour features), ``knn-expression`` (BLEEP-style nearest neighbours in feature
+    space), ``train-mean`` (the training mean for every spot)."""
     import torch
 
     from stmm_core.data.cache import FeatureCache
     from stmm_core.seeding import configure_threads, seed_everything
-    from stmm_magic.baseline import hest_ridge, pooled_features
+    from stmm_magic import baseline as bl
     from stmm_magic.data import section_tiles, tile_size_fullres
     from stmm_magic.evaluate import expression_scores
     from stmm_magic.genes import log1p_expression, shared_genes
@@ -89,29 +102,52 @@ def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str) 
         raise DataError(f"held-out section {test.name!r} lacks {len(missing)} target gene(s), e.g. {missing[:3]}")
     hvg_idx = [targets.index(g) for g in hvg]
 
-    def arrays(sections: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        tiles, ys = [], []
-        for s in sections:
+    def arrays(sections: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tiles, ys, groups = [], [], []
+        for i, s in enumerate(sections):
             size = tile_size_fullres(s, spec.tiles.size, spec.tiles.size_factor)
             tiles.append(section_tiles(s, size, image_input_px(spec), spec.tiles.pad_value, cache))
             ys.append(log1p_expression(s, targets, target_sum))
-        return np.concatenate(tiles), np.concatenate(ys)
+            groups.append(np.full(s.n_spots, i))
+        return np.concatenate(tiles), np.concatenate(ys), np.concatenate(groups)
 
-    tiles_tr, y_tr = arrays(train)
-    tiles_te, y_te = arrays([test])
-    enc = enc.to(device)
-    f_tr = pooled_features(enc, torch.from_numpy(tiles_tr))
-    f_te = pooled_features(enc, torch.from_numpy(tiles_te))
-    pred, info = hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
+    tiles_tr, y_tr, groups = arrays(train)
+    tiles_te, y_te, _ = arrays([test])
+    if method == "stain-ridge":
+        from stmm_core.plugins import get_catalogue
+
+        stain = get_catalogue().get("image_encoder", "stain-stats").build({})
+        with torch.no_grad():
+            f_tr = stain.encode(torch.from_numpy(tiles_tr)).numpy()
+            f_te = stain.encode(torch.from_numpy(tiles_te)).numpy()
+        digest = "stain-stats (no weights)"
+    elif method != "train-mean":
+        enc = enc.to(device)
+        f_tr = bl.pooled_features(enc, torch.from_numpy(tiles_tr))
+        f_te = bl.pooled_features(enc, torch.from_numpy(tiles_te))
+    if method == "hest-ridge":
+        pred, info = bl.hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
+    elif method == "ridge-cv":
+        pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)
+    elif method == "stain-ridge":
+        pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=None, seed=seed)
+    elif method == "knn-expression":
+        pred, info = bl.knn_predictor(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)
+    elif method == "train-mean":
+        pred, info = bl.mean_predictor(y_tr, len(y_te))
+    else:
+        raise NotApplicable(f"unknown benchmark method {method!r}")
     pg_all = pearson_per_gene(pred, y_te, targets)
     pg_hvg = pearson_per_gene(pred[:, hvg_idx], y_te[:, hvg_idx], hvg)
-    retr = retrieval_topk(expression_scores(pred, y_te))
+    metrics = {"pearson_hvg50": pg_hvg["mean"], "pearson_all": pg_all["mean"],
+               "pearson_spot": pearson_per_spot(pred, y_te)["mean"], "mse": mse(pred, y_te),
+               "n_spots": float(test.n_spots)}
+    if method != "train-mean":  # a constant prediction ranks nothing
+        retr = retrieval_topk(expression_scores(pred, y_te))
+        metrics.update({k: retr[k] for k in ("top1", "top5", "chance_top1", "chance_top5")})
     return {
-        "metrics": {"pearson_hvg50": pg_hvg["mean"], "pearson_all": pg_all["mean"],
-                    "pearson_spot": pearson_per_spot(pred, y_te)["mean"], "mse": mse(pred, y_te),
-                    "top1": retr["top1"], "top5": retr["top5"], "chance_top1": retr["chance_top1"],
-                    "chance_top5": retr["chance_top5"], "n_spots": float(test.n_spots)},
-        "details": {"fit": info, "image_init_params_sha256": digest, "n_targets": len(targets),
+        "metrics": metrics,
+        "details": {"method": method, "fit": info, "image_init_params_sha256": digest, "n_targets": len(targets),
                     "n_eval_hvg": len(hvg), "retrieval_scores": "Pearson r (predicted vs true profile)",
                     "seconds": time.perf_counter() - t0},
     }
@@ -156,8 +192,8 @@ def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_p
         cached["details"]["reused"] = str(done)
         return cached
     fold_dir.mkdir(parents=True, exist_ok=True)
-    if pipe.method == "hest-ridge":
-        out = _ridge_fold(spec, train_paths, test_path, ctx.device)
+    if pipe.method in FEATURE_BASELINES:
+        out = _ridge_fold(spec, train_paths, test_path, ctx.device, pipe.method)
     elif pipe.method is None:
         out = _magic_fold(spec, train_paths, test_path, fold_dir / "run", ctx.device, ctx.log)
     else:

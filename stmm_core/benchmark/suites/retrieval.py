@@ -14,7 +14,7 @@ METRICS = ["top1", "top5", "chance_top1", "chance_top5", "top1_decoder", "top5_d
 PRIMARY = "top1"
 HIGHER_IS_BETTER = {m: True for m in METRICS}
 DEFAULT_DATASETS = ["her2st-C*"]
-DEFAULT_PIPELINES = ["magic", "hest-ridge"]
+DEFAULT_PIPELINES = ["magic", "hest-ridge", "ridge-cv", "stain-ridge", "knn-expression"]
 DEFAULT_SEEDS = 1
 
 
