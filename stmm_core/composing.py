@@ -78,7 +78,13 @@ def compose_spec(
 
     slots = {k: v for k, v in (slots or {}).items() if v is not None}
     if recipe:
-        data = get_recipe(recipe)["spec"]
+        rec = get_recipe(recipe)
+        if rec.get("domains_method"):  # a peer package's recipe: not an stmm pipeline
+            from stmm_core.errors import StmmError
+
+            raise StmmError(f"recipe {recipe!r} runs a peer package, not an stmm pipeline: use it in "
+                            f"'stmm benchmark domains -p {recipe} …' (pick another recipe for fit/run/compose)")
+        data = rec["spec"]
     else:
         base = get_recipe("stereomm")["spec"]
         data = {"pipeline": base.get("pipeline", "graph-fusion"),

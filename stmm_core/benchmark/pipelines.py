@@ -31,6 +31,8 @@ class BenchPipeline:
     source: str
     spec: Optional["PipelineSpec"] = None
     method: Optional[str] = None  # e.g. "hest-ridge": not the pipeline's own fit
+    #: ``module:function`` a recipe names to cluster domains itself (a peer package), instead of an stmm fit
+    domains_method: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: Optional[str] = None
@@ -105,13 +107,31 @@ def _built(pipe: BenchPipeline, load: Any, rules: dict[str, dict[str, Any]]) -> 
     try:
         base, meta = load()
         pipe.method = meta.get("method")
+        pipe.domains_method = meta.get("domains_method")
+        if pipe.domains_method:
+            pipe.notes.append(f"peer package run by {pipe.domains_method} (not an stmm fit)")
         pipe.baseline = pipe.baseline or bool(meta.get("baseline"))
+        _check_requires(pipe.name, meta)
         pipe.overrides = overrides_for(pipe.name, base.to_dict(), rules)
         pipe.spec = base.with_overrides(pipe.overrides) if pipe.overrides else base
     except StmmError as exc:
         pipe.error = str(exc)
     _annotate(pipe)
     return pipe
+
+
+def _check_requires(name: str, meta: dict[str, Any]) -> None:
+    """A recipe naming ``requires`` (modules) and ``extra`` (a pyproject extra) stops here, with one message, when
+    those modules are not installed (checked without importing them)."""
+    import importlib.util
+
+    lacking = [m for m in meta.get("requires") or [] if importlib.util.find_spec(m) is None]
+    if lacking:
+        extra = meta.get("extra")
+        how = f"pip install .[{extra}]  (from the stmm checkout; or pip install 'stmm[{extra}]')" if extra else \
+            f"pip install {' '.join(lacking)}"
+        raise StmmError(f"{name} needs optional package(s) that are not installed (missing module"
+                        f"{'s' if len(lacking) != 1 else ''}: {', '.join(lacking)}): {how}")
 
 
 def _annotate(pipe: BenchPipeline) -> None:

@@ -134,6 +134,36 @@ def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset",
     return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
 
 
+def _peer_package(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
+    """A recipe whose ``domains_method`` (``module:function``) runs a peer package on the section; its embedding
+    is clustered by the recipe spec's own task (the same gmm as stmm's recipes), K from the labels."""
+    import importlib
+
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.plugins import get_catalogue
+    from stmm_core.pipeline.run import resolve_n_domains
+
+    label = ds.descriptor.label
+    section = _section(ctx, ds)
+    k = resolve_n_domains(section, None, label, flag="--label")
+    module, _, attr = pipe.domains_method.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    task_ref = pipe.spec.components["task"]
+    task = get_catalogue().get("task", task_ref.name).build(task_ref.params)
+    t0 = time.perf_counter()
+    labels, info = fn(section, n_domains=k, seed=seed, task=task, device=ctx.device)
+    fit_s = time.perf_counter() - t0
+    truth = section.obs[label].to_numpy()
+    scores = clustering_scores(truth, labels)
+    _remember_map(ctx, pipe.name, ds, seed, section.coords, labels, truth, scores["ari"], section)
+    unrefined = info.pop("unrefined_labels", None)
+    details = {"k": k, "n_labelled": scores["n_labelled"], "fit_seconds": round(fit_s, 2), "task": task_ref.name,
+               "task_params": dict(task_ref.params), **info}
+    if unrefined is not None:
+        details["ari_before_refine"] = clustering_scores(truth, unrefined)["ari"]
+    return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
+
+
 def units(ctx: Context) -> list[Unit]:
     for ds in ctx.datasets:
         if not ds.descriptor.label:
@@ -144,6 +174,8 @@ def units(ctx: Context) -> list[Unit]:
         for pipe in ctx.pipelines:
             for seed in ctx.seeds:
                 def fn(pipe=pipe, ds=ds, seed=seed) -> tuple[Metrics, dict]:
+                    if pipe.domains_method is not None:
+                        return _peer_package(ctx, pipe, ds, seed)
                     if pipe.method is not None:
                         raise NotApplicable(f"{pipe.method} predicts expression; it does not cluster domains")
                     if pipe.kind == "magic":
@@ -159,6 +191,11 @@ def notes(ctx: Context) -> list[str]:
         out.append("RECIPE+consensusN rows: each run is the consensus of N seeds (run seed s uses seeds s*N … "
                    "s*N+N-1, so runs share no fit), labels aligned by Hungarian matching and voted per spot; its "
                    "± is the spread over disjoint seed sets (details: seed-to-seed ARI and each member's ARI).")
+    if any(p.domains_method for p in ctx.pipelines):
+        out.append("*-package rows run the peer package itself (pip install .[peers]) on the same section, seed and "
+                   "K; its embedding is clustered by the same gmm task as stmm's recipes (tied covariance, the "
+                   "pure-Python stand-in for R mclust EEE); graphst-package then applies the package's own "
+                   "refine_label(radius=50) (details: ari_before_refine).")
     if any(p.kind == "magic" for p in ctx.pipelines):
         out.append("magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then the "
                    "concatenated image and gene embeddings are clustered by GMM.")
