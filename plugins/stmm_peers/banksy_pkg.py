@@ -24,7 +24,7 @@ MODULES = ["banksy", "igraph"]
 def cluster_domains(section: "Section", n_domains: int, seed: int, task: Any, device: str = "cpu",
                     lambda_param: float = 0.2, k_geom: int = 18, max_m: int = 1, n_hvg: int = 2000,
                     pca_dims: int = 20) -> tuple[np.ndarray, dict[str, Any]]:
-    """BANKSY matrix → its PCA → stmm's clustering → (labels, details). Deterministic apart from the GMM seed."""
+    """BANKSY matrix → its PCA (numpy seeded with *seed*) → stmm's clustering → (labels, details)."""
     require("banksy-package", MODULES)
     import scanpy as sc
     from banksy.embed_banksy import generate_banksy_matrix
@@ -44,6 +44,9 @@ def cluster_domains(section: "Section", n_domains: int, seed: int, task: Any, de
                                   nbr_weight_decay="scaled_gaussian", max_m=int(max_m), plt_edge_hist=False,
                                   plt_nbr_weights=False, plt_agf_angles=False, plt_theta=False)
         bdict, _ = generate_banksy_matrix(adata, bdict, [float(lambda_param)], int(max_m), verbose=False)
+        # its PCA takes no random_state (randomized SVD on a large matrix): seed numpy's global generator as
+        # the R vignette does with set.seed before runBanksyPCA, so a run is repeatable
+        np.random.seed(int(seed))
         pca_umap(bdict, pca_dims=[int(pca_dims)], plt_remaining_var=False, add_umap=False)
     pcs = np.asarray(bdict["scaled_gaussian"][float(lambda_param)]["adata"].obsm[f"reduced_pc_{int(pca_dims)}"])
     embed_s = time.perf_counter() - t0

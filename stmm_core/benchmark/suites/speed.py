@@ -191,6 +191,9 @@ def units(ctx: Context) -> list[Unit]:
         for pipe in ctx.pipelines:
             for seed in ctx.seeds:
                 def fn(pipe=pipe, ds=ds, seed=seed):
+                    if pipe.domains_method is not None:
+                        raise NotApplicable(f"{pipe.method} runs a peer package: timed in the domains suite "
+                                            "(details: fit_seconds)")
                     if pipe.method is not None:
                         raise NotApplicable(f"{pipe.method} is timed inside the expression suite (fold details)")
                     spec = pipe.spec.with_overrides({"train.seed": seed})
