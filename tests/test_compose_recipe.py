@@ -15,7 +15,7 @@ def test_recipe_components_named_again_keep_the_tuned_settings():
     base = compose_spec("stereomm")
     same = compose_spec("stereomm", {"image": "resnet50", "gene": "hvg", "fusion": "attention", "graph": "vgae"})
     assert same.hash() == base.hash() and same.recipe == "stereomm" and same.note is None
-    assert same.components["fusion"].params["img_weight"] == 0.5
+    assert same.components["fusion"].params["img_weight"] == "auto"
 
 
 def test_components_without_recipe_warn_and_say_not_tuned():

@@ -44,10 +44,10 @@ def test_info_is_a_table_and_json_on_request(capsys):
 
     r = run_stmm(["info", "stereomm"])
     assert r.returncode == 0 and not r.stdout.lstrip().startswith("{")
-    assert re.search(r"fusion\s+attention\s+img_weight=0.5", r.stdout), r.stdout
+    assert re.search(r"fusion\s+attention\s+img_weight=auto", r.stdout), r.stdout
     assert "defaults chosen:" in r.stdout
     r = run_stmm(["info", "stereomm", "--json"])
-    assert json.loads(r.stdout)["spec"]["components"]["fusion"]["params"]["img_weight"] == 0.5
+    assert json.loads(r.stdout)["spec"]["components"]["fusion"]["params"]["img_weight"] == "auto"
     r = run_stmm(["info", "vgae"])
     assert re.search(r"kl_weight\s+0.001\s+number 0.0…1000.0", r.stdout), r.stdout
     r = run_stmm(["info", "uni"])
