@@ -119,3 +119,13 @@ def refused(capsys, args: list[str], needle: str, *, code: int = 2, untouched: l
     return lines[0]
 
 
+# Shared fixtures: a test module imports them by name (pytest uses imported fixtures).
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(autouse=True)
+def _env(world, monkeypatch):
+    monkeypatch.setenv("STMM_PROGRESS", "0")
+    monkeypatch.setenv("STMM_CACHE_DIR", str(world["root"] / "cache"))

@@ -12,22 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bad_input_kit import (FAST, READERS, _section, _write_spaceranger, _write_table, build_world,
+from bad_input_kit import (FAST, READERS, _env, _section, _write_spaceranger, _write_table, world,  # noqa: F401 (fixtures)
                            partials as _partials, refused)
 from stmm_core.cli.main import main
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("bad"))
-
-
-@pytest.fixture(autouse=True)
-def _env(world, monkeypatch):
-    monkeypatch.setenv("STMM_PROGRESS", "0")
-    monkeypatch.setenv("STMM_CACHE_DIR", str(world["root"] / "cache"))
 
 
 # ------------------------------------------------------------------------- class 5: data × readers

@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_kit import FAST, build_world, partials as _partials, refused
+from bad_input_kit import FAST, _env, partials as _partials, refused, world  # noqa: F401 (fixtures)
 from stmm_core.cli.main import main
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("bad"))
-
-
-@pytest.fixture(autouse=True)
-def _env(world, monkeypatch):
-    monkeypatch.setenv("STMM_PROGRESS", "0")
-    monkeypatch.setenv("STMM_CACHE_DIR", str(world["root"] / "cache"))
 
 
 # ------------------------------------------------------------------------------- class 1: CLI values
