@@ -27,23 +27,17 @@ COLUMNS = ["domain", "rank", "gene", "gene_id", "score", "logfoldchange", "pval"
 
 
 def _lognorm(section: "Section", labels: np.ndarray) -> "anndata.AnnData":
+    """The section as AnnData with log-normalised X, named as in result.h5ad (the same helpers)."""
     import anndata as ad
     import pandas as pd
-    import scanpy as sc
 
-    ids = pd.Index(section.gene_names.astype(str))
-    names = ids
-    if section.gene_symbols is not None:
-        sym = pd.Index(section.gene_symbols.astype(str))
-        names = pd.Index([s if s and s.lower() != "nan" else i for s, i in zip(sym, ids)])
-    a = ad.AnnData(X=section.counts.astype(np.float32).copy(),
-                   obs=pd.DataFrame({"domain": pd.Categorical(np.asarray(labels).astype(str))},
-                                    index=section.obs_names.astype(str)),
-                   var=pd.DataFrame({"gene_id": ids.to_numpy()}, index=names))
-    a.var_names_make_unique()
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    return a
+    from stmm_core.pipeline.scverse import log_normalise, unique_symbols
+
+    names, ids = unique_symbols(section.gene_names, section.gene_symbols)
+    return ad.AnnData(X=log_normalise(section.counts),
+                      obs=pd.DataFrame({"domain": pd.Categorical(np.asarray(labels).astype(str))},
+                                       index=section.obs_names.astype(str)),
+                      var=pd.DataFrame({"gene_id": ids}, index=names))
 
 
 def find_markers(section: "Section", labels: np.ndarray, n_top: int = 50, method: str = "t-test") -> "pd.DataFrame":

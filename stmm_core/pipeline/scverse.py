@@ -65,7 +65,8 @@ def unique_symbols(ids: Any, symbols: Any | None) -> tuple[np.ndarray, np.ndarra
     return unique, ids
 
 
-def _log_normalise(counts: Any) -> Any:
+def log_normalise(counts: Any) -> Any:
+    """CSR float32 ``log1p(counts / total * 1e4)`` per spot (scanpy normalize_total + log1p; empty spots stay 0)."""
     import scipy.sparse as sp
 
     m = sp.csr_matrix(counts, dtype=np.float32, copy=True)
@@ -143,7 +144,7 @@ def scverse_adata(section: "Section", embedding: np.ndarray, labels: np.ndarray 
     var = base.var.copy() if base is not None and base.n_vars == section.n_genes else pd.DataFrame(index=ids)
     var.index = pd.Index(names)
     var["gene_ids"] = ids
-    adata = anndata.AnnData(X=_log_normalise(section.counts), obs=obs, var=var)
+    adata = anndata.AnnData(X=log_normalise(section.counts), obs=obs, var=var)
     adata.layers["counts"] = section.counts.astype(np.float32)
     adata.uns["log1p"] = {"base": None}
     if base is not None:  # everything else the input carried (its own layers, graphs, loadings) stays
