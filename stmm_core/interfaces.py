@@ -148,6 +148,8 @@ class GraphContext:
     # (N, L) standard-normal draws a variational model uses instead of fresh ones; mini-batch training sets it so
     # that every spot gets one draw per epoch whichever partitions (core or halo) it appears in
     noise: "torch.Tensor | None" = None
+    # (E,) float32 length of each edge of edge_index (full-resolution pixels); None where unknown
+    distances: "torch.Tensor | None" = None
 
 
 @dataclass

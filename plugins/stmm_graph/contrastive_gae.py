@@ -5,7 +5,8 @@ Model (Long et al., *Nat. Commun.* 14, 1155 (2023), fixed and generalised to any
     h   = Â (x W_enc)                      (N, L)   graph encoder (one layer, linear; Â: GCN's or GraphST's)
     x̂   = Â (h W_dec)                      (N, D_t) graph decoder, linear output → reconstruction
     e   = ReLU(h)                                    spot representation
-    s_i = σ(normalise(mean_{j ∈ N(i) ∪ {i}} e_j))    neighbourhood summary of spot i
+    s_i = σ(normalise(mean_{j ∈ N(i) ∪ {i}} e_j))    neighbourhood summary of spot i (readout="nearest": N(i) =
+                                                     the readout_k nearest graph neighbours, GraphST's 3-NN)
     x̃   = x[π]                                       corrupted features (rows shuffled)
     loss = recon_weight · MSE(x̂, target) + contrastive_weight · (BCE(D(s, e) = 1, D(s, ẽ) = 0)
                                                                + BCE(D(s̃, ẽ) = 1, D(s̃, e) = 0))
@@ -32,6 +33,42 @@ from .params import ContrastiveGAEParams
 def neighbourhood_mean(e: Tensor, ctx: GraphContext) -> Tensor:
     """Mean of ``e`` ``(N, L)`` over each node's neighbours and itself → ``(N, L)`` (O(E·L), no N×N)."""
     src, dst = ctx.edge_index[0].to(e.device), ctx.edge_index[1].to(e.device)
+    total = e.clone().index_add_(0, dst, e[src])
+    count = torch.ones(e.shape[0], device=e.device, dtype=e.dtype).index_add_(
+        0, dst, torch.ones_like(dst, dtype=e.dtype)
+    )
+    return total / count.unsqueeze(1)
+
+
+def nearest_edges(ctx: GraphContext, k: int) -> Tensor:
+    """Mask ``(E,)`` of the edges ``j → i`` where ``j`` is one of the ``k`` nearest graph neighbours of ``i``.
+
+    Ties at equal distance go to the smaller source index. Needs ``ctx.distances``.
+    """
+    if ctx.distances is None:
+        raise DataError("graph.readout='nearest' needs the edge lengths of the spatial graph (GraphContext.distances),"
+                        " which this training mode does not provide; use --set graph.readout=graph")
+    src, dst = ctx.edge_index[0], ctx.edge_index[1]
+    dist = ctx.distances.to(device=src.device, dtype=torch.float64)
+    order = torch.argsort(src, stable=True)  # then by distance, then by target: (dst, dist, src) lexicographic
+    order = order[torch.argsort(dist[order], stable=True)]
+    order = order[torch.argsort(dst[order], stable=True)]
+    d_sorted = dst[order]
+    starts = torch.searchsorted(d_sorted, d_sorted, right=False)
+    rank = torch.arange(len(order), device=src.device) - starts
+    mask = torch.zeros(len(order), dtype=torch.bool, device=src.device)
+    mask[order] = rank < k
+    return mask
+
+
+def nearest_mean(e: Tensor, ctx: GraphContext, k: int) -> Tensor:
+    """Mean of ``e`` ``(N, L)`` over each node and its ``k`` nearest graph neighbours → ``(N, L)``."""
+    mask = ctx.cache.get(f"nearest{k}") if hasattr(ctx, "cache") else None
+    if mask is None or mask.device != e.device:
+        mask = nearest_edges(ctx, k).to(e.device)
+        if hasattr(ctx, "cache"):
+            ctx.cache[f"nearest{k}"] = mask
+    src, dst = ctx.edge_index[0].to(e.device)[mask], ctx.edge_index[1].to(e.device)[mask]
     total = e.clone().index_add_(0, dst, e[src])
     count = torch.ones(e.shape[0], device=e.device, dtype=e.dtype).index_add_(
         0, dst, torch.ones_like(dst, dtype=e.dtype)
@@ -96,6 +133,8 @@ class ContrastiveGAE(nn.Module, GraphModel):
         return self.encoder(self.drop(self._check(x, ctx)), self._layer_ctx(ctx))
 
     def _summary(self, e: Tensor, ctx: GraphContext) -> Tensor:
+        if self.params.readout == "nearest":
+            return torch.sigmoid(F.normalize(nearest_mean(e, ctx, self.params.readout_k), p=2, dim=1))
         return torch.sigmoid(F.normalize(neighbourhood_mean(e, ctx), p=2, dim=1))
 
     def _permutation(self, n: int, device: torch.device) -> Tensor:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 
 class RadiusGraphParams(BaseModel):
@@ -94,3 +94,20 @@ class ContrastiveGAEParams(BaseModel):
         "D^-1/2 A D^-1/2 + I, degrees without the self loop, so each spot keeps weight 1 for itself (GraphST)",
     )
     bias: bool = Field(True, description="bias terms in the encoder and decoder layers (GraphST has none)")
+    readout: Literal["graph", "nearest"] = Field(
+        "graph",
+        description="neighbourhood summary of a spot: mean over itself and its graph neighbours (graph), or over "
+        "itself and its readout_k nearest graph neighbours (nearest; GraphST: its own 3 nearest spots, which the "
+        "symmetric 3-NN graph holds)",
+    )
+    readout_k: int = Field(3, ge=1, le=1000, description="neighbours of readout='nearest'")
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
+        # settings added after specs were published are left out at their defaults, so those specs keep their hash
+        data = handler(self)
+        if data.get("readout") == "graph":
+            data.pop("readout")
+            if data.get("readout_k") == 3:
+                data.pop("readout_k")
+        return data

@@ -150,7 +150,8 @@ def fit_graph_fusion(
         model.setup(fusion.out_dim, target.shape[1], section.n_spots)
         fusion.to(device)
         model.to(device)
-        ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots)
+        ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots,
+                           distances=None if graph.distances is None else torch.as_tensor(graph.distances, device=device))
         params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
         opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
         history: list[dict[str, float]] = []
