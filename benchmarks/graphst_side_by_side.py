@@ -42,7 +42,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _tag(args: argparse.Namespace) -> str:
     if args.method == "package":
-        return "graphst-package"
+        return "graphst-package" + ("-sparse" if args.sparse else "")
     return args.recipe + ("" if not args.set else "+" + ",".join(sorted(args.set)))
 
 
@@ -69,7 +69,7 @@ def fit(args: argparse.Namespace) -> None:
             truth = section.obs["layer"].astype(str).to_numpy()
             t0 = time.perf_counter()
             if args.method == "package":
-                labels, emb, raw = _fit_package(section, k, seed, base)
+                labels, emb, raw = _fit_package(section, k, seed, base, args.sparse)
             else:
                 from stmm_core.pipeline.graph_fusion import fit_graph_fusion
 
@@ -85,7 +85,7 @@ def fit(args: argparse.Namespace) -> None:
             print(f"{tag} {name} seed {seed}: ARI {ari:.3f} ({sec:.0f} s)", flush=True)
 
 
-def _fit_package(section, k: int, seed: int, spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_package(section, k: int, seed: int, spec, sparse: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The peers wrapper's fit, keeping the package's embedding (``obsm['emb']``)."""
     from stmm_peers import graphst_pkg
 
@@ -99,7 +99,7 @@ def _fit_package(section, k: int, seed: int, spec) -> tuple[np.ndarray, np.ndarr
     graphst_pkg.cluster = keep
     task = _task(spec)
     try:
-        labels, details = graphst_pkg.cluster_domains(section, n_domains=k, seed=seed, task=task)
+        labels, details = graphst_pkg.cluster_domains(section, n_domains=k, seed=seed, task=task, sparse_adj=sparse)
     finally:
         graphst_pkg.cluster = original
     return np.asarray(labels), captured["emb"], np.asarray(details["unrefined_labels"])
@@ -136,20 +136,87 @@ def table(args: argparse.Namespace) -> None:
               f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |")
 
 
+def graphst_refine(coords: np.ndarray, labels: np.ndarray, radius: int = 50) -> np.ndarray:
+    """GraphST's ``refine_label``: majority of the ``radius`` nearest *other* spots (ties: the nearer label)."""
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(coords).query(coords, k=radius + 1)
+    lab = labels[idx[:, 1:]]
+    n_lab = int(labels.max()) + 1
+    votes = np.zeros((len(labels), n_lab))
+    np.add.at(votes, (np.repeat(np.arange(len(labels)), radius), lab.ravel()), 1.0)
+    # max(neigh_type, key=neigh_type.count): among the most frequent, the one met first (nearest)
+    first = np.full((len(labels), n_lab), radius, dtype=float)
+    for j in range(radius - 1, -1, -1):
+        first[np.arange(len(labels)), lab[:, j]] = j
+    return np.argmax(votes - first / (radius + 1.0), axis=1)
+
+
+def ward_gmm(x: np.ndarray, k: int, seed: int, whiten: bool) -> np.ndarray:
+    """Tied GMM started from a Ward hierarchical partition of PCA-20 (mclust starts EM from hierarchical
+    agglomeration, not k-means); ``whiten`` scales the PCs to unit variance first (mclust's ``hcUse="SVD"``)."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    z = PCA(n_components=20, random_state=seed).fit_transform(x.astype(np.float64))
+    zh = z / z.std(0) if whiten else z
+    init = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(zh)
+    means = np.stack([z[init == c].mean(0) for c in range(k)])
+    resid = z - means[init]
+    cov = resid.T @ resid / len(z) + 1e-6 * np.eye(z.shape[1])
+    gmm = GaussianMixture(k, covariance_type="tied", means_init=means, precisions_init=np.linalg.inv(cov),
+                          weights_init=np.bincount(init, minlength=k) / len(z), max_iter=300, random_state=seed)
+    return gmm.fit(z).predict(z)
+
+
+def variants(args: argparse.Namespace) -> None:
+    """Re-cluster every saved embedding with the clustering/refinement variants (no refit)."""
+    from stmm_core.metrics import clustering_scores, labelled_mask
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.plugins import get_catalogue
+
+    gmm = get_catalogue().get("task", "gmm").build({})
+    out: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for folder in sorted(p for p in args.work.glob("*/*") if p.is_dir()):
+        for path in sorted(folder.glob("seed*.npz")):
+            run = np.load(path, allow_pickle=True)
+            seed, truth, xy, emb = int(path.stem[4:]), run["truth"], run["coords"], run["embedding"]
+            k = len(set(truth[labelled_mask(truth)]))
+            ari = lambda lab: clustering_scores(truth, lab)["ari"]  # noqa: E731
+            raw = gmm.run(emb, k, seed)
+            row = {"saved": float(run["ari"]), "gmm": ari(raw), "gmm+stmm51": ari(refine_labels(xy, raw, 51)),
+                   "gmm+graphst50": ari(graphst_refine(xy, raw))}
+            for whiten in (False, True):
+                w = ward_gmm(emb, k, seed, whiten)
+                tag = "wardw" if whiten else "ward"
+                row[f"{tag}"] = ari(w)
+                row[f"{tag}+graphst50"] = ari(graphst_refine(xy, w))
+            out.setdefault((folder.parent.name, folder.name), []).append(row)
+            print(folder.parent.name, folder.name, seed, {k2: round(v, 3) for k2, v in row.items()}, flush=True)
+    cols = list(next(iter(out.values()))[0])
+    print("\n| method | section | n | " + " | ".join(cols) + " |\n|---|---|---|" + "---|" * len(cols))
+    for (m, s_), rows in sorted(out.items()):
+        print(f"| {m} | {s_} | {len(rows)} | " + " | ".join(f"{np.mean([r[c] for r in rows]):.3f}" for c in cols) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fit")
     f.add_argument("--method", choices=["package", "recipe"], required=True)
     f.add_argument("--recipe", default="graphst")
+    f.add_argument("--sparse", action="store_true", help="package: its propagation matrix as a torch sparse tensor")
     f.add_argument("--set", action="append", default=[], help="spec override key=value (recipe only)")
     f.add_argument("--sections", nargs="+", default=["151675", "151676"])
     f.add_argument("--seeds", nargs="+", type=int, default=[0])
     f.add_argument("--work", type=Path, required=True)
     t = sub.add_parser("table")
     t.add_argument("--work", type=Path, required=True)
+    v = sub.add_parser("variants")
+    v.add_argument("--work", type=Path, required=True)
     args = ap.parse_args()
-    fit(args) if args.cmd == "fit" else table(args)
+    {"fit": fit, "table": table, "variants": variants}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,23 @@ def test_graphst_package_on_a_tiny_section(tiny):
     assert ari > 0.3, ari  # three well-separated synthetic domains
 
 
+def test_graphst_package_with_a_sparse_adjacency_is_the_same_fit(tiny):
+    """graphst-package-sparse hands the package its propagation matrix as a torch sparse tensor: same result."""
+    pytest.importorskip("GraphST")
+    pytest.importorskip("ot")
+    pytest.importorskip("skmisc")
+    from stmm_core.recipes import all_recipes
+    from stmm_peers.graphst_pkg import cluster_domains
+
+    _, section = tiny
+    dense, d_info = cluster_domains(section, n_domains=3, seed=1, task=_gmm(), epochs=15, radius=6)
+    sparse, s_info = cluster_domains(section, n_domains=3, seed=1, task=_gmm(), epochs=15, radius=6,
+                                     sparse_adj=True)
+    assert s_info["sparse_adj"] and not d_info["sparse_adj"]
+    assert np.array_equal(dense, sparse) and np.array_equal(d_info["unrefined_labels"], s_info["unrefined_labels"])
+    assert all_recipes()["graphst-package-sparse"]["domains_method"].endswith(":cluster_domains_sparse")
+
+
 def test_banksy_package_row_in_the_domains_benchmark(tiny, tmp_path):
     pytest.importorskip("banksy")
     pytest.importorskip("igraph")
