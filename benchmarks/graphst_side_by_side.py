@@ -9,7 +9,7 @@
 ``--method package`` runs GraphST 1.1.1 exactly as ``stmm benchmark domains -p graphst-package`` does
 (:func:`stmm_peers.graphst_pkg.cluster_domains`) and also saves the package's ``obsm["emb"]``; ``--method recipe``
 runs the ``graphst`` recipe (or ``--recipe NAME``, plus ``--set key=value`` overrides) through the same fit as
-``stmm fit`` / the domains suite. The saved embeddings let the table re-cluster both with one clustering.
+``stmm fit`` / the domains suite; its folder is ``RECIPE@HASH`` (the first 8 hex digits of the spec hash). The saved embeddings let the table re-cluster both with one clustering.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _tag(args: argparse.Namespace) -> str:
-    if args.method == "package":
-        return "graphst-package" + ("-sparse" if args.sparse else "")
-    return args.recipe + ("" if not args.set else "+" + ",".join(sorted(args.set)))
+    return "graphst-package" + ("-sparse" if args.sparse else "")
 
 
 def fit(args: argparse.Namespace) -> None:
@@ -57,7 +55,7 @@ def fit(args: argparse.Namespace) -> None:
     base = parse_spec(get_recipe("graphst-package" if args.method == "package" else args.recipe)["spec"])
     if args.set:
         base = base.with_overrides(_overrides(args.set))
-    tag = _tag(args)
+    tag = _tag(args) if args.method == "package" else f"{args.recipe}@{base.hash()[:8]}"
     for seed in args.seeds:
         for name in args.sections:
             out = args.work / tag / name / f"seed{seed}.npz"
@@ -176,12 +174,18 @@ def variants(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.refine import refine_labels
     from stmm_core.plugins import get_catalogue
 
+    from stmm_core.pipeline.run import load_section
+
     gmm = get_catalogue().get("task", "gmm").build({})
     out: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for folder in sorted(p for p in args.work.glob("*/*") if p.is_dir()):
-        for path in sorted(folder.glob("seed*.npz")):
+    coords: dict[str, np.ndarray] = {}
+    for folder in sorted(p for w in [args.work, *args.extra] for p in w.glob("*/*") if p.is_dir()):
+        if folder.name not in coords:
+            coords[folder.name] = np.asarray(load_section(_section_path(folder.name)).coords)
+        for path in sorted(folder.glob("seed*.npz"), key=lambda p: int(p.stem[4:])):
             run = np.load(path, allow_pickle=True)
-            seed, truth, xy, emb = int(path.stem[4:]), run["truth"], run["coords"], run["embedding"]
+            seed, truth, emb = int(path.stem[4:]), run["truth"], run["embedding"]
+            xy = run["coords"] if "coords" in run.files else coords[folder.name]
             k = len(set(truth[labelled_mask(truth)]))
             ari = lambda lab: clustering_scores(truth, lab)["ari"]  # noqa: E731
             raw = gmm.run(emb, k, seed)
@@ -215,6 +219,7 @@ def main() -> None:
     t.add_argument("--work", type=Path, required=True)
     v = sub.add_parser("variants")
     v.add_argument("--work", type=Path, required=True)
+    v.add_argument("--extra", type=Path, nargs="*", default=[], help="more folders of METHOD/SECTION/seedS.npz")
     args = ap.parse_args()
     {"fit": fit, "table": table, "variants": variants}[args.cmd](args)
 

@@ -137,3 +137,35 @@ def test_graphst_recipe_fits_end_to_end(tmp_path):
     assert res.embedding.shape == (150, 50)  # the reconstruction of the 50 HVGs
     assert res.labels is not None and set(res.labels.tolist()) <= {0, 1, 2}
     assert {"recon", "contrastive", "loss"} <= set(res.history[-1])
+
+
+def test_nearest_readout_averages_over_each_spots_own_k_nearest():
+    from stmm_graph.contrastive_gae import nearest_mean
+
+    # a line 0 - 1 - 2 - 3 with unequal gaps: 1's nearest is 0, 2's nearest is 3 (not each other)
+    coords = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [3.5, 0.0]])
+    graph = KnnGraph(KnnGraphParams(k=2)).build(coords)
+    ctx = GraphContext(edge_index=graph.torch_edge_index(), n_nodes=4, distances=torch.from_numpy(graph.distances))
+    e = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
+    got = nearest_mean(e, ctx, 1).squeeze(1)
+    assert torch.allclose(got, torch.tensor([11 / 2, 11 / 2, 1100 / 2, 1100 / 2]))
+    got2 = nearest_mean(e, ctx, 2).squeeze(1)  # 0: {1, 2}; 1: {0, 2}; 2: {3, 1}; 3: {2, 1}
+    assert torch.allclose(got2, torch.tensor([111 / 3, 111 / 3, 1110 / 3, 1110 / 3]))
+    m = ContrastiveGAE(ContrastiveGAEParams(latent=4, readout="nearest"))
+    m.setup(3, 3, 4)
+    with pytest.raises(DataError, match="graph.readout=graph"):
+        m(torch.ones(4, 3), GraphContext(edge_index=graph.torch_edge_index(), n_nodes=4))
+
+
+def test_readout_setting_keeps_existing_spec_hashes():
+    from stmm_core.spec import parse_spec
+
+    spec = {"pipeline": "graph-fusion", "components": {
+        "gene": {"name": "hvg", "params": {}}, "fusion": {"name": "concat", "params": {}},
+        "builder": {"name": "knn", "params": {"k": 3}}, "graph": {"name": "contrastive-gae", "params": {}},
+        "task": {"name": "gmm", "params": {}}}}
+    base = parse_spec(spec)
+    assert "readout" not in base.to_dict()["components"]["graph"]["params"]  # left out at its default
+    assert parse_spec(spec).with_overrides({"graph.readout": "graph"}).hash() == base.hash()
+    near = base.with_overrides({"graph.readout": "nearest"})
+    assert near.hash() != base.hash() and near.components["graph"].params["readout_k"] == 3
