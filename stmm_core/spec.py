@@ -103,6 +103,8 @@ class DomainSpec(_Frozen):
         data = handler(self)
         if data.get("consensus") == 1:
             data.pop("consensus")
+        if isinstance(self, TrainSpec) and data.get("target") == "inputs":
+            data.pop("target")  # the default reconstruction target: specs written before the setting keep their hash
         return data
 
 
@@ -124,6 +126,10 @@ class TrainSpec(_Frozen):
     accumulate: bool = Field(
         True, description="partition mode: accumulate gradients over all partitions and step once per epoch "
         "(the full-batch gradient); false = one optimiser step per partition")
+    target: Literal["inputs", "gene", "image", "concat"] = Field(
+        "inputs", description="what the graph model reconstructs (stmm_core.pipeline.target): inputs = the "
+        "features the fusion reads at the fusion's modality weights (img_weight, gene_weight, balance); gene, "
+        "image = those features alone; concat = [image | gene] unweighted")
 
 
 class MagicStageSpec(_Frozen):
