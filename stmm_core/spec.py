@@ -103,8 +103,6 @@ class DomainSpec(_Frozen):
         data = handler(self)
         if data.get("consensus") == 1:
             data.pop("consensus")
-        if isinstance(self, TrainSpec) and data.get("target") == "inputs":
-            data.pop("target")  # the default reconstruction target: specs written before the setting keep their hash
         return data
 
 
@@ -130,6 +128,14 @@ class TrainSpec(_Frozen):
         "inputs", description="what the graph model reconstructs (stmm_core.pipeline.target): inputs = the "
         "features the fusion reads at the fusion's modality weights (img_weight, gene_weight, balance); gene, "
         "image = those features alone; concat = [image | gene] unweighted")
+
+    @model_serializer(mode="wrap")
+    def _drop_default_target(self, handler: Any) -> dict[str, Any]:
+        # the default target (inputs) is left out, so specs written before the setting existed keep their hash
+        data = handler(self)
+        if data.get("target") == "inputs":
+            data.pop("target")
+        return data
 
 
 class MagicStageSpec(_Frozen):
