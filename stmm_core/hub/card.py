@@ -91,8 +91,7 @@ def _methods(spec: "PipelineSpec") -> list[str]:
         names.add("stereomm")
     if "contrastive-gae" in names:
         names.add("graphst")
-    if spec.pipeline == "magic":
-        names.add("magic")
+    names.add(spec.pipeline)  # a family may be cited by its own name
     return [ref for key, ref in METHOD_REFS.items() if key in names]
 
 
