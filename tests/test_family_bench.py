@@ -77,3 +77,23 @@ def test_magic_in_the_domains_suite(world):
     assert row.status == "ok", row.error
     assert row.details["k"] == 3 and "stage-1" in row.details["embedding"]
     assert any("magic: stage 1 is trained" in n for n in res.notes)
+
+
+def test_generic_domains_and_speed_hooks_work_on_any_family(world):
+    """What a family that brings no bench hooks of its own gets (here run on Magic)."""
+    import numpy as np
+
+    from stmm_core.benchmark.family_bench import generic_domains, generic_speed
+    from stmm_core.pipeline.run import load_section
+    from stmm_core.spec import load_spec
+    from stmm_magic.family import MagicPipeline
+
+    root, paths, spec_path = world
+    spec = load_spec(spec_path)
+    section = load_section(paths[0])
+    sec, labels, k, details = generic_domains(MagicPipeline, spec, paths[0], section, "domain", "cpu",
+                                              root / "generic-d")
+    assert sec is section and k == 3 and labels.shape == (section.n_spots,) and len(np.unique(labels)) <= 3
+    assert "GMM" in details["embedding"] and details["spec_hash"] == spec.hash()
+    out = generic_speed(MagicPipeline, spec, paths[0], None, "cpu")
+    assert out["metrics"]["total_s"] > 0 and out["metrics"]["peak_rss_mb"] > 0
