@@ -149,7 +149,7 @@ def test_fit_refuses_an_undeclared_model_before_training(tmp_path, monkeypatch):
     """Through the pipeline: one SpecError naming the spec's model and the flag that turns partitions off."""
     from stmm_core.cli.compose_cmd import compose_spec
     from stmm_core.data.readers import read_section
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.testing.synthetic import make_synthetic_adata
     from stmm_graph.vgae import VGAE
 
@@ -171,7 +171,7 @@ def test_fits_over_partitions_follow_full_batch_training(tmp_path, recipe, sets)
     """Several Adam steps through the pipeline: the partition fit's embedding equals the full-batch fit's (float
     summation order apart), and metrics record the declared halo and exactness."""
     from stmm_core.data.readers import read_section
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.testing.synthetic import make_synthetic_adata
 
     path = tmp_path / "s.h5ad"

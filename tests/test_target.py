@@ -15,7 +15,8 @@ from stmm_core.errors import SpecError
 from stmm_core.interfaces import Fusion
 from stmm_core.pipeline.target import TARGETS, reconstruction_target, rms_norm
 from stmm_core.plugins import get_catalogue
-from stmm_core.spec import TrainSpec, parse_spec
+from stmm_core.spec import parse_spec
+from stmm_graph_fusion.settings import TrainSpec
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -102,8 +103,8 @@ def test_the_fit_and_the_saved_pipeline_use_the_declared_target(tmp_path):
     the same target (the embedding of the fit is reproduced)."""
     from stmm_core.data.readers import read_section
     from stmm_core.hub.pipeline_dir import load_pipeline, save_pipeline
-    from stmm_core.pipeline.embed import embed_section
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.embed import embed_section
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.testing.synthetic import make_synthetic_adata
 
     path = tmp_path / "s.h5ad"
