@@ -25,7 +25,8 @@ MODEL_CASES: dict[str, list[dict]] = {
              {"hidden": [8], "latent": 4, "conv": "gat"}],
     "contrastive-gae": [{"latent": 8},
                         {"latent": 8, "adjacency": "graphst", "bias": False},  # GraphST's own matrix
-                        {"latent": 8, "corruption": "fixed", "embedding": "latent"}],
+                        {"latent": 8, "corruption": "fixed", "embedding": "latent"},
+                        {"latent": 8, "adjacency": "graphst", "bias": False, "readout": "nearest"}],  # GraphST's read-out
     "identity": [{}],
 }
 

@@ -68,7 +68,10 @@ def compare_partition_step(
     # full batch, as the graph-fusion runner's step
     for p in params:
         p.grad = None
-    ctx = GraphContext(edge_index=torch.as_tensor(np.asarray(edge_index), dtype=torch.long), n_nodes=n)
+    ei = np.asarray(edge_index)
+    xy = np.asarray(coords, dtype=np.float64)
+    ctx = GraphContext(edge_index=torch.as_tensor(ei, dtype=torch.long), n_nodes=n,
+                       distances=torch.from_numpy(np.linalg.norm(xy[ei[0]] - xy[ei[1]], axis=1).astype(np.float32)))
     torch.manual_seed(seed)
     terms = model.loss(model(fusion(img, gene, ctx), ctx), target)
     terms["loss"].backward()
