@@ -20,7 +20,7 @@ class BleepTrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds the heads' initialisation, batches and split")
-    epochs: int = Field(150, ge=1, le=100_000, description="passes over the training spots")
+    epochs: int = Field(50, ge=1, le=100_000, description="passes over the training spots")
     batch_size: int = Field(256, ge=2, le=65_536, description="spots per contrastive batch (the negatives)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-3, ge=0, description="AdamW weight decay")
@@ -32,9 +32,9 @@ class BleepTrainParams(BaseModel):
                              "clip: the diagonal as the only positive (CLIP)")
     val_fraction: float = Field(0.1, ge=0, lt=0.9,
                                 description="training spots held out to keep the epoch of lowest loss")
-    k: int = Field(50, ge=1, le=10_000, description="training spots averaged for a prediction")
+    k: int = Field(100, ge=1, le=100_000, description="training spots averaged for a prediction")
     predict_temperature: float = Field(
-        0.05, gt=0, le=100, description="softmax temperature of the neighbour weights (large: a plain mean)")
+        0.2, gt=0, le=100, description="softmax temperature of the neighbour weights (large: a plain mean)")
     n_targets: int = Field(300, ge=1, le=50_000, description="predicted genes: the highest mean log1p "
                                                             "expression over the training sections")
     n_eval_hvg: int = Field(50, ge=1, le=50_000, description="most variable targets (training sections), "
