@@ -56,7 +56,7 @@ def is_pickle(name: str) -> bool:
 def component_provenance(spec: "PipelineSpec") -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """For each slot: kind, name, providing package and its version; plus {package: version}."""
     from stmm_core.plugins import get_registry
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.spec import family_slots
 
     reg = get_registry()
     versions = {s.package: s.version for s in reg.statuses if s.package}
@@ -65,7 +65,7 @@ def component_provenance(spec: "PipelineSpec") -> tuple[dict[str, dict[str, str]
     for slot, ref in spec.components.items():
         if ref is None:
             continue
-        kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
+        kind = family_slots(spec.pipeline)[slot][0]
         info = reg.catalogue.get(kind, ref.name)
         package = info.package or "stmm"
         version = versions.get(package, "")
@@ -92,7 +92,12 @@ def build_manifest(folder: str | Path, spec: "PipelineSpec", files: list[str] | 
     from stmm_core import __version__
 
     folder = Path(folder)
-    names = files if files is not None else [f for f in PIPELINE_FILES if (folder / f).is_file()]
+    if files is None:
+        from stmm_core.family import get_family
+
+        listed = tuple(get_family(spec.pipeline).run_files) or PIPELINE_FILES
+        files = [f for f in dict.fromkeys(listed + ("README.md",)) if (folder / f).is_file()]
+    names = files
     comps, plugins = component_provenance(spec)
     return {
         "format": FORMAT,

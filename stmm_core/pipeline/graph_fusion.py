@@ -48,14 +48,9 @@ class FitResult:
 
 
 def _build(slot: str, spec: "PipelineSpec") -> Any:
-    from stmm_core.plugins import get_catalogue
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.pipeline_base import build_component
 
-    ref = spec.components.get(slot)
-    if ref is None:
-        return None
-    kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
-    return get_catalogue().get(kind, ref.name).build(ref.params)
+    return build_component(spec, slot)
 
 
 def fit_graph_fusion(

@@ -79,7 +79,7 @@ def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
     from stmm_magic.data import section_tiles, tile_size_fullres
     from stmm_magic.evaluate import expression_scores
     from stmm_magic.genes import log1p_expression, shared_genes
-    from stmm_magic.metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
+    from stmm_core.expression_metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
     from stmm_magic.model import params_digest
     from stmm_magic.pipeline import build_component, choose_genes, image_input_px, read_sections
 
