@@ -1,4 +1,4 @@
-"""The ``bleep`` pipeline: fit on sections, predict expression by retrieval, score image–expression pairs, save.
+"""The ``bleep`` model: fit on sections, predict expression by retrieval, score image–expression pairs, save.
 
 What it reuses from stmm by name: the spec's ``image`` slot (any image encoder in the catalogue, used frozen;
 features cut and cached by stmm's own tile code) and ``gene`` slot (any gene encoder with ``fit``/``transform``
@@ -6,15 +6,13 @@ and a JSON ``state``/``load_state``, e.g. ``hvg``). What it adds: two projection
 contrastive loss (:mod:`stmm_bleep.heads`) and a reference set — the training spots' expression embeddings and
 their log1p target expression — from which predictions are retrieved (:mod:`stmm_bleep.retrieve`).
 
-A spec is anything with ``components`` (slot → ``{name, params}``), ``tiles`` (a :class:`stmm_core.spec.TileSpec`)
-and ``train`` (a :class:`stmm_bleep.params.BleepTrainParams`).
+*spec* is a :class:`stmm_core.spec.PipelineSpec` of the ``bleep`` family (``train``: :class:`stmm_bleep.params.
+BleepTrainParams`). The run folder and the stmm interface are in :mod:`stmm_bleep.family`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -26,18 +24,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.data.section import Section
 
 FORMAT = "stmm-bleep-v1"
-WEIGHTS_FILE, PREPROCESS_FILE, META_FILE = "model.safetensors", "preprocess.json", "bleep.json"
 Log = Callable[[str], None]
 
 
-def build_slot(spec: Any, slot: str, kind: str) -> Any:
-    """The component named in *slot* of *spec*, built from the local catalogue (as stmm builds any component)."""
-    from stmm_core.plugins import get_catalogue
+def build_component(spec: Any, slot: str) -> Any:
+    """The component in *slot* of *spec*, built by stmm's one component builder (from the local catalogue)."""
+    from stmm_core.pipeline_base import build_component as build
 
-    ref = spec.components.get(slot)
-    if ref is None:
-        raise SpecError(f"the bleep pipeline needs a component in its {slot!r} slot ({kind})")
-    return get_catalogue().get(kind, ref.name).build(ref.params)
+    comp = build(spec, slot)
+    if comp is None:
+        raise SpecError(f"the bleep pipeline needs a component in its {slot!r} slot")
+    return comp
 
 
 def _check_gene_encoder(enc: Any) -> None:
@@ -47,8 +44,8 @@ def _check_gene_encoder(enc: Any) -> None:
                         f"{type(enc).__name__} lacks {', '.join(missing)}")
 
 
-class BleepPipeline:
-    """A trained BLEEP-style model. Build it with :meth:`fit` or :meth:`load`.
+class BleepModel:
+    """A trained BLEEP-style model. Build it with :meth:`fit` or :meth:`from_state`.
 
     Shapes: ``predict_expression(section) -> (N, G)`` float32 log1p expression of :attr:`targets`;
     ``score_image_expression(section) -> (N, N)`` cosine similarity of spot i's image and spot j's expression;
@@ -110,7 +107,7 @@ class BleepPipeline:
     # ---------------------------------------------------------------------------------------------- fit
     @classmethod
     def fit(cls, spec: Any, sections: Sequence["Section"], *, device: str = "cpu", cache: Any = None,
-            log: Log | None = None) -> "BleepPipeline":
+            log: Log | None = None) -> "BleepModel":
         """Train on *sections* (one or several; genes matched by name). Seeded by ``spec.train.seed``."""
         from stmm_bleep.genes import choose_targets, log1p_targets
         from stmm_bleep.train import train_heads
@@ -123,8 +120,8 @@ class BleepPipeline:
             raise DataError("no --data given; pass one or more training sections")
         genes = choose_targets(sections, p.n_targets, min(p.n_eval_hvg, p.n_targets), p.target_sum)
         seed_everything(p.seed)
-        image_encoder = build_slot(spec, "image", "image_encoder")  # random weights: seeded, rebuilt alike on load
-        gene_encoder = build_slot(spec, "gene", "gene_encoder")
+        image_encoder = build_component(spec, "image")  # random weights: seeded, rebuilt alike on load
+        gene_encoder = build_component(spec, "gene")
         _check_gene_encoder(gene_encoder)
         gene_encoder.fit(_combined(sections))
         pipe = cls(spec, image_encoder, gene_encoder, None, np.zeros(1, np.float32), np.ones(1, np.float32), genes,
@@ -149,61 +146,48 @@ class BleepPipeline:
                      "timings": {"features_seconds": t_feat, "fit_seconds": time.perf_counter() - t0}}
         return pipe
 
-    # ---------------------------------------------------------------------------------------------- save / load
-    def save(self, folder: str | Path) -> Path:
-        """Write weights (safetensors: heads + reference set), preprocessing state and metadata into *folder*
-        (created; the caller owns atomicity and ``spec.json``)."""
-        from safetensors.numpy import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+    # ---------------------------------------------------------------------------------------------- state
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(tensors, preprocess)``: the arrays for ``model.safetensors`` (``heads.*`` the trained heads,
+        ``reference.*`` the retrieval set) and the JSON-able preprocessing state (``preprocess.json``)."""
         tensors = {f"heads.{k}": v.detach().cpu().numpy() for k, v in self.heads.state_dict().items()}
         tensors.update({"reference.embedding": self.reference, "reference.values": self.values})
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(folder / WEIGHTS_FILE))
         pre = {"format": FORMAT, "genes": self.genes, "gene_encoder": self.gene_encoder.state(),
                "image": {"mean": self.image_mean.tolist(), "std": self.image_std.tolist(),
                          "identity": self.image_encoder.identity()},
                "dims": {"image": int(self.image_mean.shape[0]), "gene": int(self.heads.gene.projection.in_features),
                         "embed": int(self.heads.image.norm.normalized_shape[0])}}
-        (folder / PREPROCESS_FILE).write_text(json.dumps(pre) + "\n")
-        (folder / META_FILE).write_text(json.dumps(self.meta, indent=1, default=float) + "\n")
-        return folder
+        return {k: np.ascontiguousarray(v) for k, v in tensors.items()}, pre
 
     @classmethod
-    def load(cls, spec: Any, folder: str | Path, *, device: str = "cpu") -> "BleepPipeline":
-        """Rebuild a pipeline saved by :meth:`save` with the same *spec* (a fresh process gives the same outputs)."""
+    def from_state(cls, spec: Any, tensors: dict[str, np.ndarray], pre: dict[str, Any], meta: dict[str, Any] | None = None,
+                   *, device: str = "cpu") -> "BleepModel":
+        """Rebuild the model written by :meth:`state` for *spec* (the same outputs, in this or a fresh process)."""
         import torch
-        from safetensors.numpy import load_file
 
         from stmm_bleep.heads import BleepHeads
         from stmm_core.seeding import seed_everything
 
-        folder = Path(folder)
-        try:
-            pre = json.loads((folder / PREPROCESS_FILE).read_text())
-            tensors = load_file(str(folder / WEIGHTS_FILE))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{folder} is not a complete bleep run folder ({exc}); re-fit it") from None
-        if pre.get("format") != FORMAT:
-            raise DataError(f"{folder}: {PREPROCESS_FILE} has format {pre.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(pre, dict) or pre.get("format") != FORMAT:
+            found = pre.get("format") if isinstance(pre, dict) else type(pre).__name__
+            raise DataError(f"not a bleep preprocessing state (format {found!r}, expected {FORMAT!r}); re-fit it")
         seed_everything(spec.train.seed)
-        image_encoder = build_slot(spec, "image", "image_encoder")
+        image_encoder = build_component(spec, "image")  # random weights: the same seeded draw as in fit
         if image_encoder.identity() != pre["image"]["identity"]:
-            raise DataError(f"{folder}: the image encoder built from the spec ({image_encoder.identity()}) is not the "
-                            f"one the run was trained with ({pre['image']['identity']}); use the run's own spec.json")
-        gene_encoder = build_slot(spec, "gene", "gene_encoder")
+            raise DataError(f"the image encoder built from the spec ({image_encoder.identity()}) is not the one this "
+                            f"model was trained with ({pre['image']['identity']}); use the run's own spec.json")
+        gene_encoder = build_component(spec, "gene")
         _check_gene_encoder(gene_encoder)
         gene_encoder.load_state(pre["gene_encoder"])
         d = pre["dims"]
         heads = BleepHeads(d["image"], d["gene"], d["embed"], spec.train.dropout)
-        heads.load_state_dict({k[len("heads."):]: torch.from_numpy(v) for k, v in tensors.items()
+        heads.load_state_dict({k[len("heads."):]: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()
                                if k.startswith("heads.")}, strict=True)
         heads.eval()
-        meta_path = folder / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         return cls(spec, image_encoder, gene_encoder, heads, np.asarray(pre["image"]["mean"], np.float32),
-                   np.asarray(pre["image"]["std"], np.float32), pre["genes"], tensors["reference.embedding"],
-                   tensors["reference.values"], meta, device)
+                   np.asarray(pre["image"]["std"], np.float32), pre["genes"],
+                   np.asarray(tensors["reference.embedding"], np.float32),
+                   np.asarray(tensors["reference.values"], np.float32), dict(meta or {}), device)
 
 
 def _combined(sections: Sequence["Section"]) -> "Section":
