@@ -7,7 +7,7 @@ Run with stmm installed: ``pytest examples/stmm-bleep/tests`` (a few seconds on 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
 
 import numpy as np
 import pytest
@@ -34,13 +34,19 @@ def sections(tmp_path_factory):
 
 
 def _spec(**train):
-    from stmm_bleep.params import BleepTrainParams
-    from stmm_core.spec import ComponentRef, TileSpec
+    """A ``bleep`` spec (the family is registered as ``pip install`` would, when this checkout is not installed)."""
+    from stmm_core.plugins import get_registry
+    from stmm_core.spec import parse_spec
 
+    reg = get_registry()
+    if "bleep" not in reg.families:
+        import stmm_bleep.plugin
+
+        reg.register_module(stmm_bleep.plugin, name="bleep", package="stmm-bleep")
     defaults = {"epochs": 30, "n_targets": 40, "n_eval_hvg": 10, "k": 10, "batch_size": 64}
-    return SimpleNamespace(components={"image": ComponentRef(name="stain-stats"),
-                                       "gene": ComponentRef(name="hvg", params={"n_top_genes": 40})},
-                           tiles=TileSpec(), train=BleepTrainParams(**{**defaults, **train}))
+    return parse_spec({"pipeline": "bleep", "components": {"image": {"name": "stain-stats"},
+                                                          "gene": {"name": "hvg", "params": {"n_top_genes": 40}}},
+                       "train": {**defaults, **train}})
 
 
 def _pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> float:
@@ -50,13 +56,13 @@ def _pearson_per_gene(pred: np.ndarray, true: np.ndarray) -> float:
     return float(r.mean())
 
 
-def test_bleep_learns_predicts_scores_and_reloads(sections, tmp_path, single_thread):
+def test_bleep_learns_predicts_scores_and_reloads(sections, single_thread):
     from stmm_bleep.genes import log1p_targets
-    from stmm_bleep.pipeline import BleepPipeline
+    from stmm_bleep.model import BleepModel
 
     train, test = sections[:2], sections[2]
     spec = _spec()
-    pipe = BleepPipeline.fit(spec, train)
+    pipe = BleepModel.fit(spec, train)
     assert len(pipe.targets) == 40 and set(pipe.genes["eval_hvg"]) <= set(pipe.targets)
     pred = pipe.predict_expression(test)
     truth = log1p_targets(test, pipe.targets, spec.train.target_sum)
@@ -77,20 +83,20 @@ def test_bleep_learns_predicts_scores_and_reloads(sections, tmp_path, single_thr
     assert emb.shape == (n, spec.train.embed_dim)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
-    again = BleepPipeline.fit(spec, train)  # same seed: same model, bit for bit
+    again = BleepModel.fit(spec, train)  # same seed: same model, bit for bit
     np.testing.assert_array_equal(again.predict_expression(test), pred)
 
-    pipe.save(tmp_path / "run")
-    loaded = BleepPipeline.load(spec, tmp_path / "run")
+    tensors, pre = pipe.state()
+    loaded = BleepModel.from_state(spec, {k: v.copy() for k, v in tensors.items()}, json.loads(json.dumps(pre)))
     np.testing.assert_array_equal(loaded.predict_expression(test), pred)
     np.testing.assert_array_equal(loaded.score_image_expression(test), scores)
 
 
 def test_prediction_reads_only_the_image_and_scoring_needs_the_genes(sections, single_thread):
-    from stmm_bleep.pipeline import BleepPipeline
+    from stmm_bleep.model import BleepModel
     from stmm_core.errors import DataError
 
-    pipe = BleepPipeline.fit(_spec(epochs=2), sections[:2])
+    pipe = BleepModel.fit(_spec(epochs=2), sections[:2])
     other = sections[2]
     renamed = type(other)(**{**other.__dict__, "gene_names": other.gene_names.str.lower()})
     np.testing.assert_array_equal(pipe.predict_expression(renamed), pipe.predict_expression(other))
