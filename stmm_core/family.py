@@ -81,6 +81,7 @@ class FamilyInfo:
             ``README.md`` is added by the core).
         required_files: those a saved pipeline must hold (a pulled folder without one is refused).
         trained_slots: the slots whose weights ``model.safetensors`` holds, one key prefix each (default: all).
+        notes: benchmark suite → one line for its report when the family's rows are in it.
         package, plugin: filled in by the plug-in manager.
     """
 
@@ -97,6 +98,7 @@ class FamilyInfo:
     run_files: tuple[str, ...] = ()
     required_files: tuple[str, ...] = ("spec.json",)
     trained_slots: tuple[str, ...] = ()
+    notes: dict[str, str] = field(default_factory=dict)
     package: str = ""
     plugin: str = ""
 

@@ -79,6 +79,10 @@ class ExpressionPrediction:
     values: np.ndarray
     genes: list[str]
     space: str = ""
+    #: the prediction is ``log1p(counts / total * target_sum)`` (lets the core compute the truth to compare with)
+    target_sum: float | None = None
+    #: genes to report first (e.g. the training sections' most variable ones, fixed at training time)
+    eval_genes: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +108,12 @@ class Pipeline:
         """The trained pipeline saved in *folder* (already verified against its manifest when pulled)."""
         raise NotImplementedError(f"the {cls.family!r} pipeline family does not implement load")
 
+    @classmethod
+    def from_loaded(cls, loaded: Any) -> "Pipeline":
+        """From a verified :class:`stmm_core.hub.pipeline_dir.LoadedPipeline` (``stmm embed``, ``stmm pull``);
+        default: :meth:`load` of its folder."""
+        return cls.load(loaded.path)
+
     # -- capabilities --------------------------------------------------------------------------------
     def embed(self, section: "Section", *, device: str = "cpu", progress: bool = False) -> tuple[np.ndarray, dict]:
         """``(n_spots, d)`` float32 embedding of *section* and a dict describing the run (capability 'embedding')."""
@@ -116,6 +126,52 @@ class Pipeline:
     def score(self, section: "Section", *, device: str = "cpu") -> np.ndarray:
         """``(n_spots, n_spots)`` image × expression similarities on *section* (capability 'scoring')."""
         raise NotImplementedError
+
+    # -- optional overrides (generic defaults built on the capabilities) ----------------------------------
+    def evaluate(self, data: Path, *, device: str = "cpu", options: dict[str, Any] | None = None,
+                 log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[str]]:
+        """Metrics on the section at *data* (``stmm evaluate``) and their human summary. Default: the core's
+        generic evaluation (:mod:`stmm_core.pipeline_eval`) of whatever capabilities the family offers."""
+        from stmm_core.pipeline_eval import evaluate_section, summary_lines
+        from stmm_core.pipeline.run import load_section
+
+        res = evaluate_section(self, load_section(data, image=None), device=device)
+        return res, summary_lines(res)
+
+    def predict_to_file(self, output: Path, *, data: Path | None = None, device: str = "cpu",
+                        options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None
+                        ) -> dict[str, Any]:
+        """``stmm predict``: write the predicted expression of every spot of *data* as AnnData (``X`` predictions,
+        ``var_names`` genes, ``obsm["spatial"]``). Families override it to accept images without counts."""
+        from stmm_core.pipeline_predict import predict_section_file
+
+        return predict_section_file(self, output, data=data, device=device, options=options or {})
+
+    # benchmark suites (stmm_core.benchmark.family_bench holds the generic defaults)
+    @classmethod
+    def bench_fold(cls, spec: "PipelineSpec", train: list[str], test: str, run_dir: Path, device: str,
+                   method: str | None = None) -> dict[str, Any]:
+        """One leave-one-section-out fold: ``{"metrics": {...}, "details": {...}}`` (expression/retrieval suites)."""
+        from stmm_core.benchmark.family_bench import generic_fold
+
+        return generic_fold(cls, spec, train, test, run_dir, device, method)
+
+    @classmethod
+    def bench_domains(cls, spec: "PipelineSpec", path: str, read: Callable[[], "Section"], label: str, device: str,
+                      work_dir: Path) -> tuple["Section", np.ndarray, int, dict[str, Any]]:
+        """Domains of the section at *path* (``read()``: it as the suite reads it, cached), K from the *label*
+        column: ``(section clustered, labels (n_spots,), K, details)`` (domains suite; the seed is
+        ``spec.train.seed``; *work_dir* is this row's own folder)."""
+        from stmm_core.benchmark.family_bench import generic_domains
+
+        return generic_domains(cls, spec, path, read(), label, device, work_dir)
+
+    @classmethod
+    def bench_speed(cls, spec: "PipelineSpec", path: str, label: str | None, device: str) -> dict[str, Any]:
+        """Stage times and memory of one fit in a fresh process: ``{"metrics", "details"}`` (speed suite)."""
+        from stmm_core.benchmark.family_bench import generic_speed
+
+        return generic_speed(cls, spec, path, label, device)
 
 
 # -- what the CLI and the suites call -----------------------------------------------------------------------

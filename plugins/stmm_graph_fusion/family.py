@@ -63,3 +63,16 @@ class GraphFusionPipeline(Pipeline):
         from stmm_core.pipeline.embed import embed_section
 
         return embed_section(self.loaded, section, device=device, progress=progress)
+
+    @classmethod
+    def bench_domains(cls, spec: "PipelineSpec", path: str, read: Any, label: str, device: str,
+                      work_dir: Path) -> tuple["Section", np.ndarray, int, dict[str, Any]]:
+        from stmm_graph_fusion import bench
+
+        return bench.domains(spec, path, read(), label, device)
+
+    @classmethod
+    def bench_speed(cls, spec: "PipelineSpec", path: str, label: str | None, device: str) -> dict[str, Any]:
+        from stmm_graph_fusion import bench
+
+        return bench.speed(spec, path, label, device)

@@ -77,7 +77,8 @@ class MagicPipeline(Pipeline):
         model = self._need(2, "expression prediction")
         pred = model.predict(self._tiles(section)).numpy().astype(np.float32)
         target_sum = float(self.spec.components["decoder"].params["target_sum"])
-        return ExpressionPrediction(pred, list(self.run.targets), "log1p(counts / total * %g)" % target_sum)
+        return ExpressionPrediction(pred, list(self.run.targets), "log1p(counts / total * %g)" % target_sum,
+                                    target_sum=target_sum, eval_genes=list(self.run.eval_hvg))
 
     def _embeddings(self, section: "Section") -> dict[str, Any]:
         import torch
@@ -89,6 +90,48 @@ class MagicPipeline(Pipeline):
     def score(self, section: "Section", *, device: str = "cpu") -> np.ndarray:
         emb = self._embeddings(section)
         return (emb["image"] @ emb["gene"].T).numpy().astype(np.float64)
+
+    # -- Magic's own evaluation, prediction files and benchmark measurements -----------------------------
+    def evaluate(self, data: Path, *, device: str = "cpu", options: dict[str, Any] | None = None,
+                 log: Any = None) -> tuple[dict[str, Any], list[str]]:
+        from stmm_magic.evaluate import evaluate_run, summary_lines as eval_lines
+
+        o = options or {}
+        res = evaluate_run(self.path, data, allow_missing_genes=bool(o.get("allow_missing_genes")),
+                           itm_k=int(o.get("itm_k", 16)), use_cache=o.get("use_cache", True), log=log,
+                           allow_training=bool(o.get("allow_training")))
+        return res, eval_lines(res)
+
+    def predict_to_file(self, output: Path, *, data: Path | None = None, device: str = "cpu",
+                        options: dict[str, Any] | None = None, log: Any = None) -> dict[str, Any]:
+        from stmm_magic.predict import predict_to_file
+
+        o = dict(options or {})
+        return predict_to_file(self.path, output, data=data, image=o.get("image"), scale=o.get("scale"),
+                               coords=o.get("coords"), tile_px=o.get("tile_px"), genes=o.get("genes"),
+                               use_cache=o.get("use_cache", True), log=log)
+
+    @classmethod
+    def bench_fold(cls, spec: "PipelineSpec", train: list[str], test: str, run_dir: Path, device: str,
+                   method: str | None = None) -> dict[str, Any]:
+        from stmm_magic import bench
+
+        if method is not None:  # a feature baseline sharing Magic's spec (hest-ridge, ridge-cv, …)
+            return bench.feature_fold(spec, train, test, device, method)
+        return bench.magic_fold(spec, train, test, Path(run_dir), device)
+
+    @classmethod
+    def bench_domains(cls, spec: "PipelineSpec", path: str, read: Any, label: str, device: str,
+                      work_dir: Path) -> tuple["Section", np.ndarray, int, dict[str, Any]]:
+        from stmm_magic import bench
+
+        return bench.domains(spec, path, label, device, Path(work_dir))
+
+    @classmethod
+    def bench_speed(cls, spec: "PipelineSpec", path: str, label: str | None, device: str) -> dict[str, Any]:
+        from stmm_magic import bench
+
+        return bench.speed(spec, path, device)
 
     def embed(self, section: "Section", *, device: str = "cpu", progress: bool = False) -> tuple[np.ndarray, dict]:
         import torch
@@ -113,3 +156,4 @@ def summary_lines(meta: dict[str, Any], output: Path) -> list[str]:
     lines.append(f"wall time {t['wall_seconds']:.1f} s; wrote {output}/ (spec.json, magic.json, "
                  f"{', '.join(p.name for p in sorted(Path(output).glob('*.safetensors')))})")
     return lines
+

@@ -59,4 +59,6 @@ def stmm_pipeline_families():
         run_files=("spec.json", "magic.json", "stage1.safetensors", "stage2.safetensors", "loss_stage1.png",
                    "loss_stage2.png"),
         required_files=("spec.json", "magic.json"),
+        notes={"domains": "magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then "
+                          "the concatenated image and gene embeddings are clustered by GMM."},
     )]

@@ -1,4 +1,5 @@
-"""``stmm predict`` and ``stmm evaluate``: use a trained image → expression run (magic pipeline)."""
+"""``stmm predict`` and ``stmm evaluate``: use a trained pipeline of any family that offers expression prediction
+(``predict``) or image–expression scoring / prediction (``evaluate``); a local run folder or ``hf:org/name@rev``."""
 
 from __future__ import annotations
 
@@ -15,21 +16,29 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
-def _magic():
-    """The magic pipeline package (a bundled plug-in), with a clear error when it is not installed."""
-    from stmm_core.errors import MissingDependency
+OFFLINE = typer.Option(False, "--offline", help="Use only the local Hub cache (same as HF_HUB_OFFLINE=1).")
 
-    try:
-        import stmm_magic.evaluate
-        import stmm_magic.predict  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependency(f"the magic pipeline (package stmm_magic) is not importable ({exc}); "
-                                "reinstall stmm") from None
-    return stmm_magic
+
+def trained_pipeline(ref: str, *, offline: bool = False, allow_pickle: bool = False):
+    """A run folder or ``hf:org/name[@rev]`` → (trained :class:`~stmm_core.pipeline_base.Pipeline`, description).
+
+    A Hub reference is pulled and verified (manifest, sha256 of every file) first; a local folder is read as it
+    is (run folders written by stmm 0.1.0 have no manifest and still load)."""
+    from stmm_core.hub.settings import looks_like_hub_ref
+    from stmm_core.pipeline_base import load_trained
+
+    if looks_like_hub_ref(ref):
+        from stmm_core.hub.remote import pull
+
+        res = pull(ref, offline=offline or None, allow_pickle=allow_pickle,
+                   warn=lambda m: typer.echo(f"stmm: warning: {m}", err=True))
+        return load_trained(res.path), f"{res.repo_id}@{res.commit}"
+    return load_trained(Path(ref)), str(ref)
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., metavar="DIR", help="Run folder written by 'stmm run magic'."),
+    run_dir: str = typer.Argument(..., metavar="PIPELINE", help="Run folder (e.g. written by 'stmm run magic') or "
+                                                                "hf:org/name@rev."),
     image: Optional[Path] = typer.Option(None, "--image", help="H&E image (.tif/.jpg/.png…)."),
     coords: Optional[Path] = typer.Option(None, "--coords", help="Spots: table id, x, y (full-res px). "
                                                                  "Without it (and without --data): a tissue grid."),
@@ -39,21 +48,28 @@ def predict(
     genes: Optional[list[str]] = typer.Option(None, "--gene", help="Gene to plot (repeatable; default 4 HVGs)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .h5ad (a .png with the same name is written)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    offline: bool = OFFLINE,
 ) -> None:
-    """Predict expression of the run's target genes for every spot (or a grid over the tissue)."""
+    """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
     from stmm_core.atomic import check_output
+    from stmm_core.pipeline_base import family_of
 
     check_output(output, kind="file")
-    m = _magic()
-    res = m.predict.predict_to_file(run_dir, output, image=image, scale=scale, coords=coords, data=data,
-                                    tile_px=tile_px, genes=genes, use_cache=not no_cache, log=_log)
-    kind = "tissue-grid tiles" if res["grid"] else "spots"
-    typer.echo(f"predicted {res['n_genes']} genes for {res['n_spots']} {kind} "
-               f"(tiles {res['tile_fullres_px']:.0f} full-res px); wrote {res['h5ad']} and {res['png']}")
+    pipe, source = trained_pipeline(run_dir, offline=offline)
+    family_of(pipe.spec).require("expression", "stmm predict")
+    options = {"image": image, "coords": coords, "scale": scale, "tile_px": tile_px, "genes": genes}
+    if no_cache:
+        options["use_cache"] = False
+    res = pipe.predict_to_file(output, data=data, options=options, log=_log)
+    kind = "tissue-grid tiles" if res.get("grid") else "spots"
+    tile = f" (tiles {res['tile_fullres_px']:.0f} full-res px)" if res.get("tile_fullres_px") else ""
+    wrote = " and ".join(p for p in (res.get("h5ad"), res.get("png")) if p)
+    typer.echo(f"predicted {res['n_genes']} genes for {res['n_spots']} {kind}{tile} with {source}; wrote {wrote}")
 
 
 def evaluate(
-    run_dir: Path = typer.Argument(..., metavar="DIR", help="Run folder written by 'stmm run magic'."),
+    run_dir: str = typer.Argument(..., metavar="PIPELINE", help="Run folder (e.g. written by 'stmm run magic') or "
+                                                                "hf:org/name@rev."),
     data: Path = typer.Option(..., "--data", help="Held-out section (.h5ad etc.) with image and counts."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also write the metrics JSON here."),
@@ -64,15 +80,21 @@ def evaluate(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
     allow_training: bool = typer.Option(False, "--allow-training-section",
                                         help="Score a section the run was trained on (labelled 'training')."),
+    offline: bool = OFFLINE,
 ) -> None:
     """Per-gene / per-spot Pearson and image → expression retrieval on a held-out section."""
+    from stmm_core.pipeline_base import family_of
+
     if output is not None:
         from stmm_core.atomic import check_output
 
         check_output(output, kind="file")
-    m = _magic()
-    res = m.evaluate.evaluate_run(run_dir, data, allow_missing_genes=allow_missing, itm_k=itm_k,
-                                  use_cache=not no_cache, log=_log, allow_training=allow_training)
+    pipe, _ = trained_pipeline(run_dir, offline=offline)
+    fam = family_of(pipe.spec)
+    if not (fam.has("scoring") or fam.has("expression")):
+        fam.require("scoring", "stmm evaluate")
+    res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
+                                              "use_cache": not no_cache, "allow_training": allow_training}, log=_log)
     if output is not None:
         from stmm_core.pipeline.outputs import write_json
 
@@ -80,7 +102,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True, default=str))
     else:
-        for line in m.evaluate.summary_lines(res):
+        for line in lines:
             typer.echo(line)
 
 
