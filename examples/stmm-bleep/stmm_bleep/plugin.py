@@ -29,6 +29,8 @@ def stmm_pipeline_families():
         run_files=RUN_FILES,
         required_files=("spec.json", "model.safetensors", "preprocess.json"),
         trained_slots=("heads", "reference"),
+        notes={"retrieval": "bleep: top1/top5 rank each spot's own expression by the cosine similarity of its image "
+                            "embedding with every spot's expression embedding (the shared space)."},
     )]
 
 
