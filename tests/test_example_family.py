@@ -3,9 +3,10 @@
 The package is installed on its own (``pip install --no-deps --target SITE``: its pyproject's ``stmm`` entry
 point is all that connects it), then, in fresh processes on synthetic sections:
 ``stmm list --kind pipeline`` and ``stmm info bleep`` show the family; ``stmm compose --recipe bleep`` and
-``stmm fit SPEC --data …`` train it; the run folder reloads through the core (``load_trained``) with the same
-predictions as a refit in a new process; ``stmm benchmark expression`` and ``stmm benchmark retrieval`` run it
-beside ``magic`` on the same fold.
+``stmm fit SPEC --data …`` train it; ``stmm benchmark expression`` and ``stmm benchmark retrieval`` run it beside
+``magic`` on the same fold; ``stmm fit`` writes the same weights, bit for bit, as the benchmark's fit of the same
+spec in another process; the run folder reloads through the core (``load_trained``) and survives a push to and a
+pull by commit from a loopback Hub with identical predictions.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_benchmark_expression_and_retrieval_run_it_beside_magic(bench):
 
 
 def test_stmm_fit_trains_it_and_the_run_folder_reloads_bit_for_bit(env, site, sections, bench, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, hub_client):
     _stmm(env, "compose", "--recipe", "bleep", *TINY_BLEEP, "-o", tmp_path / "spec.json")
     out = _stmm(env, "fit", tmp_path / "spec.json", "--data", sections[0], sections[1], "-o", tmp_path / "run")
     assert "bleep: 2 training section(s)" in out.stdout + out.stderr
@@ -153,3 +154,9 @@ def test_stmm_fit_trains_it_and_the_run_folder_reloads_bit_for_bit(env, site, se
     pipe = load_trained(run)
     assert retrieval_topk(score(pipe, test))["top5"] > 3 * 5 / 75  # own expression in the top 5, well above chance
     assert embed(pipe, test)[0].shape == (75, 64)
+    # a saved pipeline like any other: pushed to the (loopback) Hub, pulled by commit, the same predictions
+    from stmm_core.hub.remote import pull, push
+
+    commit = push(run, "lab/bleep-tiny")["commit"]
+    pull(f"lab/bleep-tiny@{commit}", tmp_path / "pulled")
+    np.testing.assert_array_equal(predict_expression(load_trained(tmp_path / "pulled"), test).values, pred.values)
