@@ -49,15 +49,21 @@ class BleepPipeline(Pipeline):
         from stmm_bleep.model import BleepModel
         from stmm_core import __version__
         from stmm_core.atomic import atomic_dir
-        from stmm_core.data.readers import read_section
+        from stmm_core.errors import StmmError
         from stmm_core.pipeline.outputs import check_output_dir
+        from stmm_core.pipeline.run import load_section
         from stmm_core.seeding import configure_threads, resolve_device
 
         out_dir = check_output_dir(request.out_dir, overwrite=request.overwrite)
         device = resolve_device(request.device)
         threads = configure_threads()
         t0 = time.perf_counter()
-        sections = [read_section(p) for p in request.data]
+        o = request.options  # only those in FamilyInfo.fit_options reach here
+        if (o.get("image") or o.get("scale")) and len(request.data) > 1:
+            raise StmmError("--image/--scale apply to a single --data section; give several sections as .h5ad files "
+                            "that carry their images (uns['spatial']) or Space Ranger folders")
+        sections = [load_section(p, image=o.get("image"), scale=o.get("scale"), counts_layer=o.get("counts_layer"))
+                    for p in request.data]  # read, validated and filtered as every family reads a section
         model = BleepModel.fit(spec, sections, device=device, cache=_cache(request.use_cache), log=request.log)
         hist = model.meta["history"]
         best = min(hist, key=lambda h: h.get("val_loss", float("inf"))) if hist else {}

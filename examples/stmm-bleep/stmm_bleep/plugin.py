@@ -26,6 +26,7 @@ def stmm_pipeline_families():
         needs={"image": ("encode", "identity"), "gene": ("fit", "transform", "state", "load_state")},
         needs_text={"image": "an image encoder (e.g. stain-stats, resnet50)",
                     "gene": "a gene encoder with a saved state (e.g. hvg, pca)"},
+        fit_options=("image", "scale", "counts_layer"),
         run_files=RUN_FILES,
         required_files=("spec.json", "model.safetensors", "preprocess.json"),
         trained_slots=("heads", "reference"),
