@@ -51,7 +51,8 @@ def main() -> None:
         pred = knn_predict(l2_normalise((feats[-1] - mu) / sd), l2_normalise((x - mu) / sd), y, p.k,
                            p.predict_temperature)
         hvg = [genes["targets"].index(g) for g in genes["eval_hvg"]]
-        rows.append({"held_out": f"her2st-{held}", "pearson_hvg50": pearson_per_gene(pred[:, hvg], truth[:, hvg])["mean"],
+        rows.append({"held_out": f"her2st-{held}",
+                     "pearson_hvg50": pearson_per_gene(pred[:, hvg], truth[:, hvg])["mean"],
                      "pearson_all": pearson_per_gene(pred, truth)["mean"],
                      "pearson_spot": pearson_per_spot(pred, truth)["mean"], "mse": mse(pred, truth)})
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)

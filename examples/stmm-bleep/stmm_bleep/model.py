@@ -124,13 +124,13 @@ class BleepModel:
         gene_encoder = build_component(spec, "gene")
         _check_gene_encoder(gene_encoder)
         gene_encoder.fit(_combined(sections))
-        pipe = cls(spec, image_encoder, gene_encoder, None, np.zeros(1, np.float32), np.ones(1, np.float32), genes,
+        model = cls(spec, image_encoder, gene_encoder, None, np.zeros(1, np.float32), np.ones(1, np.float32), genes,
                    np.empty((0, 0), np.float32), np.empty((0, 0), np.float32), {}, device)
-        raw = np.concatenate([pipe._image_features(s, cache) for s in sections])
-        pipe.image_mean = raw.mean(0).astype(np.float32)
+        raw = np.concatenate([model._image_features(s, cache) for s in sections])
+        model.image_mean = raw.mean(0).astype(np.float32)
         std = raw.std(0)
-        pipe.image_std = np.where(std < 1e-8, 1.0, std).astype(np.float32)
-        x_img = pipe._z_image(raw)
+        model.image_std = np.where(std < 1e-8, 1.0, std).astype(np.float32)
+        x_img = model._z_image(raw)
         x_gene = np.concatenate([np.asarray(gene_encoder.transform(s), np.float32) for s in sections])
         values = np.concatenate([log1p_targets(s, genes["targets"], p.target_sum) for s in sections])
         t_feat = time.perf_counter() - t0
@@ -138,13 +138,13 @@ class BleepModel:
             f"{x_gene.shape[1]}, {len(genes['targets'])} targets ({t_feat:.1f} s)")
         seed_everything(p.seed)
         heads, history = train_heads(x_img, x_gene, p, log=log)
-        pipe.heads = heads
-        pipe.reference, pipe.values = pipe._embed(x_gene, "gene"), values
-        pipe.meta = {"format": FORMAT, "history": history, "n_reference": int(len(values)),
+        model.heads = heads
+        model.reference, model.values = model._embed(x_gene, "gene"), values
+        model.meta = {"format": FORMAT, "history": history, "n_reference": int(len(values)),
                      "sections": [{"name": s.name, "n_spots": s.n_spots} for s in sections],
                      "image_encoder": image_encoder.identity(),
                      "timings": {"features_seconds": t_feat, "fit_seconds": time.perf_counter() - t0}}
-        return pipe
+        return model
 
     # ---------------------------------------------------------------------------------------------- state
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -160,7 +160,8 @@ class BleepModel:
         return {k: np.ascontiguousarray(v) for k, v in tensors.items()}, pre
 
     @classmethod
-    def from_state(cls, spec: Any, tensors: dict[str, np.ndarray], pre: dict[str, Any], meta: dict[str, Any] | None = None,
+    def from_state(cls, spec: Any, tensors: dict[str, np.ndarray], pre: dict[str, Any],
+                   meta: dict[str, Any] | None = None,
                    *, device: str = "cpu") -> "BleepModel":
         """Rebuild the model written by :meth:`state` for *spec* (the same outputs, in this or a fresh process)."""
         import torch

@@ -2,7 +2,8 @@
 
 * ``stmm_pipeline_families``: the ``bleep`` family — its slots (an image encoder and a gene encoder from the
   catalogue, by name), its training-settings schema, its implementation and its capabilities.
-* ``stmm_recipes``: a ready-made ``bleep`` spec (``stmm compose --recipe bleep``, ``stmm benchmark expression -p bleep``).
+* ``stmm_recipes``: a ready-made ``bleep`` spec (``stmm compose --recipe bleep``,
+  ``stmm benchmark expression -p bleep``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def stmm_recipes():
         "summary": "Predict expression from the H&E image, BLEEP-style (example plug-in stmm-bleep): weight-free "
                    "stain-stats tile features and 1000 HVGs, projection heads trained with BLEEP's contrastive loss, "
                    "prediction = similarity-weighted mean expression of the 100 nearest training spots",
-        "reference": "Xie et al., NeurIPS 2023 (BLEEP); the image encoder is frozen here (BLEEP fine-tunes a ResNet-50)",
+        "reference": "Xie et al., NeurIPS 2023 (BLEEP); the image encoder is frozen here (BLEEP fine-tunes a "
+                     "ResNet-50)",
         "spec": {
             "pipeline": "bleep",
             "recipe": "bleep",
