@@ -127,6 +127,13 @@ class Pipeline:
         """``(n_spots, n_spots)`` image × expression similarities on *section* (capability 'scoring')."""
         raise NotImplementedError
 
+    @classmethod
+    def fit_section(cls, spec: "PipelineSpec", section: "Section", **kwargs: Any) -> Any:
+        """Fit one (possibly combined) section in memory and return a :class:`stmm_core.pipeline.result.FitResult`
+        (families whose fits cluster domains; ``--consensus`` fits its seeds through it)."""
+        raise StmmError(f"the {cls.family!r} pipeline family does not fit single sections in memory "
+                        "(needed by --consensus)")
+
     # -- optional overrides (generic defaults built on the capabilities) ----------------------------------
     def evaluate(self, data: Path, *, device: str = "cpu", options: dict[str, Any] | None = None,
                  log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[str]]:

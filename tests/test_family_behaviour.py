@@ -80,3 +80,29 @@ def test_magic_prediction_is_unchanged(quiet_env):
     got = _summary(ad.read_h5ad(pred).X)
     print("magic", got)
     _check(got, MAGIC_EXPECTED)
+
+
+#: spec.json files written by stmm 0.1.0 (before families were plug-ins) and their hashes then
+SPECS_010 = {"stereomm.json": "fe60f1c41eb3713248c534ea7987fe0b4025cd70ac22339335ac03425f6f1de5",
+             "magic.json": "c321162d9deed8dcdfff914d352e1f13c2d7482b87ecfd47027744123c589079"}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS_010))
+def test_spec_files_of_0_1_0_load_with_their_hash(name):
+    import json
+    from pathlib import Path
+
+    from stmm_core.spec import load_spec
+
+    path = Path(__file__).parent / "fixtures" / "spec_0.1.0" / name
+    spec = load_spec(path)
+    assert spec.hash() == SPECS_010[name]
+    assert json.loads(spec.pretty_json()) == json.loads(path.read_text())  # re-written byte-equivalent
+
+
+def test_unknown_family_is_one_message():
+    from stmm_core.errors import SpecError
+    from stmm_core.spec import parse_spec
+
+    with pytest.raises(SpecError, match="unknown pipeline 'magik'; did you mean 'magic'.*Installed pipeline families"):
+        parse_spec({"pipeline": "magik", "components": {}})

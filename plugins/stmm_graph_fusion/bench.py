@@ -15,7 +15,7 @@ def domains(spec: Any, path: str, section: Any, label: str, device: str) -> tupl
     """``(section, labels, K, details)`` of one fit (or consensus of fits) on *section*, K from *label*."""
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import resolve_n_domains
 
     k = resolve_n_domains(section, None, label, flag="--label")
@@ -67,7 +67,7 @@ def speed(spec: Any, path: str, label: str | None, device: str) -> dict[str, Any
     import torch
 
     from stmm_core.data.tiles import auto_out_px, iter_tiles
-    from stmm_core.pipeline.graph_fusion import _build, fit_graph_fusion
+    from stmm_graph_fusion.fit import _build, fit_graph_fusion
     from stmm_core.pipeline.image_features import default_tile_size
     from stmm_core.pipeline.run import load_section, resolve_n_domains
     from stmm_core.profiling import StageProfiler, current_rss_bytes

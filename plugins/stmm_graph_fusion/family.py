@@ -1,6 +1,6 @@
 """The graph-fusion family behind the core's pipeline interface (:class:`stmm_core.pipeline_base.Pipeline`).
 
-``fit``: :func:`stmm_core.pipeline.run.fit_to_dir` (one or several sections → a run folder with result.h5ad,
+``fit``: :func:`stmm_graph_fusion.run.fit_to_dir` (one or several sections → a run folder with result.h5ad,
 model.safetensors, preprocess.json, metrics, plots, model card, manifest). ``load``: the verified folder
 (:func:`stmm_core.hub.pipeline_dir.load_pipeline`). Capability ``embedding``: the posterior mean of the graph
 model, recomputed from the saved weights (bit for bit on the fitted section with the fit's thread count).
@@ -31,7 +31,7 @@ class GraphFusionPipeline(Pipeline):
     @classmethod
     def fit(cls, spec: "PipelineSpec", request: FitRequest) -> FitOutcome:
         from stmm_core.errors import StmmError
-        from stmm_core.pipeline.run import fit_to_dir, summary_lines
+        from stmm_graph_fusion.run import fit_to_dir, summary_lines
 
         o = dict(request.options)
         consensus, batch_correct = o.get("consensus"), o.get("batch_correct")
@@ -50,6 +50,12 @@ class GraphFusionPipeline(Pipeline):
         return FitOutcome(metrics, [] if rank else summary_lines(metrics, request.out_dir), rank)
 
     @classmethod
+    def fit_section(cls, spec: "PipelineSpec", section: "Section", **kwargs: Any) -> Any:
+        from stmm_graph_fusion.fit import fit_graph_fusion
+
+        return fit_graph_fusion(spec, section, **kwargs)
+
+    @classmethod
     def load(cls, folder: Path, *, device: str = "cpu") -> "GraphFusionPipeline":
         from stmm_core.hub.pipeline_dir import load_pipeline
 
@@ -60,7 +66,7 @@ class GraphFusionPipeline(Pipeline):
         return cls(loaded.spec, loaded.path, loaded)
 
     def embed(self, section: "Section", *, device: str = "cpu", progress: bool = False) -> tuple[np.ndarray, dict]:
-        from stmm_core.pipeline.embed import embed_section
+        from stmm_graph_fusion.embed import embed_section
 
         return embed_section(self.loaded, section, device=device, progress=progress)
 

@@ -56,8 +56,8 @@ def stmm_pipeline_families():
         needs=NEEDS, needs_text=NEEDS_TEXT,
         check="stmm_magic.settings:check_spec",
         fit_options=("stage",),
-        run_files=("spec.json", "magic.json", "stage1.safetensors", "stage2.safetensors", "loss_stage1.png",
-                   "loss_stage2.png"),
+        run_files=("spec.json", "magic.json", "stage1.safetensors", "stage2.safetensors", "metrics.json",
+                   "loss_stage1.png", "loss_stage2.png"),
         required_files=("spec.json", "magic.json"),
         notes={"domains": "magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then "
                           "the concatenated image and gene embeddings are clustered by GMM."},

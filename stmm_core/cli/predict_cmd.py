@@ -19,21 +19,37 @@ def _log(msg: str) -> None:
 OFFLINE = typer.Option(False, "--offline", help="Use only the local Hub cache (same as HF_HUB_OFFLINE=1).")
 
 
-def trained_pipeline(ref: str, *, offline: bool = False, allow_pickle: bool = False):
-    """A run folder or ``hf:org/name[@rev]`` → (trained :class:`~stmm_core.pipeline_base.Pipeline`, description).
+def trained_pipeline(ref: str, needs: tuple[str, ...], what: str, *, offline: bool = False,
+                     allow_pickle: bool = False):
+    """A run folder or ``hf:org/name[@rev]`` → (trained :class:`~stmm_core.pipeline_base.Pipeline`, description),
+    after checking that its family offers one of the capabilities *needs* (one message naming the family).
 
     A Hub reference is pulled and verified (manifest, sha256 of every file) first; a local folder is read as it
     is (run folders written by stmm 0.1.0 have no manifest and still load)."""
     from stmm_core.hub.settings import looks_like_hub_ref
-    from stmm_core.pipeline_base import load_trained
+    from stmm_core.pipeline_base import family_of, load_trained
+    from stmm_core.spec import load_spec
+
+    def check(folder: Path) -> None:
+        fam = family_of(load_spec(folder / "spec.json"))
+        if not any(fam.has(c) for c in needs):
+            fam.require(needs[0], what)
 
     if looks_like_hub_ref(ref):
         from stmm_core.hub.remote import pull
 
         res = pull(ref, offline=offline or None, allow_pickle=allow_pickle,
                    warn=lambda m: typer.echo(f"stmm: warning: {m}", err=True))
+        check(res.path)
         return load_trained(res.path), f"{res.repo_id}@{res.commit}"
-    return load_trained(Path(ref)), str(ref)
+    folder = Path(ref)
+    if not (folder / "spec.json").is_file():
+        from stmm_core.errors import StmmError
+
+        raise StmmError(f"{ref} is not a trained pipeline (no spec.json): give a run folder written by 'stmm fit'/"
+                        "'stmm run', or hf:org/name@rev")
+    check(folder)
+    return load_trained(folder), str(ref)
 
 
 def predict(
@@ -52,11 +68,9 @@ def predict(
 ) -> None:
     """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
     from stmm_core.atomic import check_output
-    from stmm_core.pipeline_base import family_of
 
     check_output(output, kind="file")
-    pipe, source = trained_pipeline(run_dir, offline=offline)
-    family_of(pipe.spec).require("expression", "stmm predict")
+    pipe, source = trained_pipeline(run_dir, ("expression",), "stmm predict", offline=offline)
     options = {"image": image, "coords": coords, "scale": scale, "tile_px": tile_px, "genes": genes}
     if no_cache:
         options["use_cache"] = False
@@ -83,16 +97,11 @@ def evaluate(
     offline: bool = OFFLINE,
 ) -> None:
     """Per-gene / per-spot Pearson and image → expression retrieval on a held-out section."""
-    from stmm_core.pipeline_base import family_of
-
     if output is not None:
         from stmm_core.atomic import check_output
 
         check_output(output, kind="file")
-    pipe, _ = trained_pipeline(run_dir, offline=offline)
-    fam = family_of(pipe.spec)
-    if not (fam.has("scoring") or fam.has("expression")):
-        fam.require("scoring", "stmm evaluate")
+    pipe, _ = trained_pipeline(run_dir, ("scoring", "expression"), "stmm evaluate", offline=offline)
     res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
                                               "use_cache": not no_cache, "allow_training": allow_training}, log=_log)
     if output is not None:
