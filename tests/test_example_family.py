@@ -89,6 +89,15 @@ def test_the_installed_family_is_listed_and_described(env):
     assert "image_encoder" in info and "gene_encoder" in info
 
 
+def test_its_slots_take_catalogue_components_by_name_and_refuse_the_wrong_ones(env, tmp_path):
+    out = _stmm(env, "compose", "--recipe", "bleep", "--encoder", "resnet50", "-o", tmp_path / "r.json")
+    assert "image=resnet50" in out.stdout + out.stderr
+    r = subprocess.run([sys.executable, "-m", "stmm_core", "compose", "--recipe", "bleep", "--gene", "performer",
+                        "-o", str(tmp_path / "bad.json")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "gene encoder with a saved state" in r.stderr and not (tmp_path / "bad.json").exists()
+
+
 @pytest.fixture(scope="module")
 def bench(env, sections, tmp_path_factory) -> dict[str, Path]:
     """``stmm benchmark expression`` then ``retrieval`` with bleep beside magic on one fold (sec2 held out)."""
