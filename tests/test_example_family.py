@@ -2,7 +2,8 @@
 
 The package is installed on its own (``pip install --no-deps --target SITE``: its pyproject's ``stmm`` entry
 point is all that connects it), then, in fresh processes on synthetic sections:
-``stmm list --kind pipeline`` and ``stmm info bleep`` show the family; ``stmm compose --recipe bleep`` and
+``stmm list --kind pipeline`` and ``stmm info bleep`` show the family; its slots take catalogue components by name
+and refuse one that lacks what it needs; ``stmm compose --recipe bleep`` and
 ``stmm fit SPEC --data …`` train it; ``stmm benchmark expression`` and ``stmm benchmark retrieval`` run it beside
 ``magic`` on the same fold; ``stmm fit`` writes the same weights, bit for bit, as the benchmark's fit of the same
 spec in another process; the run folder reloads through the core (``load_trained``) and survives a push to and a
