@@ -18,20 +18,26 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def knn_predict(query: np.ndarray, reference: np.ndarray, values: np.ndarray, k: int,
-                temperature: float) -> np.ndarray:
+                temperature: float, block: int = 4096) -> np.ndarray:
     """``(Q, G)`` predictions for normalised ``query (Q, d)`` from ``reference (R, d)`` with ``values (R, G)``.
 
-    Ties in similarity are broken by the lower reference row (stable sort), so results are deterministic.
+    Queries are processed *block* rows at a time (memory ``block × R``). Ties in similarity are broken by the
+    lower reference row (stable sort), so results are deterministic.
     """
     if reference.shape[0] != values.shape[0]:
         raise ValueError(f"reference {reference.shape} and values {values.shape} differ in rows")
     k = int(min(k, reference.shape[0]))
-    sim = np.asarray(query, np.float64) @ np.asarray(reference, np.float64).T  # (Q, R)
-    top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    s = np.take_along_axis(sim, top, axis=1) / float(temperature)
-    w = np.exp(s - s.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
-    return np.einsum("qk,qkg->qg", w, np.asarray(values, np.float64)[top]).astype(np.float32)
+    ref = np.asarray(reference, np.float64)
+    vals = np.asarray(values, np.float64)
+    out = np.empty((query.shape[0], vals.shape[1]), dtype=np.float32)
+    for lo in range(0, query.shape[0], block):
+        sim = np.asarray(query[lo:lo + block], np.float64) @ ref.T  # (b, R)
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        s = np.take_along_axis(sim, top, axis=1) / float(temperature)
+        w = np.exp(s - s.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        out[lo:lo + block] = np.einsum("qk,qkg->qg", w, vals[top])
+    return out
 
 
 def cosine_scores(image_emb: np.ndarray, expr_emb: np.ndarray) -> np.ndarray:
