@@ -95,3 +95,25 @@ def test_pull_refuses_a_corrupted_stage_file(magic_run, tmp_path):
     (copy / "stage2.safetensors").write_bytes(bytes(data))
     with pytest.raises(HubIntegrityError, match="stage2.safetensors"):
         load_pipeline(copy)
+
+
+def test_a_magic_run_folder_of_0_1_0_still_predicts_and_push_says_how_to_migrate(magic_run, tmp_path, monkeypatch):
+    import shutil
+
+    from stmm_core.cli.main import main
+
+    root, paths, env = magic_run
+    old = tmp_path / "old"
+    shutil.copytree(root / "run", old)
+    for name in ("manifest.json", "README.md", "metrics.json"):  # what stmm 0.1.0 did not write
+        (old / name).unlink()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "old.h5ad"
+    assert main(["predict", str(old), "--data", str(paths[2]), "-o", str(out)]) == 0
+    np.testing.assert_allclose(ad.read_h5ad(out).X, ad.read_h5ad(root / "local.h5ad").X, rtol=1e-5, atol=1e-6)
+    from stmm_core.hub.manifest import HubIntegrityError
+    from stmm_core.hub.pipeline_dir import load_pipeline
+
+    with pytest.raises(HubIntegrityError, match=r"stmm 0\.1\.0.*fit its spec.json again"):
+        load_pipeline(old)  # what 'stmm push' verifies first

@@ -153,7 +153,8 @@ def summary_lines(meta: dict[str, Any], output: Path) -> list[str]:
     for key in ("stage1_seconds", "stage2_seconds"):
         if key in t:
             lines.append(f"  {key.replace('_seconds', ''):<8} {t[key]:7.1f} s")
-    lines.append(f"wall time {t['wall_seconds']:.1f} s; wrote {output}/ (spec.json, magic.json, "
-                 f"{', '.join(p.name for p in sorted(Path(output).glob('*.safetensors')))})")
+    files = ["spec.json", "magic.json"] + [p.name for p in sorted(Path(output).glob("*.safetensors"))]
+    files += [f for f in ("metrics.json", "README.md", "manifest.json") if (Path(output) / f).is_file()]
+    lines.append(f"wall time {t['wall_seconds']:.1f} s; wrote {output}/ ({', '.join(files)})")
     return lines
 

@@ -123,8 +123,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise HubIntegrityError(
-            f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' is one; "
-            "older run folders can be converted with 'stmm push' after re-fitting)"
+            f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' or 'stmm run' "
+            "is one; a run folder written by stmm 0.1.0 without one, e.g. of a magic pipeline, still works with "
+            "'stmm predict'/'stmm evaluate': to push it, fit its spec.json again with this stmm (stmm fit "
+            f"{folder}/spec.json --data … -o NEW), which writes the card and the manifest)"
         )
     try:
         data = json.loads(path.read_text())
