@@ -3,10 +3,10 @@
 The package is installed on its own (``pip install --no-deps --target SITE``: its pyproject's ``stmm`` entry
 point is all that connects it), then, in fresh processes on synthetic sections:
 ``stmm list --kind pipeline`` and ``stmm info bleep`` show the family; its slots (catalogue components by name)
-refuse one that lacks what it needs (``stmm compose``); ``stmm fit SPEC --data …`` trains it; ``stmm benchmark expression`` and ``stmm benchmark retrieval`` run it beside
-``magic`` on the same fold; ``stmm fit`` writes the same weights, bit for bit, as the benchmark's fit of the same
-spec in another process; the run folder reloads through the core (``load_trained``) and survives a push to and a
-pull by commit from a loopback Hub with identical predictions.
+refuse one that lacks what it needs (``stmm compose``); ``stmm benchmark expression`` and ``stmm benchmark
+retrieval`` run it beside ``magic`` on the same fold; ``stmm fit SPEC --data …`` writes the same weights, bit for
+bit, as the benchmark's fit of the same spec in another process; the run folder reloads through the core
+(``load_trained``) and survives a push to and a pull by commit from a loopback Hub with identical predictions.
 """
 
 from __future__ import annotations
