@@ -23,8 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "stmm-bleep"
-TINY_BLEEP = ["--set", "train.epochs=15", "--set", "train.n_targets=30", "--set", "train.n_eval_hvg=8",
-              "--set", "train.k=10", "--set", "gene.n_top_genes=40"]
+TINY_BLEEP = ["train.epochs=15", "train.n_targets=30", "train.n_eval_hvg=8", "train.k=10", "gene.n_top_genes=40"]
 # magic shrunk to a seconds-long fit (as tests/magic_tiny.py), addressed to the magic row only
 TINY_MAGIC = ["image.model=test_vit", "image.img_size=32", "gene.n_genes=16", "gene.dim=16", "gene.depth=1",
               "gene.heads=2", "gene.dim_head=8", "gene.out_dim=16", "contrastive.embed_dim=16",
@@ -101,7 +100,7 @@ def bench(env, sections, tmp_path_factory) -> dict[str, Path]:
     """``stmm benchmark expression`` then ``retrieval`` with bleep beside magic on one fold (sec2 held out)."""
     tmp = tmp_path_factory.mktemp("bleep-bench")
     sets = [a for s in TINY_MAGIC for a in ("--set", f"magic:{s}")]
-    sets += [a for s in TINY_BLEEP[1::2] for a in ("--set", f"bleep:{s}")]
+    sets += [a for s in TINY_BLEEP for a in ("--set", f"bleep:{s}")]
     common = ["-p", "bleep,magic", *[a for p in sections for a in ("-d", str(p))], "--folds", "sec2",
               "--work", tmp / "work", "-o", tmp / "out", *sets]
     for suite in ("expression", "retrieval"):
