@@ -157,8 +157,9 @@ class Pipeline:
     # benchmark suites (stmm_core.benchmark.family_bench holds the generic defaults)
     @classmethod
     def bench_fold(cls, spec: "PipelineSpec", train: list[str], test: str, run_dir: Path, device: str,
-                   method: str | None = None) -> dict[str, Any]:
-        """One leave-one-section-out fold: ``{"metrics": {...}, "details": {...}}`` (expression/retrieval suites)."""
+                   method: str | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One leave-one-section-out fold: ``{"metrics": {...}, "details": {...}}`` (expression/retrieval suites).
+        ``context``: ``{"work_dir", "seed", "held"}`` of the benchmark (e.g. to reuse another row's models)."""
         from stmm_core.benchmark.family_bench import generic_fold
 
         return generic_fold(cls, spec, train, test, run_dir, device, method)

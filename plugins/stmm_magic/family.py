@@ -113,7 +113,7 @@ class MagicPipeline(Pipeline):
 
     @classmethod
     def bench_fold(cls, spec: "PipelineSpec", train: list[str], test: str, run_dir: Path, device: str,
-                   method: str | None = None) -> dict[str, Any]:
+                   method: str | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
         from stmm_magic import bench
 
         if method is not None:  # a feature baseline sharing Magic's spec (hest-ridge, ridge-cv, …)

@@ -76,7 +76,7 @@ def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_p
     fold_dir.mkdir(parents=True, exist_ok=True)
     # a recipe's "method" (a baseline sharing the family's spec, e.g. hest-ridge) is run by the family too
     out = implementation(spec).bench_fold(spec, list(train_paths), test_path, fold_dir / "run", ctx.device,
-                                          pipe.method)
+                                          pipe.method, {"work_dir": Path(ctx.work_dir), "seed": seed, "held": held})
     out["details"]["spec_hash"] = spec.hash()
     from stmm_core.atomic import write_text
 
