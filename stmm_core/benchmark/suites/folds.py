@@ -62,15 +62,16 @@ def fold_units(ctx: Context, keys: list[str], *, keep_missing: bool) -> list[Uni
 
 
 #: Baseline methods that predict expression from frozen tile features (recipes with ``"method": …``).
-FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean")
+FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean", "stage1-ridge")
 
 
 def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
-                method: str = "hest-ridge") -> dict[str, Any]:
+                method: str = "hest-ridge", stage1: tuple[Path, list[Path]] | None = None) -> dict[str, Any]:
     """A feature baseline on one fold: ``hest-ridge`` (HEST's published protocol: fixed penalty), ``ridge-cv``
     (same features, penalty chosen by leave-one-training-section-out CV), ``stain-ridge`` (ridge-cv on the
     weight-free ``stain-stats`` colour features), ``knn-expression`` (BLEEP-style nearest neighbours in feature
-    space), ``train-mean`` (the training mean for every spot)."""
+    space), ``train-mean`` (the training mean for every spot); the ablation ``stage1-ridge`` is ``ridge-cv`` on
+    the stage-1-trained encoder (``stage1`` = (its run folder, Magic runs to reuse); see stmm_magic.ablation)."""
     import torch
 
     from stmm_core.data.cache import FeatureCache
@@ -122,12 +123,20 @@ def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
             f_te = stain.encode(torch.from_numpy(tiles_te)).numpy()
         digest = "stain-stats (no weights)"
     elif method != "train-mean":
+        if method == "stage1-ridge":
+            from stmm_magic.ablation import stage1_image_encoder
+
+            if stage1 is None:
+                raise NotApplicable("stage1-ridge needs a fold folder for its stage 1")
+            run_dir, reuse = stage1
+            enc, stage1_info = stage1_image_encoder(spec, train_paths, run_dir, reuse, device)
+            digest = stage1_info["trained_params_sha256"]
         enc = enc.to(device)
         f_tr = bl.pooled_features(enc, torch.from_numpy(tiles_tr))
         f_te = bl.pooled_features(enc, torch.from_numpy(tiles_te))
     if method == "hest-ridge":
         pred, info = bl.hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
-    elif method == "ridge-cv":
+    elif method in ("ridge-cv", "stage1-ridge"):
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)
     elif method == "stain-ridge":
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=None, seed=seed)
@@ -142,6 +151,8 @@ def _ridge_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
     metrics = {"pearson_hvg50": pg_hvg["mean"], "pearson_all": pg_all["mean"],
                "pearson_spot": pearson_per_spot(pred, y_te)["mean"], "mse": mse(pred, y_te),
                "n_spots": float(test.n_spots)}
+    if method == "stage1-ridge":
+        info = {**info, "stage1": stage1_info}
     if method != "train-mean":  # a constant prediction ranks nothing
         retr = retrieval_topk(expression_scores(pred, y_te))
         metrics.update({k: retr[k] for k in ("top1", "top5", "chance_top1", "chance_top5")})
@@ -193,7 +204,10 @@ def fold_eval(ctx: Context, pipe: "BenchPipeline", seed: int, held: str, train_p
         return cached
     fold_dir.mkdir(parents=True, exist_ok=True)
     if pipe.method in FEATURE_BASELINES:
-        out = _ridge_fold(spec, train_paths, test_path, ctx.device, pipe.method)
+        from stmm_magic.ablation import magic_runs_in
+
+        out = _ridge_fold(spec, train_paths, test_path, ctx.device, pipe.method,
+                          (fold_dir / "stage1-run", magic_runs_in(Path(ctx.work_dir), seed, held)))
     elif pipe.method is None:
         out = _magic_fold(spec, train_paths, test_path, fold_dir / "run", ctx.device, ctx.log)
     else:

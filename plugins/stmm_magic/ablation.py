@@ -1,0 +1,90 @@
+"""Ablations of Magic's contrastive stage 1, for ``stmm benchmark expression`` / ``retrieval``.
+
+Two questions, each answered on the same leave-one-section-out folds as Magic and its baselines:
+
+* **Does the decoder need stage 1?** Recipe ``magic-no-stage1``: the ``magic`` spec with
+  ``train.stage1.epochs = 0``, so stage 2 loads (and freezes) the image encoder at its seeded random
+  initialisation - the same initialisation stage 1 starts from - and trains the same decoder for the same
+  stage-2 budget. It runs as an ordinary Magic fold; nothing here is needed for it.
+* **Did stage 1 teach the image encoder anything a linear read-out can use?** Recipe ``stage1-ridge``
+  (method ``stage1-ridge``): ``ridge-cv`` (penalty chosen by leave-one-training-section-out CV) on the pooled
+  features of the **stage-1-trained** image encoder, to be compared with ``ridge-cv`` on the same encoder at its
+  random initialisation. :func:`stage1_image_encoder` trains stage 1 on the fold's training sections, or reuses
+  a stage 1 that a Magic row of the same benchmark work folder already trained on them with the same stage-1
+  settings (so the two rows read one and the same encoder).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from stmm_core.spec import PipelineSpec
+
+
+def _trained_on(run_dir: Path, train_paths: Sequence[str]) -> bool:
+    """The run folder's stage 1 was trained on exactly these sections (by path, in this order)."""
+    meta_file = run_dir / "magic.json"
+    if not meta_file.is_file():
+        return False
+    try:
+        recs = json.loads(meta_file.read_text()).get("sections_stage1") or []
+    except (OSError, ValueError):
+        return False
+    return [str(r.get("path")) for r in recs] == [str(p) for p in train_paths]
+
+
+def find_stage1_run(spec: "PipelineSpec", train_paths: Sequence[str], search: Sequence[Path]) -> Path | None:
+    """A run folder among *search* holding a finished stage 1 of *spec*'s stage-1 settings on *train_paths*."""
+    from stmm_core.errors import StmmError
+    from stmm_magic.run_io import STAGE_FILES, read_run_spec, stage1_parts
+
+    want = stage1_parts(spec)
+    for run in search:
+        if not (run / STAGE_FILES[1]).is_file() or not _trained_on(run, train_paths):
+            continue
+        try:
+            other, _ = read_run_spec(run)
+        except StmmError:
+            continue
+        if stage1_parts(other) == want:
+            return run
+    return None
+
+
+def stage1_image_encoder(spec: "PipelineSpec", train_paths: Sequence[str], run_dir: Path,
+                         reuse: Sequence[Path] = (), device: str = "cpu") -> tuple["nn.Module", dict[str, Any]]:
+    """The image encoder of *spec* with stage-1-trained weights (eval mode, on CPU) and where they came from.
+
+    A finished stage 1 among *reuse* (same stage-1 settings, same training sections) is read; otherwise stage 1
+    is trained into *run_dir* (``fit_magic(..., stage=1)``).
+    """
+    from stmm_core.seeding import seed_everything
+    from stmm_magic.model import load_prefixed, params_digest
+    from stmm_magic.pipeline import build_component, fit_magic
+    from stmm_magic.run_io import load_stage, offline_spec
+
+    found = find_stage1_run(spec, train_paths, reuse)
+    if found is None:
+        found = find_stage1_run(spec, train_paths, [run_dir])
+    info: dict[str, Any] = {"stage1_run": str(found or run_dir), "reused": found is not None}
+    if found is None:
+        meta = fit_magic(spec, list(train_paths), run_dir, stage=1, device=device, log=None, overwrite=True)
+        info["stage1_seconds"] = (meta.get("timings") or {}).get("stage1_seconds")
+        found = run_dir
+    state = load_stage(found, 1, spec)
+    seed_everything(int(spec.train.seed))
+    enc = build_component(offline_spec(spec), "image")
+    info["init_params_sha256"] = params_digest(enc)
+    load_prefixed(enc, state, "image.")
+    info["trained_params_sha256"] = params_digest(enc)
+    return enc.eval(), info
+
+
+def magic_runs_in(work_dir: Path, seed: int, held: str) -> list[Path]:
+    """Magic run folders of one (seed, held-out section) in a benchmark work folder."""
+    return sorted(p for p in (Path(work_dir) / "folds").glob(f"*/seed{seed}/{held}/run") if p.is_dir())
