@@ -61,6 +61,12 @@ def test_stage1_ablation_rows_are_computed_on_the_same_folds(tmp_path, monkeypat
     assert s1["init_params_sha256"] == init == rows["ridge-cv"].details["image_init_params_sha256"]
     assert s1["trained_params_sha256"] != init
     assert rows["stage1-ridge"].details["fit"]["cv"] == "leave one training section out"
+    from stmm_magic.ablation import ablation_lines
+
+    lines = ablation_lines(res.rows, ["pearson_all"])
+    assert len(lines) == 2 and "magic - magic-no-stage1" in lines[0] and "stage1-ridge - ridge-cv" in lines[1]
+    diff = rows["magic"].metrics["pearson_all"] - rows["magic-no-stage1"].metrics["pearson_all"]
+    assert f"= {diff:+.3f}" in lines[0] and "better in" in lines[0] and "sec1 s0" in lines[0]
 
 
 def test_stage1_ridge_trains_its_own_stage1_when_no_magic_row_ran(tmp_path, monkeypatch):

@@ -88,3 +88,37 @@ def stage1_image_encoder(spec: "PipelineSpec", train_paths: Sequence[str], run_d
 def magic_runs_in(work_dir: Path, seed: int, held: str) -> list[Path]:
     """Magic run folders of one (seed, held-out section) in a benchmark work folder."""
     return sorted(p for p in (Path(work_dir) / "folds").glob(f"*/seed{seed}/{held}/run") if p.is_dir())
+
+
+#: (with, without, what the pair measures): each row of an ablation is paired with its counterpart.
+ABLATION_PAIRS = (
+    ("magic", "magic-no-stage1", "Magic's decoder with stage 1 vs without (random frozen encoder, same stage 2)"),
+    ("stage1-ridge", "ridge-cv", "ridge-cv on the stage-1 encoder vs on the same encoder at its random init"),
+)
+
+
+def ablation_lines(rows: Sequence[Any], metrics: Sequence[str] = ("pearson_hvg50", "pearson_all")) -> list[str]:
+    """One line per (pair, metric, fold group): the paired difference ``with - without`` over the (held-out
+    section, seed) pairs both rows finished, its 95 % interval and sign test, and every pair's difference.
+    *rows* are benchmark rows (``pipeline``, ``fold``/``dataset``, ``seed``, ``status``, ``metrics``)."""
+    from stmm_core.benchmark.verdicts import paired_stats
+
+    def values(name: str, metric: str) -> dict[tuple[str, Any], float]:
+        return {(r.fold or r.dataset, r.seed): float(r.metrics[metric]) for r in rows
+                if r.pipeline == name and r.status == "ok" and r.metrics.get(metric) is not None}
+
+    out = []
+    for with_, without, what in ABLATION_PAIRS:
+        for metric in metrics:
+            a, b = values(with_, metric), values(without, metric)
+            keys = sorted(set(a) & set(b), key=lambda k: (str(k[0]), k[1]))
+            if not keys:
+                continue
+            diffs = [a[k] - b[k] for k in keys]
+            st = paired_stats(diffs)
+            ci = (f"95% CI [{st['lo']:+.3f}, {st['hi']:+.3f}], " if "lo" in st else "")
+            sign = f", sign test p={st['sign_p']:.2g}" if "sign_p" in st else ""
+            each = ", ".join(f"{k[0]} s{k[1]} {d:+.3f}" for k, d in zip(keys, diffs))
+            out.append(f"{what}: {metric} {with_} - {without} = {st['mean']:+.3f} ({ci}better in "
+                       f"{st['wins']} of {st['n']}{sign}; {each})")
+    return out
