@@ -79,7 +79,7 @@ def test_blocked_folds_keep_blocks_together_and_use_every_fold():
 def test_auto_weight_leaves_an_uninformative_image_out_of_the_fit(tmp_path):
     """img_weight='auto' with noise image features: weight 0, image left out, the same fit as without image."""
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
     from stmm_core.testing.synthetic import make_synthetic_adata
 
@@ -109,13 +109,14 @@ def test_auto_weight_outside_the_pipeline_is_a_clear_error():
     import torch
 
     from stmm_core.errors import SpecError
+    from stmm_core.pipeline.target import reconstruction_target
     from stmm_fusion.attention import CrossAttentionFusion
     from stmm_fusion.params import AttentionFusionParams
 
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight="auto"))
     fusion.setup(4, 3)
     with pytest.raises(SpecError, match="img_weight"):
-        fusion.target(torch.zeros(5, 4), torch.zeros(5, 3))
+        reconstruction_target("inputs", fusion, torch.zeros(5, 4), torch.zeros(5, 3))
     with pytest.raises(ValueError):
         AttentionFusionParams(img_weight="often")
 

@@ -26,8 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.spec import PipelineSpec
 
 
-def _trained_on(run_dir: Path, train_paths: Sequence[str]) -> bool:
-    """The run folder's stage 1 was trained on exactly these sections (by path, in this order)."""
+def _fingerprints(train_paths: Sequence[str]) -> list[str]:
+    """Fingerprints of the training sections, as run folders record them (``sections_stage1``)."""
+    from stmm_core.data.sanity import section_fingerprint
+    from stmm_magic.pipeline import read_sections
+
+    return [section_fingerprint(s) for s in read_sections(list(train_paths))]
+
+
+def _trained_on(run_dir: Path, fingerprints: Sequence[str]) -> bool:
+    """The run folder's stage 1 was trained on exactly these sections (by fingerprint, in this order)."""
     meta_file = run_dir / "magic.json"
     if not meta_file.is_file():
         return False
@@ -35,7 +43,7 @@ def _trained_on(run_dir: Path, train_paths: Sequence[str]) -> bool:
         recs = json.loads(meta_file.read_text()).get("sections_stage1") or []
     except (OSError, ValueError):
         return False
-    return [str(r.get("path")) for r in recs] == [str(p) for p in train_paths]
+    return [str(r.get("fingerprint")) for r in recs] == [str(f) for f in fingerprints]
 
 
 def find_stage1_run(spec: "PipelineSpec", train_paths: Sequence[str], search: Sequence[Path]) -> Path | None:
@@ -44,8 +52,12 @@ def find_stage1_run(spec: "PipelineSpec", train_paths: Sequence[str], search: Se
     from stmm_magic.run_io import STAGE_FILES, read_run_spec, stage1_parts
 
     want = stage1_parts(spec)
+    prints: list[str] | None = None
     for run in search:
-        if not (run / STAGE_FILES[1]).is_file() or not _trained_on(run, train_paths):
+        if not (run / STAGE_FILES[1]).is_file():
+            continue
+        prints = prints if prints is not None else _fingerprints(train_paths)
+        if not _trained_on(run, prints):
             continue
         try:
             other, _ = read_run_spec(run)

@@ -1,6 +1,6 @@
 """Run a trained graph-fusion pipeline on a section without refitting: the embedding of a saved pipeline.
 
-The features are rebuilt exactly as :func:`stmm_core.pipeline.graph_fusion.fit_graph_fusion` builds them:
+The features are rebuilt exactly as :func:`stmm_graph_fusion.fit.fit_graph_fusion` builds them:
 the gene encoder restores its fitted state (gene list, scaling, PCA) instead of refitting; image features
 come from the spec's encoder (random-init encoders are seeded as during the fit) and are z-scored and
 PCA-reduced with the spec's seed; the spatial graph is rebuilt from the coordinates. The trained fusion and
@@ -30,7 +30,7 @@ def embed_section(pipeline: "LoadedPipeline", section: "Section", *, device: str
     import torch
 
     from stmm_core.interfaces import GraphContext
-    from stmm_core.pipeline.graph_fusion import _build, _embed
+    from stmm_graph_fusion.fit import _build, _embed
     from stmm_core.pipeline.image_features import encode_section, reduce_image_features
     from stmm_core.seeding import seed_everything
 
@@ -71,7 +71,9 @@ def embed_section(pipeline: "LoadedPipeline", section: "Section", *, device: str
     fusion.setup(None if img_x is None else img_x.shape[1], gene_x.shape[1])
     t_img = None if img_x is None else torch.from_numpy(img_x).to(device)
     t_gene = torch.from_numpy(gene_x).to(device)
-    target = fusion.target(t_img, t_gene)
+    from stmm_core.pipeline.target import reconstruction_target
+
+    target = reconstruction_target(getattr(spec.train, "target", "inputs"), fusion, t_img, t_gene)
     model.setup(fusion.out_dim, target.shape[1], section.n_spots)
     for prefix, module in (("fusion", fusion), ("graph", model)):
         state = pipeline.component_state(prefix)
