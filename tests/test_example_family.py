@@ -116,6 +116,9 @@ def test_benchmark_expression_and_retrieval_run_it_beside_magic(bench):
         for name, row in rows.items():
             assert row["status"] == "ok", (suite, name, row.get("error"))
             assert isinstance(row["metrics"][key], float), (suite, name, row["metrics"])
+        if suite == "retrieval":  # each family's own report line reaches the suite's notes
+            assert any(n.startswith("bleep:") for n in res["notes"]), res["notes"]
+            assert any(n.startswith("magic:") for n in res["notes"]), res["notes"]
     # the retrieval suite reused the model the expression suite trained (one fit per pipeline and fold)
     assert len(list((bench["work"] / "folds").glob("bleep-*/seed0/sec2/eval.json"))) == 1
 
