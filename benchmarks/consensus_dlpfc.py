@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/consensus_dlpfc.py fit --sections 151675 151676 --seeds 15 --work W
     # 2. form consensus sets offline and print the table
     .venv/bin/python benchmarks/consensus_dlpfc.py table --sections 151675 151676 --n 5 --work W
-    # 3. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
+    # 3. which seeds land on the same solution (pairwise ARI) and whether label-free scores rank the fits
+    .venv/bin/python benchmarks/consensus_dlpfc.py pairs --sections 151676 151675 --work W
+    # 4. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
     .venv/bin/python benchmarks/consensus_dlpfc.py bootstrap --sections 151676 151675 --sizes 5 10 15 20 --work W
 
 Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
@@ -156,10 +158,38 @@ def bootstrap(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
+def pairs(args: argparse.Namespace) -> None:
+    """Seed-to-seed ARI of the saved fits (which seeds land on the same solution) and two label-free scores of each
+    fit (spatial smoothness of its labels: share of the 6 nearest spots with the same label; silhouette of its
+    embedding), with their Spearman correlation to the ARI against the layers."""
+    from scipy.spatial import cKDTree
+    from scipy.stats import spearmanr
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    from stmm_core.pipeline.run import load_section
+
+    for name in args.sections:
+        folder = args.work / args.recipe / name
+        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
+        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        coords = load_section(_section_path(name)).coords
+        _, nb = cKDTree(coords).query(coords, k=7)
+        ari = np.array([float(runs[s]["ari"]) for s in seeds])
+        smooth = np.array([(runs[s]["labels"][nb[:, 1:]] == runs[s]["labels"][:, None]).mean() for s in seeds])
+        sil = np.array([silhouette_score(runs[s]["embedding"], runs[s]["labels"], sample_size=1500, random_state=0)
+                        for s in seeds])
+        print(f"## {name}: seed-to-seed ARI (rows/columns = seeds {seeds[0]}..{seeds[-1]})")
+        for a in seeds:
+            print(f"seed {a:2d} (ARI {runs[a]['ari']:.3f}) " + " ".join(
+                f"{adjusted_rand_score(runs[a]['labels'], runs[b]['labels']):.2f}" for b in seeds))
+        print(f"label smoothness vs ARI: Spearman {spearmanr(ari, smooth)[0]:+.2f}; "
+              f"embedding silhouette vs ARI: Spearman {spearmanr(ari, sil)[0]:+.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("fit", "table", "bootstrap"):
+    for name in ("fit", "table", "bootstrap", "pairs"):
         p = sub.add_parser(name)
         p.add_argument("--sections", nargs="+", default=["151675", "151676"])
         p.add_argument("--recipe", default="stereomm-expression")
@@ -175,7 +205,7 @@ def main() -> None:
     sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
     sub.choices["bootstrap"].add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    {"fit": fit, "table": table, "bootstrap": bootstrap}[args.cmd](args)
+    {"fit": fit, "table": table, "bootstrap": bootstrap, "pairs": pairs}[args.cmd](args)
 
 
 if __name__ == "__main__":

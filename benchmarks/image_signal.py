@@ -229,7 +229,7 @@ def _evidence(r: dict[str, Any]) -> dict[str, Any] | None:
     return ev.get("auto_evidence")
 
 
-def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def final_rule(runs: list[dict[str, Any]], missing: list[str] | None = None) -> list[dict[str, Any]]:
     """The ``stereomm`` (automatic weight) rows under the CURRENT 0-or-1 rule, derived exactly from recorded runs.
 
     For every (section, seed, ratio) with recorded evidence (an automatic-weight run, or the ``auto_evidence`` a
@@ -238,7 +238,8 @@ def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Weight ``W_ON``: the fit is the fixed-weight fit with ``img_weight = W_ON`` of that seed and ratio
     (bit-identical: the weight is resolved before training, which re-seeds), whose scores are taken. Automatic
     runs made under an earlier rule are replaced (their weight and ARI kept as ``*_earlier_rule``); a needed
-    fixed-weight run that is missing is refused."""
+    fixed-weight run that is missing is refused, or, when a ``missing`` list is given, left out of the result and
+    named in that list (not measured under the current rule)."""
     from stmm_core.pipeline.image_weight import W_ON, rule_weight
 
     base = {(r["section"], r["seed"]): r for r in runs if r["pipeline"] == "stereomm-expression"}
@@ -266,6 +267,10 @@ def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row.update(ari=b["ari"], nmi=b["nmi"], reused_expression_fit=True)
         elif key in fixed:
             row.update(ari=fixed[key]["ari"], nmi=fixed[key]["nmi"], from_fixed_weight_run=True)
+        elif missing is not None:
+            missing.append(f"section {key[0]} seed {key[1]} ratio {key[2]:g}: the current rule gives weight {w:g}, "
+                           f"no img_weight={W_ON:g} fit recorded")
+            continue
         else:
             raise SystemExit(f"run {key}: the current rule gives weight {w}; re-run it with --set "
                              f"fusion.img_weight={W_ON:g}")
@@ -279,17 +284,20 @@ def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def merge_files(paths: list[Path], out: Path) -> None:
     """``--merge A.json B.json … -o OUT``: one result from several runs (different sections or seeds)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    runs = final_rule([r for p in parts for r in p["runs"]])
+    missing: list[str] = []
+    runs = final_rule([r for p in parts for r in p["runs"]], missing)
     payload = {
         "command": " ; ".join(p["command"] for p in parts) + " ; python benchmarks/image_signal.py --merge "
                    + " ".join(str(p) for p in paths) + f" -o {out}",
-        "sections": sorted({s for p in parts for s in p["sections"]}), "ratios": parts[0]["ratios"],
-        "seeds": sorted({r["seed"] for r in runs}), "set": parts[0]["set"],
+        "sections": sorted({s for p in parts for s in p["sections"]}),
+        "ratios": sorted({r for p in parts for r in p["ratios"]}),
+        "seeds": sorted({r["seed"] for r in runs}), "set": sorted({x for p in parts for x in p["set"]}),
         "notes": parts[0]["notes"] + ["stereomm rows follow the CURRENT automatic rule, derived from the recorded "
                                       "evidence (final_rule): weight 0 -> the stereomm-expression fit of the same "
                                       "seed (reused_expression_fit), weight 1 -> the fixed img_weight=1 fit of the "
                                       "same seed and ratio (from_fixed_weight_run); ari/weight_earlier_rule keep "
                                       "what the earlier graded rule gave"],
+        "not_measured_under_current_rule": missing,
         "summary": summarise(runs), "environment": parts[0]["environment"], "runs": runs,
     }
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
