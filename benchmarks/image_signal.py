@@ -281,6 +281,41 @@ def final_rule(runs: list[dict[str, Any]], missing: list[str] | None = None) -> 
     return out
 
 
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """One table row per (section, ratio): image probe, the rule's evidence and weight per seed, ARI of stereomm
+    (automatic weight), of the fixed weight-1 variant and of stereomm-expression, paired differences."""
+    import numpy as np
+
+    from stmm_core.pipeline.image_weight import W_ON
+
+    def ms(vals: list[float]) -> str:
+        if not vals:
+            return "–"
+        sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
+        return f"{np.mean(vals):.3f}{sd} ({len(vals)})"
+
+    lines = ["| section | ratio | image-only k-means ARI | evidence per seed: coherence / prediction ratio | auto "
+             "weight per seed | stereomm (auto) ARI (n) | img_weight=1 ARI (n) | stereomm-expression ARI (n) | "
+             "auto − expression per seed |", "|---|---|---|---|---|---|---|---|---|"]
+    fixed_name = f"stereomm[img_weight={W_ON:g}]"
+    for sec in sorted({r["section"] for r in runs}):
+        expr = {r["seed"]: r for r in runs if r["section"] == sec and r["pipeline"] == "stereomm-expression"}
+        for ratio in sorted({r["ratio"] for r in runs if r["section"] == sec and r["ratio"] is not None}):
+            auto = sorted((r for r in runs if r["section"] == sec and r["ratio"] == ratio and r["pipeline"] == "stereomm"),
+                          key=lambda r: r["seed"])
+            fixed = [r["ari"] for r in runs if r["section"] == sec and r["ratio"] == ratio and r["pipeline"] == fixed_name]
+            probes = [r["image_probe_ari"] for r in auto if r.get("image_probe_ari") is not None]
+            ev = [r["image_weight"] for r in auto]
+            seeds = [r["seed"] for r in auto if r["seed"] in expr]
+            lines.append(
+                f"| {sec} | {ratio:g} | {np.mean(probes):.2f} | "
+                + ", ".join(f"{e['coherence_ratio']:.2f} / {e['prediction_ratio']:.2f}" for e in ev) + " | "
+                + ", ".join(f"{e['weight']:g}" for e in ev) + f" | {ms([r['ari'] for r in auto])} | {ms(fixed)} | "
+                + f"{ms([expr[s]['ari'] for s in seeds])} | "
+                + ", ".join(f"{r['ari'] - expr[r['seed']]['ari']:+.3f}" for r in auto if r["seed"] in expr) + " |")
+    return "\n".join(lines)
+
+
 def merge_files(paths: list[Path], out: Path) -> None:
     """``--merge A.json B.json … -o OUT``: one result from several runs (different sections or seeds)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -300,10 +335,14 @@ def merge_files(paths: list[Path], out: Path) -> None:
         "not_measured_under_current_rule": missing,
         "summary": summarise(runs), "environment": parts[0]["environment"], "runs": runs,
     }
+    if parts[0].get("bench"):  # the painted-texture bench (benchmarks/image_signal_painted.py)
+        payload.update(bench=parts[0]["bench"], scale=parts[0].get("scale"))
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    plot(payload, out.with_suffix(".png"))
-    for row in payload["summary"]:
-        print(json.dumps(row))
+    plot(payload, out.with_suffix(".png"), **({"xlabel": "painted texture strength (0 = random layer's texture)"}
+                                               if payload.get("bench") else {}))
+    print(markdown(runs))
+    for line in missing:
+        print("not measured under the current rule:", line)
 
 
 def main() -> None:
