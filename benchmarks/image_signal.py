@@ -240,7 +240,7 @@ def final_rule(runs: list[dict[str, Any]], missing: list[str] | None = None) -> 
     runs made under an earlier rule are replaced (their weight and ARI kept as ``*_earlier_rule``); a needed
     fixed-weight run that is missing is refused, or, when a ``missing`` list is given, left out of the result and
     named in that list (not measured under the current rule)."""
-    from stmm_core.pipeline.image_weight import W_ON, rule_weight
+    from stmm_core.pipeline.image_weight import W_ON, rule_text, rule_weight
 
     base = {(r["section"], r["seed"]): r for r in runs if r["pipeline"] == "stereomm-expression"}
     fixed = {(r["section"], r["seed"], r["ratio"]): r for r in runs
@@ -252,11 +252,11 @@ def final_rule(runs: list[dict[str, Any]], missing: list[str] | None = None) -> 
     for key in keys:
         src = earlier.get(key) or fixed.get(key)
         ev = _evidence(src)
-        w = rule_weight(ev["coherence_ratio"], ev["prediction_ratio"])
+        w = rule_weight(ev["prediction_ratio"])
         row: dict[str, Any] = {"section": key[0], "seed": key[1], "pipeline": "stereomm", "ratio": key[2],
                                "image_weight": {**ev, "requested": "auto", "weight": w, "image_left_out": w == 0.0},
                                "image_probe_ari": src.get("image_probe_ari")}
-        if key in earlier and earlier[key]["image_weight"].get("weight") == w and "prediction_margin" in ev:
+        if key in earlier and earlier[key]["image_weight"].get("weight") == w and ev.get("rule") == rule_text():
             out.append(earlier[key])  # made under the current rule: it stands
             continue
         if w == 0.0:

@@ -56,11 +56,11 @@ def test_auto_weight_is_high_for_an_informative_image_and_zero_for_noise():
     assert w_inf > 0.9 and ev_inf["cv_r2_image_to_gene"] > 0.5
     assert w_noise == 0.0 and ev_noise["cv_r2_image_to_gene"] < 0.05
     assert ev_inf["morans_i_image"] > 0.5 > ev_noise["morans_i_image"]
-    # 0-or-1: never a small weight; on exactly when the prediction ratio clears its threshold (and coherence its floor)
+    # 0-or-1: never a small weight; on exactly when the prediction ratio clears its threshold
     seen = set()
     for a in (0.05, 0.1, 0.2, 0.4, 1.0):
         w, ev = auto_image_weight(a * informative + noise, gene, coords, edges)
-        on = ev["prediction_ratio"] >= 0.65 and ev["coherence_ratio"] >= 0.6
+        on = ev["prediction_ratio"] >= 0.65
         assert w == (1.0 if on else 0.0) and ev["prediction_margin"] == round(ev["prediction_ratio"] - 0.65, 4)
         seen.add(w)
     assert seen == {0.0, 1.0}
