@@ -43,7 +43,7 @@ def _section_path(section: str) -> Path:
 
 def fit(args: argparse.Namespace) -> None:
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section, resolve_n_domains
     from stmm_core.recipes import get_recipe
     from stmm_core.seeding import configure_threads

@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     from stmm_core.cli.compose_cmd import compose_spec
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section, resolve_n_domains
     from stmm_core.seeding import configure_threads
 

@@ -15,7 +15,7 @@ from pathlib import Path
 def main() -> None:
     os.environ.setdefault("STMM_THREADS", "1")
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.run import fit_to_dir
+    from stmm_graph_fusion.run import fit_to_dir
     from stmm_core.testing.hub_server import HubServer
     from stmm_core.testing.synthetic import make_synthetic_adata
 

@@ -49,7 +49,7 @@ def real_features(section: Any, sec_id: str, cache_dir: Path) -> Any:
     """The recipe's image features of *section* (random-init ResNet-50, seed 0), encoded once and cached."""
     import numpy as np
 
-    from stmm_core.pipeline.graph_fusion import _build
+    from stmm_graph_fusion.fit import _build
     from stmm_core.pipeline.image_features import encode_section
     from stmm_core.seeding import seed_everything
 
@@ -78,7 +78,7 @@ def image_probe(feats: Any, labels: Any, k: int, pca: int | None) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from stmm_core.benchmark.image_signal import informative_features
     from stmm_core.metrics import clustering_scores, labelled_mask
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
     from stmm_core.spec import parse_override_value
 

@@ -26,7 +26,7 @@ def main() -> None:
 
     import anndata as ad
 
-    from stmm_core.pipeline.graph_fusion import _build
+    from stmm_graph_fusion.fit import _build
     from stmm_core.pipeline.multi_section import load_sections, section_scores
     from stmm_core.pipeline.refine import refine_labels
     from stmm_core.seeding import configure_threads

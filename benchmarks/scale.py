@@ -47,7 +47,7 @@ threads = configure_threads()
 from stmm_core.testing.stereo_synthetic import make_stereo_like, write_synthetic_tiff
 from stmm_core.cli.compose_cmd import compose_spec
 from stmm_core.data.readers import read_section
-from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+from stmm_graph_fusion.fit import fit_graph_fusion
 from stmm_core.metrics import clustering_scores
 tmp = Path(args["tmp"]); tmp.mkdir(parents=True, exist_ok=True)
 n, mode = args["n"], args["mode"]

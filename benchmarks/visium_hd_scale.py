@@ -47,7 +47,7 @@ elif args["step"] == "read":
     out.update(n_bins=s.n_spots, n_genes=s.n_genes, nnz=int(s.counts.nnz), image=s.image.describe())
 else:
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.run import fit_to_dir
+    from stmm_graph_fusion.run import fit_to_dir
     from stmm_core.seeding import configure_threads
     from stmm_core.spec import parse_spec
     configure_threads()

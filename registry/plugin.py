@@ -10,3 +10,10 @@ def stmm_recipes():
     from stmm_registry import recipes
 
     return recipes()
+
+
+@hookimpl
+def stmm_pretrained():
+    from stmm_registry.zoo import load_zoo
+
+    return list(load_zoo().encoders)

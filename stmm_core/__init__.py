@@ -2,6 +2,11 @@
 
 ``import stmm_core`` is cheap: it never imports torch, torch_geometric, timm or scanpy. Heavy libraries are
 imported by components on first use.
+
+The core names no pipeline family and imports no bundled plug-in: components (:mod:`stmm_core.catalogue`) and
+pipeline families (:mod:`stmm_core.family`, implemented against :mod:`stmm_core.pipeline_base`) come from plug-in
+packages through the ``stmm`` entry points (:mod:`stmm_core.hookspecs`), the bundled ones under ``plugins/``
+included.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ def zoo_image_component(name: str) -> dict[str, Any] | None:
     class-token or class+mean pooling); ``transformers`` entries the ``transformers`` component. Entries that need
     their own package are an error naming the package."""
     from stmm_core.errors import SpecError
-    from stmm_registry.zoo import get_encoder
+    from stmm_core.plugins import get_pretrained
 
-    entry = get_encoder(name.lower())
+    entry = get_pretrained(name.lower())
     if entry is None or entry.modality != "image":
         return None
     emb = entry.embedding.lower()
@@ -53,9 +53,9 @@ def _component_ref(slot: str, name: str) -> dict[str, Any] | None:
 
 def _has(slot: str, name: str) -> bool:
     from stmm_core.plugins import get_catalogue
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.spec import DEFAULT_PIPELINE, family_slots
 
-    kind = PIPELINE_SLOTS["graph-fusion"].get(slot, (None,))[0]
+    kind = family_slots(DEFAULT_PIPELINE).get(slot, (None,))[0]
     return any(i.name == name or name in i.aliases for i in get_catalogue() if i.kind == kind)
 
 

@@ -5,6 +5,9 @@ Shapes are checked by :mod:`stmm_core.testing.conformance`.
 
 This module imports neither torch nor numpy at import time; implementations subclass both
 ``torch.nn.Module`` (when they have parameters) and the interface here.
+
+A new component goes in a plug-in package (registered by ``stmm_components``, :mod:`stmm_core.hookspecs`); a new
+kind of pipeline is a pipeline family (:mod:`stmm_core.family`, :mod:`stmm_core.pipeline_base`).
 """
 
 from __future__ import annotations

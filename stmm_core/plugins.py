@@ -17,6 +17,7 @@ import pluggy
 
 from stmm_core.catalogue import Catalogue, ComponentInfo
 from stmm_core.errors import StmmError
+from stmm_core.family import FamilyInfo, FamilyRegistry
 from stmm_core.hookspecs import PROJECT, StmmHookSpec
 
 ENTRY_POINT_GROUP = "stmm"
@@ -39,6 +40,8 @@ class PluginStatus:
     error: str = ""
     components: int = 0
     recipes: int = 0
+    families: int = 0
+    pretrained: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +60,8 @@ class PluginRegistry:
         self.statuses: list[PluginStatus] = []
         self.catalogue = Catalogue()
         self.recipes: dict[str, dict[str, Any]] = {}
+        self.families = FamilyRegistry()
+        self.pretrained: dict[str, Any] = {}
 
     # -- discovery ------------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -83,6 +88,7 @@ class PluginRegistry:
             module = loader()
             self.pm.register(module, name=name)
             comps, recipes = self._collect(module, package or name, name)
+            families, pretrained = self._collect_more(module, package or name, name)
         except Exception as exc:  # noqa: BLE001 - isolation of third-party code is the point
             try:
                 plugin = self.pm.get_plugin(name)
@@ -103,7 +109,12 @@ class PluginRegistry:
             self.catalogue.add(info)
         for recipe in recipes:
             self.recipes.setdefault(recipe["name"], recipe)
+        for fam in families:
+            self.families.add(fam)
+        for entry in pretrained:
+            self.pretrained.setdefault(entry.name, entry)
         status.components, status.recipes = len(comps), len(recipes)
+        status.families, status.pretrained = len(families), len(pretrained)
         self.statuses.append(status)
         return status
 
@@ -126,6 +137,25 @@ class PluginRegistry:
                     raise TypeError("stmm_recipes entries need 'name' and 'spec'")
                 recipes.append({**recipe, "package": package})
         return comps, recipes
+
+    @staticmethod
+    def _collect_more(module: Any, package: str, plugin: str) -> tuple[list[FamilyInfo], list[Any]]:
+        families: list[FamilyInfo] = []
+        hook = getattr(module, "stmm_pipeline_families", None)
+        if hook is not None:
+            for info in hook() or []:
+                if not isinstance(info, FamilyInfo):
+                    raise TypeError(f"stmm_pipeline_families must return FamilyInfo objects, got {type(info)}")
+                families.append(FamilyInfo(**{**info.__dict__, "package": info.package or package,
+                                              "plugin": plugin}))
+        pretrained: list[Any] = []
+        hook = getattr(module, "stmm_pretrained", None)
+        if hook is not None:
+            for entry in hook() or []:
+                if not getattr(entry, "name", None):
+                    raise TypeError("stmm_pretrained entries need a 'name'")
+                pretrained.append(entry)
+        return families, pretrained
 
     @property
     def failed(self) -> list[PluginStatus]:
@@ -150,3 +180,8 @@ def get_registry(refresh: bool = False) -> PluginRegistry:
 
 def get_catalogue() -> Catalogue:
     return get_registry().catalogue
+
+
+def get_pretrained(name: str) -> Any | None:
+    """A published encoder registered through ``stmm_pretrained`` (``stmm list --pretrained``), or None."""
+    return get_registry().pretrained.get(str(name).lower())

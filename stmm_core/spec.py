@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_serializer, model_validator
 
 from stmm_core import __version__
 from stmm_core.errors import SpecError
@@ -20,40 +20,15 @@ from stmm_core.errors import SpecError
 #: Version of the spec format this stmm reads and writes.
 SPEC_VERSION = 1
 
-#: For each pipeline type: slot name → (component kind, required?).
-PIPELINE_SLOTS: dict[str, dict[str, tuple[str, bool]]] = {
-    "graph-fusion": {
-        "image": ("image_encoder", False),
-        "gene": ("gene_encoder", True),
-        "fusion": ("fusion", True),
-        "builder": ("graph_builder", True),
-        "graph": ("graph_model", True),
-        "task": ("task", True),
-    },
-    # Two-stage image <-> expression model (Magic, fixed): stage 1 trains image + gene encoders contrastively
-    # (plus image-gene matching through the fusion module); stage 2 trains the expression decoder on the
-    # (loaded, frozen) stage-1 image encoder.
-    "magic": {
-        "image": ("image_encoder", True),
-        "gene": ("gene_encoder", True),
-        "contrastive": ("objective", True),
-        "fusion": ("fusion", False),
-        "matching": ("objective", False),
-        "decoder": ("decoder", True),
-    },
-}
+#: The family of a spec without a ``pipeline`` field (every spec written by stmm 0.1.0 names its family).
+DEFAULT_PIPELINE = "graph-fusion"
 
-#: Methods a component class must have to fill a slot of a pipeline family (checked when a spec is validated,
-#: so 'stmm compose' never writes a spec that 'stmm fit' rejects after reading the data).
-PIPELINE_NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "magic": {"image": ("prepare",), "gene": ("tokenize",)},
-}
-NEEDS_TEXT = {"magic": {"image": "a token image encoder (e.g. magic-vit)",
-                        "gene": "a token gene encoder (e.g. performer)"}}
 
-#: Sub-modules of a magic pipeline's stage-1 model, and those a stage-2 model contains.
-MAGIC_STAGE1_MODULES = ("image", "gene", "contrastive", "fusion", "matching")
-MAGIC_STAGE2_MODULES = ("image", "decoder")
+def family_slots(pipeline: str) -> dict[str, tuple[str, bool]]:
+    """Slot name → (component kind, required?) of a registered pipeline family."""
+    from stmm_core.family import get_family
+
+    return dict(get_family(pipeline).slots)
 
 
 class _Frozen(BaseModel):
@@ -106,80 +81,13 @@ class DomainSpec(_Frozen):
         return data
 
 
-class TrainSpec(_Frozen):
-    """Training of fusion + graph model (full batch, or over spatial partitions)."""
-
-    epochs: int = Field(600, ge=1, le=100_000)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    grad_clip: float | None = Field(5.0, gt=0)
-    dec_epochs: int = Field(0, ge=0, description="extra epochs of DEC refinement (graph.params.dec must be on)")
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    batch: Literal["full", "auto", "partition"] = Field(
-        "auto", description="full batch, or mini-batches over spatial partitions with an exact k-hop halo "
-        "(stmm_core.pipeline.minibatch); auto = partition when full batch would not fit in memory")
-    partition_size: int = Field(50_000, ge=16, le=10_000_000, description="core spots per spatial partition")
-    partition_above: Optional[int] = Field(
-        500_000, ge=1, description="auto: also partition when the section has more spots than this")
-    accumulate: bool = Field(
-        True, description="partition mode: accumulate gradients over all partitions and step once per epoch "
-        "(the full-batch gradient); false = one optimiser step per partition")
-
-
-class MagicStageSpec(_Frozen):
-    """Mini-batch training of one stage of a magic pipeline (AdamW, linear warm-up then cosine, per step)."""
-
-    epochs: int = Field(10, ge=0, le=100_000)
-    batch_size: int = Field(32, ge=2, le=65_536)
-    lr: float = Field(3e-4, gt=0)
-    min_lr: float = Field(1e-6, ge=0, description="learning rate at the end of the cosine schedule")
-    warmup_epochs: float = Field(1.0, ge=0)
-    weight_decay: float = Field(0.05, ge=0, description="AdamW decay of weight matrices (not norms, biases, "
-                                                       "embeddings, tokens or the temperature)")
-    grad_clip: Optional[float] = Field(5.0, gt=0)
-    load: tuple[str, ...] = Field((), description="sub-modules initialised from the previous stage's weights")
-    freeze: tuple[str, ...] = Field((), description="sub-modules kept fixed (no gradient) in this stage")
-
-
-class MagicTrainSpec(_Frozen):
-    """Training of a magic pipeline: stage 1 (contrastive + matching), stage 2 (expression decoder)."""
-
-    seed: int = Field(0, ge=0, le=2**32 - 1)
-    val_fraction: float = Field(0.1, ge=0, lt=0.9, description="training spots held out for model selection")
-    augment: Literal["none", "flips", "flips+color"] = Field(
-        "flips+color", description="tile augmentation: dihedral flips/rotations, plus mild brightness/contrast")
-    stage1: MagicStageSpec = Field(default_factory=MagicStageSpec)
-    stage2: MagicStageSpec = Field(
-        default_factory=lambda: MagicStageSpec(epochs=30, lr=1e-3, weight_decay=0.05, load=("image",),
-                                               freeze=("image",)))
-
-    @model_validator(mode="after")
-    def _check_stages(self) -> "MagicTrainSpec":
-        s1, s2 = self.stage1, self.stage2
-        if s1.load:
-            raise ValueError(f"stage1.load must be empty (there is no earlier stage), got {list(s1.load)}")
-        bad = sorted(set(s1.freeze) - set(MAGIC_STAGE1_MODULES))
-        if bad:
-            raise ValueError(f"stage1.freeze: unknown module(s) {bad}; stage-1 modules are "
-                             f"{', '.join(MAGIC_STAGE1_MODULES)}")
-        shared = set(MAGIC_STAGE1_MODULES) & set(MAGIC_STAGE2_MODULES)
-        bad = sorted(set(s2.load) - shared)
-        if bad:
-            raise ValueError(f"stage2.load: {bad} cannot be loaded into stage 2; it can load only "
-                             f"{', '.join(sorted(shared))} from stage 1")
-        bad = sorted(set(s2.freeze) - shared)
-        if bad:
-            raise ValueError(f"stage2.freeze: {bad} cannot be frozen; stage 2 can freeze only "
-                             f"{', '.join(sorted(shared))} (the decoder is what it trains)")
-        return self
-
-
 class PipelineSpec(_Frozen):
     """A complete, validated pipeline."""
 
     spec_version: int = SPEC_VERSION
     stmm_version: str = __version__
-    pipeline: Literal["graph-fusion", "magic"] = "graph-fusion"
+    pipeline: str = Field(DEFAULT_PIPELINE, description="the pipeline family (a registered plug-in; 'stmm list "
+                          "--kind pipeline')")
     recipe: str | None = None
     note: str | None = Field(None, description="how the spec was composed, e.g. 'not a tuned recipe' (written by "
                              "stmm compose; not part of the spec hash)")
@@ -187,7 +95,8 @@ class PipelineSpec(_Frozen):
     tiles: TileSpec = Field(default_factory=TileSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     domains: DomainSpec = Field(default_factory=DomainSpec)
-    train: Union[TrainSpec, MagicTrainSpec] = Field(default_factory=TrainSpec, union_mode="left_to_right")
+    #: validated with the family's own schema (FamilyInfo.train_schema)
+    train: SerializeAsAny[BaseModel]
 
     @model_validator(mode="before")
     @classmethod
@@ -199,16 +108,24 @@ class PipelineSpec(_Frozen):
                     f"this spec uses format v{version} (written by stmm {data.get('stmm_version', '?')}); "
                     f"this stmm {__version__} reads up to v{SPEC_VERSION}: upgrade stmm (pip install -U stmm)"
                 )
-            # validate train with the pipeline's own schema, so errors name its fields (not both union members)
-            schema = MagicTrainSpec if data.get("pipeline") == "magic" else TrainSpec
+            # validate train with the family's own schema, so errors name its fields
+            from stmm_core.family import get_family
+
+            pipeline = data.get("pipeline", DEFAULT_PIPELINE)
+            if not isinstance(pipeline, str):
+                raise SpecError(f"invalid pipeline spec: pipeline must be a family name, got {pipeline!r}")
+            schema = get_family(pipeline).schema()
             from stmm_core.validation import bool_number_problems
 
             bad = bool_number_problems(cls, data) + bool_number_problems(schema, data.get("train"), "train.")
             if bad:
                 raise SpecError(f"invalid pipeline spec: {'; '.join(bad)}")
-            if not isinstance(data.get("train"), (TrainSpec, MagicTrainSpec)):
+            train = data.get("train")
+            if isinstance(train, BaseModel) and not isinstance(train, schema):
+                train = train.model_dump(mode="json")
+            if not isinstance(train, schema):
                 try:
-                    train = schema.model_validate(data.get("train") or {})
+                    train = schema.model_validate(train or {})
                 except ValidationError as exc:
                     from stmm_core.validation import describe_errors
 
@@ -219,12 +136,11 @@ class PipelineSpec(_Frozen):
 
     @model_validator(mode="after")
     def _resolve_components(self) -> "PipelineSpec":
+        from stmm_core.family import get_family
         from stmm_core.plugins import get_catalogue
 
-        if self.pipeline != "magic" and not isinstance(self.train, TrainSpec):
-            raise SpecError(f"a {self.pipeline} pipeline takes train.epochs/lr/…, not stage1/stage2 "
-                            "(those are for magic pipelines)")
-        slots = PIPELINE_SLOTS[self.pipeline]
+        family = get_family(self.pipeline)
+        slots = family.slots
         unknown = set(self.components) - set(slots)
         if unknown:
             raise SpecError(
@@ -243,9 +159,6 @@ class PipelineSpec(_Frozen):
             info = catalogue.get(kind, ref.name)
             params = info.validate_params(ref.params).model_dump(mode="json")
             resolved[slot] = ComponentRef(name=info.name, params=params)
-        if self.pipeline == "magic" and resolved.get("matching") is not None and resolved.get("fusion") is None:
-            raise SpecError("the magic pipeline's 'matching' objective scores pairs with the 'fusion' module: "
-                            "add a fusion component (e.g. token-cross-attention) or set matching to none")
         for slot, ref in resolved.items():  # a component may need another slot filled (tag "needs:<slot>")
             if ref is None:
                 continue
@@ -254,16 +167,20 @@ class PipelineSpec(_Frozen):
                 if need and resolved.get(need) is None:
                     raise SpecError(f"{slot} '{ref.name}' needs a component in the '{need}' slot, but the spec has none "
                                     f"(e.g. --{'encoder resnet50' if need == 'image' else need + ' …'} in stmm compose)")
-        for slot, methods in PIPELINE_NEEDS.get(self.pipeline, {}).items():
+        for slot, methods in family.needs.items():
             ref = resolved.get(slot)
             if ref is None:
                 continue
             cls = catalogue.get(slots[slot][0], ref.name).load()
             lacking = [m for m in methods if not callable(getattr(cls, m, None))]
             if lacking:
-                raise SpecError(f"the {self.pipeline} pipeline's {slot} slot needs {NEEDS_TEXT[self.pipeline][slot]}, "
+                want = family.needs_text.get(slot, "a component with " + ", ".join(methods))
+                raise SpecError(f"the {self.pipeline} pipeline's {slot} slot needs {want}, "
                                 f"not {ref.name!r} (it has no {', '.join(lacking)})")
         object.__setattr__(self, "components", resolved)
+        check = family.checker()
+        if check is not None:
+            check(self)
         return self
 
     # -- serialisation ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _section_file(tmp_path):
 def small_run(tmp_path_factory):
     """``(run folder, input AnnData)``: the stereomm recipe (5 epochs, random ResNet-18) with --labels domain."""
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.run import fit_to_dir
+    from stmm_graph_fusion.run import fit_to_dir
 
     tmp = tmp_path_factory.mktemp("small-run")
     path, a = _section_file(tmp)

@@ -138,7 +138,7 @@ def test_non_integer_counts_are_a_recorded_warning(world, capsys, tmp_path):
 
 
 def test_domains_found_differ_from_k_is_said(world, capsys, tmp_path):
-    from stmm_core.pipeline.run import summary_lines
+    from stmm_graph_fusion.run import summary_lines
 
     out = tmp_path / "o"
     assert main(["fit", str(world["spec"]), *world["good"]["h5ad"], "-o", str(out), "-k", "64", *FAST]) == 0

@@ -126,7 +126,7 @@ def test_embedding_recovers_spatial_domains():
 
 def test_graphst_recipe_fits_end_to_end(tmp_path):
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
     from stmm_core.testing.synthetic import make_synthetic_adata
 

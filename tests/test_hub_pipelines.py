@@ -97,7 +97,7 @@ def test_push_pull_by_commit_reproduces_the_embedding_bit_for_bit(trained, hub_s
     from huggingface_hub import constants
 
     from stmm_core.cli.hub_cmd import resolve_pipeline
-    from stmm_core.pipeline.embed import embed_section
+    from stmm_graph_fusion.embed import embed_section
     from stmm_core.pipeline.run import load_section
 
     hub_server.activate(monkeypatch, tmp_path / "user", token=False)  # the cache the CLI pull filled

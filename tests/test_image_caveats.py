@@ -10,7 +10,7 @@ import numpy as np
 from stmm_core.composing import compose_spec
 from stmm_core.hub.card import render_card
 from stmm_core.pipeline.image_caveats import MIN_SPOT_PX, image_caveat, short_caveat
-from stmm_core.pipeline.run import summary_lines
+from stmm_graph_fusion.run import summary_lines
 
 
 def _section(scale: float, diameter: float | None = 100.0):

@@ -83,7 +83,7 @@ def test_blocked_folds_keep_blocks_together_and_use_every_fold():
 def test_auto_weight_leaves_an_uninformative_image_out_of_the_fit(tmp_path):
     """img_weight='auto' with noise image features: weight 0, image left out, the same fit as without image."""
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
     from stmm_core.testing.synthetic import make_synthetic_adata
 

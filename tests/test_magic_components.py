@@ -213,7 +213,7 @@ def test_decoder_shapes_and_bias_initialised_to_training_mean():
 
 # ------------------------------------------------------------------------------------------ metrics
 def test_pearson_excludes_and_counts_constant_genes():
-    from stmm_magic.metrics import pearson_per_gene, pearson_per_spot
+    from stmm_core.expression_metrics import pearson_per_gene, pearson_per_spot
 
     true = np.array([[1.0, 5.0, 0.0], [2.0, 5.0, 1.0], [3.0, 5.0, 0.0], [4.0, 5.0, 1.0]])
     pred = np.array([[1.0, 1.0, 7.0], [2.0, 2.0, 7.0], [3.0, 3.0, 7.0], [4.0, 4.0, 7.0]])
@@ -228,7 +228,7 @@ def test_pearson_excludes_and_counts_constant_genes():
 
 
 def test_retrieval_topk_and_chance_level():
-    from stmm_magic.metrics import retrieval_topk
+    from stmm_core.expression_metrics import retrieval_topk
 
     n = 20
     perfect = retrieval_topk(np.eye(n))

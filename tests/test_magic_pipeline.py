@@ -109,7 +109,7 @@ def test_stage2_loads_and_freezes_the_stage1_image_encoder(env):
 
 
 def test_frozen_encoder_gets_no_gradient(env):
-    from stmm_core.spec import MagicStageSpec
+    from stmm_magic.settings import MagicStageSpec
     from stmm_magic.model import freeze
     from stmm_magic.pipeline import build_stage2
     from stmm_magic.run_io import read_run_spec

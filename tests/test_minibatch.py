@@ -129,7 +129,7 @@ def test_fit_graph_fusion_in_partition_mode(tmp_path):
     from stmm_core.cli.compose_cmd import compose_spec
     from stmm_core.data.readers import read_section
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.testing.synthetic import make_synthetic_adata
 
     path = tmp_path / "s.h5ad"

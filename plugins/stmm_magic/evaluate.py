@@ -59,7 +59,7 @@ def evaluate_section(run: "MagicRun", section: "Section", *, allow_missing_genes
     """All metrics of *run* on *section* (see the module docstring) as a JSON-able dict."""
     from stmm_magic.data import section_tiles, tile_size_fullres
     from stmm_magic.genes import gene_columns, log1p_expression
-    from stmm_magic.metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
+    from stmm_core.expression_metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
     from stmm_magic.pipeline import image_input_px
 
     log = log or (lambda m: None)

@@ -27,14 +27,9 @@ Log = Callable[[str], None]
 
 def build_component(spec: "PipelineSpec", slot: str) -> Any:
     """Instantiate the component in *slot* (None when the slot is empty)."""
-    from stmm_core.plugins import get_catalogue
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.pipeline_base import build_component as build
 
-    ref = spec.components.get(slot)
-    if ref is None:
-        return None
-    kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
-    return get_catalogue().get(kind, ref.name).build(ref.params)
+    return build(spec, slot)
 
 
 def _check_capabilities(image: Any, gene: Any) -> None:
@@ -333,8 +328,10 @@ def fit_magic(
 def _section_records(arrays: Any, data: Sequence[str | Path], sections: Any) -> list[dict[str, Any]]:
     """What a run was trained on (``evaluate`` recognises these sections by their fingerprint)."""
     from stmm_core.data.sanity import section_fingerprint
+    from stmm_core.hub.scrub import scrub_paths
 
-    return [{"name": a.name, "n_spots": a.n, "path": str(p), "fingerprint": section_fingerprint(sec)}
+    # the run folder may be pushed: no local paths (evaluate recognises training sections by fingerprint)
+    return [{"name": a.name, "n_spots": a.n, "path": scrub_paths(str(p)), "fingerprint": section_fingerprint(sec)}
             for a, p, sec in zip(arrays, data, sections)]
 
 

@@ -38,3 +38,27 @@ def stmm_components():
                       "image tokens -> expansion MLP -> transformer decoder over learned gene queries -> "
                       "log1p expression", tags=("magic",)),
     ]
+
+
+@hookimpl
+def stmm_pipeline_families():
+    from stmm_core.family import FamilyInfo
+    from stmm_magic.settings import NEEDS, NEEDS_TEXT, SLOTS
+
+    return [FamilyInfo(
+        name="magic",
+        summary="two-stage image <-> expression model: contrastive image/gene encoders (+ matching), then an "
+                "expression decoder on the image encoder",
+        slots=SLOTS,
+        impl="stmm_magic.family:MagicPipeline",
+        train_schema="stmm_magic.settings:MagicTrainSpec",
+        capabilities=("embedding", "expression", "scoring"),
+        needs=NEEDS, needs_text=NEEDS_TEXT,
+        check="stmm_magic.settings:check_spec",
+        fit_options=("stage",),
+        run_files=("spec.json", "magic.json", "stage1.safetensors", "stage2.safetensors", "metrics.json",
+                   "loss_stage1.png", "loss_stage2.png"),
+        required_files=("spec.json", "magic.json"),
+        notes={"domains": "magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then "
+                          "the concatenated image and gene embeddings are clustered by GMM."},
+    )]

@@ -193,3 +193,26 @@ def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], expecte
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise StmmError(f"{what} weights do not fit the spec's model ({' '.join(first[:2])[:300]})") from None
+
+
+def finish_run(out_dir: str | Path, spec: "PipelineSpec", meta: dict[str, Any]) -> dict[str, Any]:
+    """Make a trained run folder a saved pipeline: ``metrics.json`` (no local paths), the model card and
+    ``manifest.json`` (sha256 of every file), as for every family; ``stmm push`` uploads it as is."""
+    from stmm_core.hub.pipeline_dir import finish_pipeline_dir
+    from stmm_core.hub.scrub import scrub_paths
+
+    g = meta.get("genes") or {}
+    sections = meta.get("sections_stage2") or meta.get("sections_stage1") or []
+    metrics = scrub_paths({
+        "stmm_version": meta.get("stmm_version"), "pipeline": spec.pipeline, "spec_hash": spec.hash(),
+        "seed": meta.get("seed"), "device": meta.get("device"), "threads": meta.get("threads"),
+        "section": ", ".join(str(s.get("name")) for s in sections),
+        "sections": [{"name": s.get("name"), "n_spots": s.get("n_spots")} for s in sections],
+        "genes": {"n_input": len(g.get("input") or []), "n_targets": len(g.get("targets") or []),
+                  "n_eval_hvg": len(g.get("eval_hvg") or [])},
+        "stages": [s for s in (1, 2) if (Path(out_dir) / STAGE_FILES[s]).is_file()],
+        "image_init": meta.get("image_init"), "timings": meta.get("timings"),
+    })
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    finish_pipeline_dir(out_dir, spec, metrics, sources=[])
+    return metrics

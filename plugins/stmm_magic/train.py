@@ -13,7 +13,7 @@ from torch import nn
 from stmm_magic.data import apply_augment, augment_tiles, dihedral, draw_augment
 
 if TYPE_CHECKING:  # pragma: no cover
-    from stmm_core.spec import MagicStageSpec
+    from stmm_magic.settings import MagicStageSpec
     from stmm_magic.model import MagicStage1, MagicStage2
 
 #: Parameter names never decayed (norms, biases, embeddings, tokens, queries, temperature).

@@ -11,7 +11,7 @@ For a section with ground-truth domains (one-hot ``H``, ``(N, K)``) and real per
 features (unit variance per column after z-scoring): ``s = 0`` returns the real features unchanged (the
 section as it is), larger ``s`` makes the image increasingly informative. Everything after the features
 (z-score + PCA, fusion, graph model, clustering) is the pipeline's own, unchanged: ``X`` is handed to
-:func:`stmm_core.pipeline.graph_fusion.fit_graph_fusion` as precomputed ``image_features``.
+:func:`stmm_graph_fusion.fit.fit_graph_fusion` as precomputed ``image_features``.
 
 Spots without a label get a zero one-hot row (no signal, only noise), so they are not given away.
 """

@@ -27,7 +27,7 @@ def demo(
 ) -> None:
     """Run a recipe on the embedded DLPFC 151676 sample and report ARI against the cortical layers."""
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.run import fit_to_dir, summary_lines
+    from stmm_core.pipeline_base import FitRequest, fit_spec
 
     from stmm_core.pipeline.outputs import check_output_dir
     from stmm_core.seeding import resolve_device
@@ -44,9 +44,10 @@ def demo(
     overrides.update(parse_sets(sets))
     spec = spec.with_overrides(overrides)
     typer.echo(f"demo data: {demo_path().name} (DLPFC 151676, 10x Visium, layer labels)", err=True)
-    metrics = fit_to_dir(spec, demo_path(), output, labels="layer", device=device, progress=not quiet,
-                         overwrite=True)  # re-running the demo replaces its own earlier run (never other files)
-    for line in summary_lines(metrics, output):
+    # re-running the demo replaces its own earlier run (never other files)
+    outcome = fit_spec(spec, FitRequest(data=[demo_path()], out_dir=output, device=device, progress=not quiet,
+                                        overwrite=True, options={"labels": "layer"}))
+    for line in outcome.lines:
         typer.echo(line)
 
 

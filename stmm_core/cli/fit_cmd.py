@@ -14,37 +14,28 @@ from stmm_core.cli.compose_cmd import parse_sets
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
             coords=None, counts_layer=None, bin_size=None, region=None, zarr=False, overwrite=False, consensus=None,
             markers=50, batch_correct=None):
-    from stmm_core.errors import StmmError
-    from stmm_core.pipeline.run import fit_to_dir, summary_lines
+    """Fit *spec* with its family's implementation (any registered pipeline family)."""
+    from stmm_core.pipeline_base import FitRequest, check_options, fit_spec
 
     if seed is not None:
         spec = spec.with_overrides({"train.seed": seed})
-    if consensus is not None:
-        if spec.pipeline != "graph-fusion":
-            raise StmmError(f"--consensus applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
-        spec = spec.with_overrides({"domains.consensus": consensus})
+    options = {"n_domains": n_domains, "labels": labels, "image": image, "scale": scale, "stage": stage,
+               "coords": coords, "counts_layer": counts_layer, "bin_size": bin_size, "region": region,
+               "zarr": zarr or None, "consensus": consensus, "markers": None if markers == 50 else markers,
+               "batch_correct": batch_correct}
+    check_options(spec, options)  # one message naming the family for an option it does not take
+
+    def log(msg: str) -> None:
+        if not quiet:
+            typer.echo(msg, err=True)
+
     data = list(data) if isinstance(data, (list, tuple)) else [data]
-    if batch_correct not in (None, "none", "harmony"):
-        raise StmmError(f"--batch-correct {batch_correct!r}: use harmony or none")
-    if batch_correct is not None and spec.pipeline != "graph-fusion":
-        raise StmmError(f"--batch-correct applies to graph-fusion pipelines; this is a {spec.pipeline} pipeline")
-    if spec.pipeline == "magic":
-        if coords is not None or counts_layer is not None or bin_size is not None or region is not None or zarr:
-            raise StmmError("--coords/--counts-layer/--bin-size/--region/--zarr apply to one-section pipelines; "
-                            "magic reads .h5ad sections whose X holds raw counts and obsm['spatial'] the positions")
-        _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels, overwrite)
+    request = FitRequest(data=data, out_dir=output, device=device, progress=not quiet, use_cache=not no_cache,
+                         overwrite=overwrite, options=options, log=log)
+    outcome = fit_spec(spec, request)
+    if outcome.rank != 0:  # data-parallel helper process: rank 0 reports and writes
         return
-    if stage is not None:
-        raise StmmError(f"--stage applies to multi-stage (magic) pipelines; this is a {spec.pipeline} pipeline")
-    if len(data) == 1:
-        data = data[0]
-    metrics = fit_to_dir(spec, data, output, n_domains=n_domains, labels=labels, device=device, image=image,
-                         scale=scale, use_cache=not no_cache, progress=not quiet, coords=coords,
-                         counts_layer=counts_layer, bin_size=bin_size, region=region, zarr=zarr,
-                         overwrite=overwrite, markers=markers, batch_correct=batch_correct)
-    if metrics.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
-        return
-    for line in summary_lines(metrics, output):
+    for line in outcome.lines:
         typer.echo(line)
 
 
@@ -137,42 +128,6 @@ def _relaunch(nproc: int) -> None:
             continue
         argv.append(a)
     raise typer.Exit(launch(nproc, argv))
-
-
-def _magic(spec, data, output, device, image, scale, no_cache, quiet, stage, n_domains, labels,
-           overwrite=False) -> None:
-    """Train a magic (image ↔ expression) pipeline on one or more sections."""
-    from stmm_core.errors import MissingDependency, StmmError
-
-    if image is not None or scale is not None:
-        raise StmmError("--image/--scale are not used by magic pipelines: give sections whose data include the "
-                        "image (e.g. .h5ad with uns['spatial'] or HER2ST uns['image'])")
-    if n_domains is not None or labels is not None:
-        raise StmmError("--n-domains/--labels belong to clustering pipelines, not to magic")
-    try:
-        from stmm_magic.pipeline import fit_magic
-    except ImportError as exc:
-        raise MissingDependency(f"the magic pipeline (package stmm_magic) is not importable ({exc})") from None
-
-    def log(msg: str) -> None:
-        if not quiet:
-            typer.echo(msg, err=True)
-
-    meta = fit_magic(spec, data, output, stage=stage, device=device, use_cache=not no_cache, log=log,
-                     overwrite=overwrite)
-    if meta.get("rank", 0) != 0:  # data-parallel helper process: rank 0 reports and writes
-        return
-    t = meta["timings"]
-    g = meta["genes"]
-    init = meta.get("image_init", {}).get("source", "?")
-    typer.echo(f"magic: {len(meta.get('sections_stage1') or meta.get('sections_stage2') or [])} training "
-               f"section(s); {len(g['input'])} input genes, {len(g['targets'])} targets; image encoder "
-               f"{meta.get('image_model')} ({init} init)")
-    for key in ("stage1_seconds", "stage2_seconds"):
-        if key in t:
-            typer.echo(f"  {key.replace('_seconds', ''):<8} {t[key]:7.1f} s")
-    typer.echo(f"wall time {t['wall_seconds']:.1f} s; wrote {output}/ (spec.json, magic.json, "
-               f"{', '.join(p.name for p in sorted(Path(output).glob('*.safetensors')))})")
 
 
 def _gather(data: list[Path], more: list[Path] | None) -> list[Path]:

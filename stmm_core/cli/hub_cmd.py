@@ -105,8 +105,8 @@ def embed(
     import numpy as np
 
     from stmm_core.atomic import atomic_file, check_output
-    from stmm_core.pipeline.embed import embed_section
     from stmm_core.pipeline.run import load_section
+    from stmm_core.pipeline_base import embed as embed_with, family_of, implementation
     from stmm_core.seeding import configure_threads, resolve_device
 
     check_output(output, kind="file")  # before any work
@@ -115,6 +115,9 @@ def embed(
 
         raise StmmError(f"-o {output}: the embedding is written as AnnData; give a .h5ad file name")
     loaded, source, load_s = resolve_pipeline(pipeline, offline=offline, allow_pickle=allow_pickle)
+    family_of(loaded.spec).require("embedding", "stmm embed")
+    impl = implementation(loaded.spec)
+    trained = impl.from_loaded(loaded)
     dev = resolve_device(device)
     threads = _fit_threads(loaded.metrics)
     used = configure_threads(threads)
@@ -124,7 +127,7 @@ def embed(
     section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    emb, info = embed_section(loaded, section, device=dev, progress=not quiet)
+    emb, info = embed_with(trained, section, device=dev, progress=not quiet)
     embed_s = time.perf_counter() - t1
     adata = section.adata.copy()
     adata.obsm["X_stmm"] = emb

@@ -127,3 +127,23 @@ def zoo_text(z: dict[str, Any]) -> list[str]:
     if z.get("loader") in ("timm", "transformers") and z.get("modality") == "image":
         lines += ["", f"use it: stmm compose --recipe stereomm --encoder {z['name']} -o spec.json"]
     return lines
+
+
+def family_text(f: dict[str, Any]) -> list[str]:
+    """A pipeline family (``FamilyInfo.describe()``) as lines."""
+    width = _width()
+    lines = [f"{f['name']}  (pipeline family, package {f.get('package') or '?'}; implementation {f['impl']})"]
+    lines += _wrap(f.get("summary", ""), 0, width)
+    lines += ["", f"capabilities: {', '.join(f.get('capabilities') or []) or 'none'}", ""]
+    rows = [(slot, s["kind"], "required" if s["required"] else "optional", ", ".join(s.get("needs", [])))
+            for slot, s in (f.get("slots") or {}).items()]
+    lines += _table(rows, ("slot", "component kind", "", "needs methods"))
+    props = (f.get("train") or {}).get("properties") or {}
+    if props:
+        lines += ["", f"train settings ({f.get('train_schema')}):"]
+        rows = [(k, _short(p.get("default", "(nested)" if "$ref" in p or "allOf" in p else "(required)")),
+                 _allowed(p), p.get("description", "")) for k, p in props.items()]
+        lines += _table(rows, ("setting", "default", "allowed", "meaning"))
+    if f.get("fit_options"):
+        lines += ["", "stmm fit options: " + ", ".join("--" + o.replace("_", "-") for o in f["fit_options"])]
+    return lines

@@ -35,9 +35,9 @@ def _root(
 
 
 def _register() -> None:
-    from stmm_core.cli import benchmark_cmd, compose_cmd, demo_cmd, fit_cmd, hub_cmd, magic_cmd, plugins_cmd
+    from stmm_core.cli import benchmark_cmd, compose_cmd, demo_cmd, fit_cmd, hub_cmd, plugins_cmd, predict_cmd
 
-    for module in (plugins_cmd, compose_cmd, fit_cmd, demo_cmd, magic_cmd, hub_cmd, benchmark_cmd):
+    for module in (plugins_cmd, compose_cmd, fit_cmd, demo_cmd, predict_cmd, hub_cmd, benchmark_cmd):
         module.register(app)
 
 

@@ -15,17 +15,19 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     reg = get_registry()
     rows = [s.to_dict() for s in reg.statuses]
     if as_json:
-        typer.echo(json.dumps({"plugins": rows, "conflicts": reg.catalogue.conflicts}, indent=2))
+        typer.echo(json.dumps({"plugins": rows, "conflicts": reg.catalogue.conflicts + reg.families.conflicts},
+                              indent=2))
         return
     width = max([len(r["name"]) for r in rows] + [6])
     for r in rows:
         if r["status"] == "ok":
-            detail = f"{r['components']} components, {r['recipes']} recipes"
+            detail = f"{r['components']} components, {r['recipes']} recipes" + (
+                f", {r['families']} pipeline famil{'y' if r['families'] == 1 else 'ies'}" if r["families"] else "")
         else:
             detail = f"FAILED: {r['error']}"
         pkg = f"{r['package']} {r['version']}".strip()
         typer.echo(f"{r['name']:<{width}}  {r['status']:<6}  {pkg:<18}  {detail}")
-    for c in reg.catalogue.conflicts:
+    for c in reg.catalogue.conflicts + reg.families.conflicts:
         typer.echo(f"warning: {c}", err=True)
     if reg.failed:
         typer.echo(f"{len(reg.failed)} plug-in(s) failed to load and were skipped "
@@ -35,7 +37,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 def list_components(
     pattern: Optional[str] = typer.Argument(None, help="Name pattern (substring or shell wildcard)."),
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: image_encoder, gene_encoder, fusion, graph_builder, "
-                                                        "graph_model, decoder, objective, task or recipe."),
+                                                        "graph_model, decoder, objective, task, pipeline or recipe."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     pretrained: bool = typer.Option(False, "--pretrained", help="List the published encoders of the zoo index "
                                                                 "(licence, gating, embedding size)."),
@@ -47,22 +49,29 @@ def list_components(
     from stmm_core.plugins import get_registry
 
     reg = get_registry()
-    want_recipes = kind is None or kind.lower() in ("recipe", "recipes")
-    items = [] if kind and kind.lower() in ("recipe", "recipes") else reg.catalogue.search(pattern, kind)
+    k = (kind or "").lower()
+    want_recipes = kind is None or k in ("recipe", "recipes")
+    want_families = kind is None or k in ("pipeline", "pipelines")
+    families = [f for f in reg.families if want_families and _matches(f.name, pattern)]
+    items = [] if k in ("recipe", "recipes", "pipeline", "pipelines") else reg.catalogue.search(pattern, kind)
     recipes = [r for n, r in sorted(reg.recipes.items()) if want_recipes and _matches(n, pattern)]
     if as_json:
         typer.echo(json.dumps({
+            "pipelines": [{"name": f.name, "summary": f.summary, "package": f.package,
+                           "capabilities": list(f.capabilities)} for f in families],
             "components": [i.describe() for i in items],
             "recipes": [{"name": r["name"], "summary": r.get("summary", ""), "package": r.get("package", "")}
                         for r in recipes],
         }, indent=2))
         return
-    if not items and not recipes:
+    if not items and not recipes and not families:
         from stmm_core.errors import ComponentNotFound
 
         raise ComponentNotFound(f"no component or recipe matches {pattern!r}"
                                 f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all "
                                 "('stmm list --pretrained': the published encoders)")
+    for f in families:
+        typer.echo(f"{'pipeline':<14} {f.name:<20} {f.package:<12} {f.summary} [{', '.join(f.capabilities)}]")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
         typer.echo(f"{i.kind:<14} {i.name:<20} {i.package:<12} {i.summary}{alias}")
@@ -88,19 +97,23 @@ def info(
     """Show what a recipe sets, a component's parameters, or a published encoder's loading and licence."""
     from stmm_core.cli.info_format import component_text, recipe_text, zoo_text
     from stmm_core.errors import ComponentNotFound
-    from stmm_core.plugins import get_registry
-
-    from stmm_registry.zoo import get_encoder
+    from stmm_core.plugins import get_pretrained, get_registry
 
     def show(record: Any, lines: list[str]) -> None:
         typer.echo(json.dumps(record, indent=2) if as_json else "\n".join(lines))
 
-    zoo = get_encoder(name) if kind is None else None
+    zoo = get_pretrained(name) if kind is None else None
     if zoo is not None:
         record = zoo.model_dump(mode="json")
         show(record, zoo_text(record))
         return
     reg = get_registry()
+    if (kind is None or kind.lower() == "pipeline") and name in reg.families:
+        from stmm_core.cli.info_format import family_text
+
+        record = reg.families.get(name).describe()
+        show(record, family_text(record))
+        return
     if kind is None and name in reg.recipes:
         show(reg.recipes[name], recipe_text(reg.recipes[name]))
         return
@@ -123,9 +136,9 @@ def info(
 
 
 def _list_pretrained(pattern: Optional[str], as_json: bool) -> None:
-    from stmm_registry.zoo import load_zoo
+    from stmm_core.plugins import get_registry
 
-    rows = [e for e in load_zoo().encoders if not pattern or pattern.strip("*").lower() in e.name]
+    rows = [e for e in get_registry().pretrained.values() if not pattern or pattern.strip("*").lower() in e.name]
     if as_json:
         typer.echo(json.dumps({"pretrained": [e.model_dump(mode="json") for e in rows]}, indent=2))
         return

@@ -91,8 +91,7 @@ def _methods(spec: "PipelineSpec") -> list[str]:
         names.add("stereomm")
     if "contrastive-gae" in names:
         names.add("graphst")
-    if spec.pipeline == "magic":
-        names.add("magic")
+    names.add(spec.pipeline)  # a family may be cited by its own name
     return [ref for key, ref in METHOD_REFS.items() if key in names]
 
 
@@ -170,14 +169,14 @@ def render_card(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *, 
     else:
         lines.append("stmm pull LAB/NAME@COMMIT -o pipeline/     # once pushed with 'stmm push RUN_FOLDER LAB/NAME'; "
                      "or use the run folder itself")
+    lines += _use_lines(spec)
     lines += [
-        "stmm embed pipeline/ --data section.h5ad -o embedded.h5ad   # obsm['X_stmm'] = the embedding",
-        "stmm fit pipeline/ --data other.h5ad -o run2/ -k 7          # re-fit this spec on another section",
         "```",
         "",
         "A pinned pull checks every file's sha256; an unpinned one warns. Offline: `stmm pull ... --offline` (or "
         "`HF_HUB_OFFLINE=1`) reads only the local cache. In Python: "
-        "`stmm_core.hub.pipeline_dir.load_pipeline(folder)` then `stmm_core.pipeline.embed.embed_section`.",
+        "`stmm_core.pipeline_base.load_trained(folder)` then its capability methods (`embed`, `predict_expression`, "
+        "`score`).",
         "",
     ]
     info = metrics.get("info") or {}
@@ -253,3 +252,24 @@ def read_front_matter(text: str) -> dict[str, Any]:
         return {}
     data = yaml.safe_load(block)
     return data if isinstance(data, dict) else {}
+
+
+def _use_lines(spec: "PipelineSpec") -> list[str]:
+    """The commands that use this pipeline, by the capabilities its family offers."""
+    try:
+        from stmm_core.family import get_family
+
+        caps = set(get_family(spec.pipeline).capabilities)
+    except Exception:  # noqa: BLE001 - a card is still written without the plug-in registry
+        caps = {"embedding"}
+    out = []
+    if "embedding" in caps:
+        out.append("stmm embed pipeline/ --data section.h5ad -o embedded.h5ad   # obsm['X_stmm'] = the embedding")
+    if "expression" in caps:
+        out.append("stmm predict pipeline/ --data section.h5ad -o predicted.h5ad  # X = predicted expression")
+    if "scoring" in caps or "expression" in caps:
+        out.append("stmm evaluate pipeline/ --data held_out.h5ad               # Pearson r, image->expression "
+                   "retrieval")
+    k = " -k 7" if "embedding" in caps and spec.components.get("task") is not None else ""
+    out.append(f"stmm fit pipeline/ --data other.h5ad -o run2/{k}          # re-fit this spec on other data")
+    return out

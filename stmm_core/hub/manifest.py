@@ -56,7 +56,7 @@ def is_pickle(name: str) -> bool:
 def component_provenance(spec: "PipelineSpec") -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """For each slot: kind, name, providing package and its version; plus {package: version}."""
     from stmm_core.plugins import get_registry
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.spec import family_slots
 
     reg = get_registry()
     versions = {s.package: s.version for s in reg.statuses if s.package}
@@ -65,7 +65,7 @@ def component_provenance(spec: "PipelineSpec") -> tuple[dict[str, dict[str, str]
     for slot, ref in spec.components.items():
         if ref is None:
             continue
-        kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
+        kind = family_slots(spec.pipeline)[slot][0]
         info = reg.catalogue.get(kind, ref.name)
         package = info.package or "stmm"
         version = versions.get(package, "")
@@ -92,7 +92,12 @@ def build_manifest(folder: str | Path, spec: "PipelineSpec", files: list[str] | 
     from stmm_core import __version__
 
     folder = Path(folder)
-    names = files if files is not None else [f for f in PIPELINE_FILES if (folder / f).is_file()]
+    if files is None:
+        from stmm_core.family import get_family
+
+        listed = tuple(get_family(spec.pipeline).run_files) or PIPELINE_FILES
+        files = [f for f in dict.fromkeys(listed + ("README.md",)) if (folder / f).is_file()]
+    names = files
     comps, plugins = component_provenance(spec)
     return {
         "format": FORMAT,
@@ -118,8 +123,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise HubIntegrityError(
-            f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' is one; "
-            "older run folders can be converted with 'stmm push' after re-fitting)"
+            f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' or 'stmm run' "
+            "is one; a run folder written by stmm 0.1.0 without one, e.g. of a magic pipeline, still works with "
+            "'stmm predict'/'stmm evaluate': to push it, fit its spec.json again with this stmm (stmm fit "
+            f"{folder}/spec.json --data … -o NEW), which writes the card and the manifest)"
         )
     try:
         data = json.loads(path.read_text())

@@ -25,8 +25,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_FORMAT = "stmm-graph-fusion-v1"
-#: Top-level key prefixes of a graph-fusion pipeline's weights, one per trained component.
-WEIGHT_PREFIXES = {"graph-fusion": ("fusion", "graph")}
+
+
+def weight_prefixes(pipeline: str) -> tuple[str, ...]:
+    """Allowed top-level key prefixes of ``model.safetensors``: the trained slots of the pipeline's family (one
+    prefix per trained component, e.g. ``fusion.``, ``graph.``)."""
+    from stmm_core.family import get_family
+
+    fam = get_family(pipeline)
+    return tuple(fam.trained_slots or fam.slots)
 
 
 @dataclass
@@ -61,7 +68,7 @@ def save_pipeline(folder: str | Path, spec: "PipelineSpec", state_dict: dict[str
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    prefixes = WEIGHT_PREFIXES.get(spec.pipeline, ())
+    prefixes = weight_prefixes(spec.pipeline)
     bad = sorted(k for k in state_dict if prefixes and k.split(".", 1)[0] not in prefixes)
     if bad:
         raise StmmError(f"weights keys must be prefixed by component ({', '.join(prefixes)}): got {bad[:3]}")
@@ -106,10 +113,10 @@ def recard(folder: str | Path, *, license: str | None = None, datasets: list[str
 def check_components(manifest: dict[str, Any], raw_spec: dict[str, Any]) -> None:
     """Every component the spec names must be installed; otherwise say which package provides it."""
     from stmm_core.plugins import get_catalogue
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.spec import DEFAULT_PIPELINE, family_slots
 
     catalogue = get_catalogue()
-    slots = PIPELINE_SLOTS.get(raw_spec.get("pipeline", "graph-fusion"), {})
+    slots = family_slots(raw_spec.get("pipeline", DEFAULT_PIPELINE))
     provided = manifest.get("components") or {}
     for slot, ref in (raw_spec.get("components") or {}).items():
         if not isinstance(ref, dict) or slot not in slots:
@@ -137,8 +144,6 @@ def load_pipeline(folder: str | Path, *, allow_pickle: bool = False, origin: str
     it) → spec valid and its hash equal to the manifest's and the weights' metadata → weights readable, all keys
     prefixed by a trained component.
     """
-    from safetensors import SafetensorError, safe_open
-
     from stmm_core.spec import parse_spec
 
     folder = Path(folder)
@@ -153,19 +158,40 @@ def load_pipeline(folder: str | Path, *, allow_pickle: bool = False, origin: str
                         "loaded; stmm refuses them. Pass --allow-pickle to accept the folder anyway (stmm still "
                         "never unpickles them; it loads safetensors only)")
     verify_files(folder, manifest, origin=where)
-    if "spec.json" not in manifest["files"] or WEIGHTS not in manifest["files"]:
-        raise HubIntegrityError(f"{where}: the manifest must list spec.json and {WEIGHTS}")
+    if "spec.json" not in manifest["files"]:
+        raise HubIntegrityError(f"{where}: the manifest must list spec.json")
     try:
         raw = json.loads((folder / "spec.json").read_text())
     except ValueError as exc:
         raise SpecError(f"{where}/spec.json is not valid JSON ({exc})") from None
     check_components(manifest, raw if isinstance(raw, dict) else {})
     spec = parse_spec(raw)
+    from stmm_core.family import get_family
+
+    lacking = [f for f in get_family(spec.pipeline).required_files if f not in manifest["files"]]
+    if lacking:
+        raise HubIntegrityError(f"{where}: the manifest must list {', '.join(lacking)} (a {spec.pipeline} pipeline)")
     if spec.hash() != manifest.get("spec_hash"):
         raise HubIntegrityError(f"{where}: spec.json hashes to {spec.hash()[:12]}… but the manifest records "
                                 f"{str(manifest.get('spec_hash'))[:12]}… (the installed components' defaults may "
                                 "differ from the ones it was trained with; install the plug-in versions in "
                                 "manifest.json)")
+    state: dict[str, Any] = {}
+    if WEIGHTS in manifest["files"]:
+        state = _read_weights(folder, spec, where)
+    gene_state = None
+    if (folder / "preprocess.json").is_file() and "preprocess.json" in manifest["files"]:
+        gene_state = json.loads((folder / "preprocess.json").read_text())
+    metrics: dict[str, Any] = {}
+    if "metrics.json" in manifest["files"]:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    return LoadedPipeline(folder, spec, state, gene_state, manifest, metrics)
+
+
+def _read_weights(folder: Path, spec: "PipelineSpec", where: str) -> dict[str, Any]:
+    """``model.safetensors``: trained for this spec (hash in its metadata), keys prefixed by the family's slots."""
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(folder / WEIGHTS), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
@@ -175,17 +201,11 @@ def load_pipeline(folder: str | Path, *, allow_pickle: bool = False, origin: str
     if meta.get("spec_hash") != spec.hash():
         raise HubIntegrityError(f"{where}/{WEIGHTS} was trained for spec {str(meta.get('spec_hash'))[:12]}…, not "
                                 f"for this spec.json ({spec.hash()[:12]}…)")
-    prefixes = WEIGHT_PREFIXES.get(spec.pipeline, ())
+    prefixes = weight_prefixes(spec.pipeline)
     stray = sorted(k for k in state if prefixes and k.split(".", 1)[0] not in prefixes)
     if stray:
         raise HubIntegrityError(f"{where}/{WEIGHTS} has keys outside the components {prefixes}: {stray[:3]}")
-    gene_state = None
-    if (folder / "preprocess.json").is_file() and "preprocess.json" in manifest["files"]:
-        gene_state = json.loads((folder / "preprocess.json").read_text())
-    metrics: dict[str, Any] = {}
-    if "metrics.json" in manifest["files"]:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    return LoadedPipeline(folder, spec, state, gene_state, manifest, metrics)
+    return state
 
 
 __all__ = ["LoadedPipeline", "save_pipeline", "finish_pipeline_dir", "load_pipeline", "recard", "MANIFEST",

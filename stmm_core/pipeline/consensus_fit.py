@@ -19,7 +19,7 @@ from stmm_core.errors import StmmError
 
 if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.data.section import Section
-    from stmm_core.pipeline.graph_fusion import FitResult
+    from stmm_core.pipeline.result import FitResult
     from stmm_core.spec import PipelineSpec
 
 
@@ -44,8 +44,8 @@ def plan_processes(n: int, threads: int | None = None, cores: int | None = None)
 def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, threads: int,
                 load: dict[str, Any], kwargs: dict[str, Any], use_cache: bool = False) -> "FitResult":
     """One member in a worker process: read the section, fit with *seed* (no progress bars)."""
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
     from stmm_core.pipeline.run import load_section
+    from stmm_core.pipeline_base import implementation
     from stmm_core.seeding import configure_threads
     from stmm_core.spec import parse_spec
 
@@ -53,6 +53,7 @@ def _fit_member(spec_json: str, seed: int, n_domains: int | None, device: str, t
 
     configure_threads(threads)
     spec = parse_spec(json.loads(spec_json)).with_overrides({"train.seed": seed, "domains.consensus": 1})
+    fit_graph_fusion = implementation(spec).fit_section  # the family's one-section fit
     if "sections" in load:  # several sections in one fit
         from stmm_core.pipeline.multi_section import load_sections
 
@@ -75,9 +76,10 @@ def fit_seeds(spec: "PipelineSpec", section: "Section", seeds: list[int], *, n_d
     """Fit *spec* once per seed. With ``load`` (the arguments of :func:`stmm_core.pipeline.run.load_section`)
     and more than one process, the fits run in a pool of fresh processes that each read the section; otherwise
     one after another in this process. ``fit_kwargs``: further arguments of :func:`fit_graph_fusion`."""
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_core.pipeline_base import implementation
     from stmm_core.progress import progress_bar
 
+    fit_graph_fusion = implementation(spec).fit_section  # the family's one-section fit
     threads_env = os.environ.get("STMM_THREADS", "").strip()
     procs, threads = plan_processes(len(seeds)) if processes is None else (processes, 1)
     if load is None or device != "cpu":

@@ -135,9 +135,9 @@ def harmony(embedding: np.ndarray, section_ids: np.ndarray, seed: int = 0) -> np
 
 def cross_section_edges(spec: Any, section: "Section") -> int:
     """Edges of the spec's graph that join spots of different sections (0 by construction)."""
-    from stmm_core.pipeline.graph_fusion import _build
+    from stmm_core.pipeline_base import build_component as _build
 
-    graph = _build("builder", spec).build(section.coords, section.spot_diameter)
+    graph = _build(spec, "builder").build(section.coords, section.spot_diameter)
     ei = np.asarray(graph.edge_index)
     ids = section.meta["section_ids"]
     return int((ids[ei[0]] != ids[ei[1]]).sum())
@@ -153,13 +153,13 @@ def load_sections(loads: Sequence[dict[str, Any]]) -> "Section":
 def fit_kwargs(spec: Any, section: "Section", batch_correct: str | None, *, device: str = "cpu",
                cache: Any | None = None, progress: bool = False,
                sections: Sequence["Section"] | None = None) -> dict[str, Any]:
-    """The extra arguments of :func:`fit_graph_fusion` for a combined section: per-section standardisation of the
+    """The extra arguments of :func:`stmm_graph_fusion.fit.fit_graph_fusion` for a combined section: per-section standardisation of the
     gene features, optional Harmony, and - when the spec has an image encoder - each section's image features
     encoded on its own image (the combined section has none). Picklable, for consensus workers."""
     ids = section.meta["section_ids"]
     kw: dict[str, Any] = {"gene_transform": partial(standardise_per_section, section_ids=ids)}
     if spec.components.get("image") is not None:
-        from stmm_core.pipeline.graph_fusion import _build
+        from stmm_core.pipeline_base import build_component as _build
         from stmm_core.pipeline.image_features import encode_section
         from stmm_core.seeding import seed_everything
 
@@ -169,7 +169,7 @@ def fit_kwargs(spec: Any, section: "Section", batch_correct: str | None, *, devi
                 raise DataError(f"the spec has an image encoder but section {s.name!r} has no image; give sections "
                                 "with images or use an image-free recipe (e.g. stereomm-expression)")
             seed_everything(spec.train.seed)
-            enc = _build("image", spec)
+            enc = _build(spec, "image")
             feats.append(encode_section(s, enc, spec.tiles, device=device, cache=cache, progress=progress)[0])
         kw["image_features"] = np.concatenate(feats, axis=0)
     seed = spec.train.seed
@@ -210,7 +210,7 @@ def prepare_sections(spec: Any, paths: Sequence[Any], *, image: Any = None, scal
                      cache: Any | None = None, progress: bool = False) -> tuple["Section", dict[str, Any],
                                                                                 dict[str, Any]]:
     """Read and combine the sections of ``--data A B …``: (combined section, how a worker re-reads it, the extra
-    arguments of :func:`fit_graph_fusion`)."""
+    arguments of :func:`stmm_graph_fusion.fit.fit_graph_fusion`)."""
     from stmm_core.errors import StmmError
     from stmm_core.pipeline.run import load_section
 

@@ -11,7 +11,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from stmm_core.data.section import Section
-    from stmm_core.pipeline.graph_fusion import FitResult
+    from stmm_core.pipeline.result import FitResult
 
 RUN_FILES = ("result.h5ad", "spec.json", "model.safetensors", "metrics.json", "domains.png", "loss.png",
              "preprocess.json", "README.md", "manifest.json", "report.html", "result.zarr", "confidence.png",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import anndata
 
     from stmm_core.data.section import Section
-    from stmm_core.pipeline.graph_fusion import FitResult
+    from stmm_core.pipeline.result import FitResult
 
 
 def add_extras_to_adata(adata: "anndata.AnnData", result: "FitResult") -> None:

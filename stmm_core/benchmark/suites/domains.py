@@ -1,9 +1,9 @@
 """Suite ``domains``: ARI and NMI against a label column, K taken from the labels, over seeds.
 
-Graph-fusion pipelines are fitted on the section as ``stmm fit`` does. A magic pipeline is represented by its
-stage-1 embedding: stage 1 (contrastive image-gene training) is fitted on the section itself, and the
-concatenated unit image and gene embeddings of every spot are clustered with the same GMM task as the
-baselines.
+Each pipeline's family clusters the section (:meth:`stmm_core.pipeline_base.Pipeline.bench_domains`): by
+default it is fitted on the section, its embedding (capability ``embedding``) clustered with the ``gmm`` task;
+graph-fusion fits as ``stmm fit`` does, magic clusters its stage-1 embedding (see each family's bench module).
+Peer-package recipes (``domains_method``) run the package itself.
 """
 
 from __future__ import annotations
@@ -66,72 +66,23 @@ def _background(ctx: Context, ds: "ResolvedDataset", section: Any) -> dict[str, 
     return cache[ds.name]
 
 
-def _graph_fusion(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
-    from stmm_core.data.cache import FeatureCache
+def _family(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
+    """The pipeline's family clusters the section (:meth:`stmm_core.pipeline_base.Pipeline.bench_domains`)."""
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
-    from stmm_core.pipeline.run import resolve_n_domains
+    from stmm_core.pipeline_base import family_of, implementation
 
-    label = ds.descriptor.label
-    section = _section(ctx, ds)
-    k = resolve_n_domains(section, None, label, flag="--label")
-    spec = pipe.spec.with_overrides({"train.seed": seed})
-    if spec.domains.consensus > 1:  # its own row: the consensus of seeds seed*N … seed*N+N-1
-        from stmm_core.pipeline.consensus_fit import fit_consensus
-
-        res = fit_consensus(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(),
-                            load={"data": ds.local_path}, progress=False)
-    else:
-        res = fit_graph_fusion(spec, section, n_domains=k, device=ctx.device, cache=FeatureCache(), progress=False)
-    truth = section.obs[label].to_numpy()
-    scores = clustering_scores(truth, res.labels)
-    _remember_map(ctx, pipe.name, ds, seed, section.coords, res.labels, truth, scores["ari"], section)
-    details = {"k": k, "n_labelled": scores["n_labelled"], "stages": res.profile.to_list(),
-               "image_cached": bool(res.info.get("image", {}).get("cached")), "spec_hash": spec.hash()}
-    if res.member_labels is not None:
-        cons = res.info["consensus"]
-        cons["member_ari"] = [clustering_scores(truth, m)["ari"] for m in res.member_labels]
-        details["consensus"] = cons
-    if res.info.get("image_weight"):
-        details["image_weight"] = res.info["image_weight"]
-    return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
-
-
-def _magic_embedding(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
-    import torch
-
-    from stmm_core.data.cache import FeatureCache
-    from stmm_core.metrics import clustering_scores
-    from stmm_core.plugins import get_catalogue
-    from stmm_core.pipeline.run import resolve_n_domains
-    from stmm_magic.data import section_tiles, tile_size_fullres
-    from stmm_magic.pipeline import fit_magic, image_input_px, read_sections
-    from stmm_magic.run_io import load_run
-
+    fam = family_of(pipe.spec)
+    if not fam.has("embedding"):
+        raise NotApplicable(f"the {fam.name!r} pipeline family offers no per-spot embedding to cluster")
     label = ds.descriptor.label
     spec = pipe.spec.with_overrides({"train.seed": seed})
-    run_dir = Path(ctx.work_dir) / "domains" / f"{pipe.name}-{spec.hash()[:12]}" / ds.name
-    t0 = time.perf_counter()
-    meta = fit_magic(spec, [ds.local_path], run_dir, stage=1, device=ctx.device, overwrite=True)
-    fit_s = time.perf_counter() - t0
-    run = load_run(run_dir, stages=(1,))
-    section = read_sections([ds.local_path])[0]
-    k = resolve_n_domains(section, None, label, flag="--label")
-    size = tile_size_fullres(section, spec.tiles.size, spec.tiles.size_factor)
-    tiles = section_tiles(section, size, image_input_px(spec), spec.tiles.pad_value, FeatureCache())
-    tokens = run.stage1.gene.tokenize(section)
-    with torch.no_grad():
-        emb = run.stage1.embed(torch.from_numpy(tiles), torch.from_numpy(tokens))
-    x = torch.cat([emb["image"], emb["gene"]], dim=1).numpy().astype(np.float32)
-    task = get_catalogue().get("task", "gmm").build({})
-    labels = np.asarray(task.run(x, k, seed), dtype=np.int64)
+    work = Path(ctx.work_dir) / "domains" / f"{pipe.name}-{spec.hash()[:12]}" / ds.name
+    section, labels, k, extra = implementation(spec).bench_domains(spec, ds.local_path, lambda: _section(ctx, ds), label,
+                                                                   ctx.device, work)
     truth = section.obs[label].to_numpy()
     scores = clustering_scores(truth, labels)
     _remember_map(ctx, pipe.name, ds, seed, section.coords, labels, truth, scores["ari"], section)
-    details = {"k": k, "n_labelled": scores["n_labelled"], "embedding": "stage-1 unit image + gene embeddings, "
-               "concatenated, GMM (default params)", "fit_seconds": fit_s, "timings": meta.get("timings"),
-               "stage1_epochs": spec.train.stage1.epochs, "spec_hash": spec.hash()}
-    return {"ari": scores["ari"], "nmi": scores["nmi"]}, details
+    return {"ari": scores["ari"], "nmi": scores["nmi"]}, {"k": k, "n_labelled": scores["n_labelled"], **extra}
 
 
 def _peer_package(ctx: Context, pipe: "BenchPipeline", ds: "ResolvedDataset", seed: int) -> tuple[Metrics, dict]:
@@ -178,9 +129,7 @@ def units(ctx: Context) -> list[Unit]:
                         return _peer_package(ctx, pipe, ds, seed)
                     if pipe.method is not None:
                         raise NotApplicable(f"{pipe.method} predicts expression; it does not cluster domains")
-                    if pipe.kind == "magic":
-                        return _magic_embedding(ctx, pipe, ds, seed)
-                    return _graph_fusion(ctx, pipe, ds, seed)
+                    return _family(ctx, pipe, ds, seed)
                 out.append(Unit(pipe, ds.name, None, seed, fn))
     return out
 
@@ -196,7 +145,6 @@ def notes(ctx: Context) -> list[str]:
                    "K; its embedding is clustered by the same gmm task as stmm's recipes (tied covariance, the "
                    "pure-Python stand-in for R mclust EEE); graphst-package then applies the package's own "
                    "refine_label(radius=50) (details: ari_before_refine).")
-    if any(p.kind == "magic" for p in ctx.pipelines):
-        out.append("magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then the "
-                   "concatenated image and gene embeddings are clustered by GMM.")
-    return out
+    from stmm_core.benchmark.family_bench import family_notes
+
+    return out + family_notes(ctx, "domains")

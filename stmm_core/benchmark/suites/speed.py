@@ -6,7 +6,8 @@ that tiling time), gene features, graph building, fusion/graph training, cluster
 second of the whole image-feature stage, of the encoder's ``encode`` call on one batch (uint8 → normalised
 → model), and of the bare ``model(x)`` forward on the same already-prepared batch; ``pipeline_over_bare`` is
 bare throughput / pipeline throughput (1.0 = the pipeline adds nothing around the model).
-Magic pipelines report reading, tiling and the two training stages from their own timings.
+Each family measures itself (:meth:`stmm_core.pipeline_base.Pipeline.bench_speed`; graph-fusion: the stages
+above; magic: reading, tiling and its two training stages; the generic default: the whole fit).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 from stmm_core.benchmark.runner import Context, Metrics, Unit
@@ -35,140 +35,16 @@ def describe(m: Metrics) -> str:
     return f"total {m.get('total_s') or 0:.1f} s, peak RSS {m.get('peak_rss_mb') or 0:.0f} MB{extra}"
 
 
-def _bare_throughput(encoder: Any, batch: Any, repeats: int = 3) -> dict[str, float]:
-    """Tiles/s of ``encode`` (uint8 in) and of the bare model forward on the same prepared batch."""
-    import torch
-
-    n = int(batch.shape[0])
-    model = getattr(encoder, "model", None)
-    prepare = getattr(encoder, "_prepare", None)
-    encoder.encode(batch)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        encoder.encode(batch)
-    enc_s = (time.perf_counter() - t0) / repeats
-    out = {"batch": float(n), "batch_encode_tiles_per_s": n / enc_s}
-    if model is not None and callable(prepare):
-        with torch.inference_mode():
-            x = prepare(batch)
-            model.eval()
-            model(x)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                model(x)
-            out["bare_forward_tiles_per_s"] = n * repeats / (time.perf_counter() - t0)
-    return out
-
-
-def _graph_fusion_child(spec: Any, path: str, label: str | None, device: str) -> dict[str, Any]:
-    import torch
-
-    from stmm_core.data.tiles import auto_out_px, iter_tiles
-    from stmm_core.pipeline.graph_fusion import _build, fit_graph_fusion
-    from stmm_core.pipeline.image_features import default_tile_size
-    from stmm_core.pipeline.run import load_section, resolve_n_domains
-    from stmm_core.profiling import StageProfiler, current_rss_bytes
-    from stmm_core.seeding import seed_everything
-
-    t_all = time.perf_counter()
-    prof = StageProfiler()
-    with prof.stage("read"):
-        section = load_section(path)
-    k = resolve_n_domains(section, None, label) if label else 7
-    m: dict[str, Any] = {}
-    thr: dict[str, float] = {}
-    if spec.components.get("image") is not None and section.image is not None:
-        seed_everything(int(spec.train.seed))
-        enc = _build("image", spec).to(device)
-        tile_px = default_tile_size(section, spec.tiles)
-        requested = getattr(enc.params, "input_size", "auto")
-        out_px = (auto_out_px(section, tile_px, int(enc.preprocessing.input_size)) if requested == "auto"
-                  else int(requested))
-        bs = int(getattr(enc.params, "batch_size", 64))
-        first = None
-        with prof.stage("tiling"):
-            for chunk in iter_tiles(section, tile_px, out_px, batch_size=bs, pad_value=spec.tiles.pad_value):
-                if first is None:
-                    first = chunk.copy()
-        thr = _bare_throughput(enc, torch.from_numpy(first).to(device))
-        del enc
-    res = fit_graph_fusion(spec, section, n_domains=k, device=device, cache=None, progress=False)
-    stages = {r.name: r for r in prof.records + res.profile.records}
-    sec = {name: r.seconds for name, r in stages.items()}
-    m["read_s"] = sec.get("read")
-    m["tiling_s"] = sec.get("tiling")
-    if "image features" in sec:
-        m["image_encoding_s"] = max(sec["image features"] - (sec.get("tiling") or 0.0), 0.0)
-        m["encode_tiles_per_s"] = section.n_spots / sec["image features"]
-    m["gene_features_s"] = sec.get("gene features")
-    m["graph_s"] = sec.get("graph")
-    m["train_s"] = sec.get("train")
-    m["clustering_s"] = sec.get("clustering")
-    m["peak_rss_mb"] = max([r.peak_rss_mb for r in stages.values()] + [current_rss_bytes() / 2**20])
-    if "bare_forward_tiles_per_s" in thr and m.get("encode_tiles_per_s"):
-        m["bare_forward_tiles_per_s"] = thr["bare_forward_tiles_per_s"]
-        m["pipeline_over_bare"] = thr["bare_forward_tiles_per_s"] / m["encode_tiles_per_s"]
-    m["total_s"] = time.perf_counter() - t_all
-    details = {"stages": [r.to_dict() for r in stages.values()], "n_spots": section.n_spots, "k": k,
-               "throughput": thr, "threads": torch.get_num_threads(),
-               "image_encoding_note": "image features stage (tiling + encoding, cache off) minus tiling timed alone"}
-    return {"metrics": m, "details": details}
-
-
-def _magic_child(spec: Any, path: str, device: str) -> dict[str, Any]:
-    import tempfile
-
-    import torch
-
-    from stmm_core.profiling import current_rss_bytes
-    from stmm_magic.data import section_tiles, tile_size_fullres
-    from stmm_magic.pipeline import build_component, fit_magic, image_input_px, read_sections
-
-    t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = fit_magic(spec, [path], tmp, device=device, use_cache=False)
-    t = meta["timings"]
-    section = read_sections([path])[0]
-    size = tile_size_fullres(section, spec.tiles.size, spec.tiles.size_factor)
-    tiles = torch.from_numpy(section_tiles(section, size, image_input_px(spec), spec.tiles.pad_value, None)[:64])
-    enc = build_component(spec, "image").to(device)
-    with torch.no_grad():
-        enc.eval()
-        enc(tiles)  # warm-up
-        t0 = time.perf_counter()
-        enc(tiles)
-    pipe_s = time.perf_counter() - t0
-    thr = {}
-    model = getattr(enc, "model", None) or getattr(enc, "vit", None)
-    prepare = getattr(enc, "prepare", None)
-    if model is not None and callable(prepare):
-        with torch.inference_mode():
-            x = prepare(tiles)
-            model.forward_features(x)
-            t0 = time.perf_counter()
-            model.forward_features(x)
-            thr["bare_forward_tiles_per_s"] = len(tiles) / (time.perf_counter() - t0)
-    m = {"read_s": t.get("read_seconds"), "tiling_s": t.get("tiles_seconds"),
-         "train_s": (t.get("stage1_seconds") or 0.0) + (t.get("stage2_seconds") or 0.0),
-         "peak_rss_mb": current_rss_bytes() / 2**20, "total_s": time.perf_counter() - t_all,
-         "encode_tiles_per_s": len(tiles) / pipe_s}
-    if "bare_forward_tiles_per_s" in thr:
-        m["bare_forward_tiles_per_s"] = thr["bare_forward_tiles_per_s"]
-        m["pipeline_over_bare"] = thr["bare_forward_tiles_per_s"] / m["encode_tiles_per_s"]
-    return {"metrics": m, "details": {"timings": t, "n_spots": section.n_spots,
-                                      "note": "peak_rss_mb is the RSS at the end (magic has no per-stage sampler)"}}
-
-
 def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     """Entry of the measuring subprocess."""
     from stmm_core.seeding import configure_threads
     from stmm_core.spec import parse_spec
 
+    from stmm_core.pipeline_base import implementation
+
     configure_threads()
     spec = parse_spec(payload["spec"])
-    if spec.pipeline == "magic":
-        return _magic_child(spec, payload["path"], payload["device"])
-    return _graph_fusion_child(spec, payload["path"], payload.get("label"), payload["device"])
+    return implementation(spec).bench_speed(spec, payload["path"], payload.get("label"), payload["device"])
 
 
 def _run_child(payload: dict[str, Any]) -> tuple[Metrics, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Run a trained graph-fusion pipeline on a section without refitting: the embedding of a saved pipeline.
 
-The features are rebuilt exactly as :func:`stmm_core.pipeline.graph_fusion.fit_graph_fusion` builds them:
+The features are rebuilt exactly as :func:`stmm_graph_fusion.fit.fit_graph_fusion` builds them:
 the gene encoder restores its fitted state (gene list, scaling, PCA) instead of refitting; image features
 come from the spec's encoder (random-init encoders are seeded as during the fit) and are z-scored and
 PCA-reduced with the spec's seed; the spatial graph is rebuilt from the coordinates. The trained fusion and
@@ -30,7 +30,7 @@ def embed_section(pipeline: "LoadedPipeline", section: "Section", *, device: str
     import torch
 
     from stmm_core.interfaces import GraphContext
-    from stmm_core.pipeline.graph_fusion import _build, _embed
+    from stmm_graph_fusion.fit import _build, _embed
     from stmm_core.pipeline.image_features import encode_section, reduce_image_features
     from stmm_core.seeding import seed_everything
 

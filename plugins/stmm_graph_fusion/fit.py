@@ -5,18 +5,21 @@ section → gene features (N, D_g) ┐
         → spatial graph (2, E)   ┘
 Fusion and graph model are trained jointly, full batch or over spatial partitions with an exact halo
 (``train.batch``, :mod:`stmm_core.pipeline.minibatch`), float32.
+
+This is the graph-fusion family's own code (a bundled plug-in, :mod:`stmm_graph_fusion`); what every family
+shares (building components, seeding, image features, the run-folder writer) is imported from the core.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stmm_core.errors import StmmError
+from stmm_core.pipeline.result import FitResult
 from stmm_core.profiling import StageProfiler
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,34 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("stmm")
 
 
-@dataclass
-class FitResult:
-    """Everything a fit produces (written to a run folder by :mod:`stmm_core.pipeline.outputs`)."""
-
-    spec: "PipelineSpec"
-    embedding: np.ndarray  # (N, L) float32, posterior mean
-    labels: np.ndarray | None  # (N,) int64
-    history: list[dict[str, float]]
-    state_dict: dict[str, "torch.Tensor"]
-    profile: StageProfiler
-    info: dict[str, Any] = field(default_factory=dict)
-    gene_state: dict[str, Any] | None = None
-    graph: Any = None  # the SpatialGraph the model trained on (written to result.h5ad obsp)
-    confidence: np.ndarray | None = None  # (N,) consensus runs: fraction of seeds agreeing with each label
-    member_labels: np.ndarray | None = None  # (n_seeds, N) consensus runs: each seed's own labels
-    markers: Any | None = None  # pandas DataFrame of per-domain marker genes (stmm_core.pipeline.markers)
-    obsm: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-spot arrays for result.h5ad
-
-
 def _build(slot: str, spec: "PipelineSpec") -> Any:
-    from stmm_core.plugins import get_catalogue
-    from stmm_core.spec import PIPELINE_SLOTS
+    from stmm_core.pipeline_base import build_component
 
-    ref = spec.components.get(slot)
-    if ref is None:
-        return None
-    kind = PIPELINE_SLOTS[spec.pipeline][slot][0]
-    return get_catalogue().get(kind, ref.name).build(ref.params)
+    return build_component(spec, slot)
 
 
 def fit_graph_fusion(
