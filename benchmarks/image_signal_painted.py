@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from stmm_core.benchmark.painted_texture import painted_section
     from stmm_core.data.cache import FeatureCache
     from stmm_core.metrics import clustering_scores, labelled_mask
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.image_features import encode_section
     from stmm_core.pipeline.run import load_section
     from stmm_core.seeding import configure_threads, seed_everything
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 res = fit_graph_fusion(spec, painted, n_domains=k, cache=cache, progress=False)
                 sc = clustering_scores(labels, res.labels)
             seed_everything(seed)  # the same encoder init as the fit: cache hit, the features the fit saw
-            from stmm_core.pipeline.graph_fusion import _build
+            from stmm_graph_fusion.fit import _build
 
             feats, tile_info = encode_section(painted, _build("image", spec), spec.tiles, cache=cache, progress=False)
             name = "stereomm" if auto else f"stereomm[img_weight={spec.components['fusion'].params['img_weight']:g}]"

@@ -60,7 +60,7 @@ def test_a_strong_painted_texture_switches_the_automatic_image_weight_on(tmp_pat
     """Tiles cut from the painted image, the recipe's ResNet-50 (random init): weight 1 at strength 1, 0 at 0."""
     from stmm_core.benchmark.painted_texture import painted_section
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+    from stmm_graph_fusion.fit import fit_graph_fusion
 
     section = _section(tmp_path)
     labels = section.obs["domain"].astype(str).to_numpy()
