@@ -121,24 +121,61 @@ class GraphBuilder(Component):
     def build(self, coords: "np.ndarray", spot_diameter: float | None = None) -> SpatialGraph: ...
 
 
+@dataclass(frozen=True)
+class PartitionSupport:
+    """How a fusion or graph model trains over spatial partitions (``train.batch = partition``).
+
+    Partition (mini-batch) training cuts a section into spatial partitions, each extended by a halo of all
+    spots within ``hops`` graph hops (fusion's plus graph model's), and sums the partitions' losses weighted by
+    their share of the spots (:mod:`stmm_core.pipeline.minibatch`). A component declares it with the classmethod
+    ``partition_support(params)``; one that returns ``None`` (the default) cannot be trained over partitions.
+
+    Attributes:
+        hops: receptive field in graph hops: the output (and the loss terms) of a spot depend on inputs at most
+            this many hops away on the spatial graph. ``None``: cannot be trained over partitions (``reason``
+            says why, e.g. attention over all spots).
+        exact: with ``train.accumulate = true``, the summed partition loss and its gradient equal the full-batch
+            loss and gradient (to float summation order), given the shared draws below. ``False``: it trains,
+            but only approximates full-batch training (``reason`` says why; recorded in ``metrics.json``).
+        noise: the model reads ``GraphContext.noise``: one ``(N, latent_dim)`` standard-normal draw per spot
+            and step, drawn over the whole section by the partition trainer.
+        negatives: the model reads ``GraphContext.negatives``: its input rows under one permutation of the
+            whole section per step, which it draws with ``negative_permutation(n, device)``; the partition
+            trainer fuses the permuted spots and hands each partition its rows.
+        reason: why the component is not exact, or cannot be partitioned.
+    """
+
+    hops: int | None
+    exact: bool = True
+    noise: bool = False
+    negatives: bool = False
+    reason: str = ""
+
+
 class Fusion(Component):
     """Image features + gene features (+ the spatial graph) → fused features, trainable.
 
     ``forward(img, gene, graph)``: ``img`` ``(N, D_img)`` or None, ``gene`` ``(N, D_gene)``,
     ``graph`` a :class:`GraphContext` → ``(N, out_dim)``. ``setup(d_img, d_gene)`` is called once before
-    training to size the layers. ``target(img, gene)`` is the fixed reconstruction target ``(N, D_t)``
-    a downstream feature decoder reconstructs (never the trainable fusion output, which could collapse).
+    training to size the layers. ``modalities`` names the inputs the fusion reads. What the graph model
+    reconstructs is not the fusion's business: it is the pipeline's ``train.target``
+    (:mod:`stmm_core.pipeline.target`), which reads the fusion's modality weights (parameters ``img_weight``,
+    ``gene_weight``, ``balance``) when it has them.
     """
 
     kind = "fusion"
     shapes = {"img": "(N, D_img) | None", "gene": "(N, D_gene)", "return": "(N, D_fused)"}
+    #: the inputs the fusion reads (``"image"``, ``"gene"``); the default reconstruction target uses these
+    modalities: ClassVar[tuple[str, ...]] = ("image", "gene")
     out_dim: int
 
     @abstractmethod
     def setup(self, d_img: int | None, d_gene: int) -> None: ...
 
-    @abstractmethod
-    def target(self, img: "torch.Tensor | None", gene: "torch.Tensor") -> "torch.Tensor": ...
+    @classmethod
+    def partition_support(cls, params: "BaseModel") -> PartitionSupport | None:
+        """Graph hops the fusion looks across, and whether partition training is exact (None: undeclared)."""
+        return None
 
 
 @dataclass
@@ -151,6 +188,16 @@ class GraphContext:
     # (N, L) standard-normal draws a variational model uses instead of fresh ones; mini-batch training sets it so
     # that every spot gets one draw per epoch whichever partitions (core or halo) it appears in
     noise: "torch.Tensor | None" = None
+    # (N,) float32 number of distinct neighbours of each node in the WHOLE graph (self excluded). Set on a
+    # partition's subgraph, where a halo node's outer edges are cut: a layer that normalises by degree must use it
+    # (None: the degrees of edge_index are the true ones)
+    degree: "torch.Tensor | None" = None
+    # (N, D_in) the model input at a permutation of the whole section (contrastive negatives); set by partition
+    # training for models that declare PartitionSupport(negatives=True); None: the model shuffles its own input
+    negatives: "torch.Tensor | None" = None
+    # derived forms of this graph a component builds once and reuses (e.g. another normalised adjacency),
+    # keyed by the component's own names
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -172,7 +219,9 @@ class GraphModel(Component):
 
     ``forward(x, graph)``: ``x`` ``(N, D_in)`` → :class:`GraphModelOutput`. ``loss(out, target)`` returns a
     dict of named scalar terms plus ``"loss"`` (the total). ``embed`` returns the posterior mean ``(N, L)``.
-    ``setup(d_in, d_target, n_nodes)`` sizes the layers.
+    ``setup(d_in, d_target, n_nodes)`` sizes the layers. ``target`` is the fixed reconstruction target the
+    pipeline chose (``train.target``), never the trainable fusion output. A model that can be trained over
+    spatial partitions declares it with the classmethod :meth:`partition_support`.
     """
 
     kind = "graph_model"
@@ -184,6 +233,12 @@ class GraphModel(Component):
 
     @abstractmethod
     def loss(self, out: GraphModelOutput, target: "torch.Tensor") -> dict[str, "torch.Tensor"]: ...
+
+    @classmethod
+    def partition_support(cls, params: "BaseModel") -> PartitionSupport | None:
+        """Receptive field in graph hops and whether partition training is exact (None: undeclared, so the
+        model cannot be trained over partitions). See :class:`PartitionSupport`."""
+        return None
 
 
 class Decoder(Component):

@@ -142,7 +142,7 @@ class Pipeline:
         from stmm_core.pipeline_eval import evaluate_section, summary_lines
         from stmm_core.pipeline.run import load_section
 
-        res = evaluate_section(self, load_section(data, image=None), device=device)
+        res = evaluate_section(self, load_section(data, image=None, keep_genes=True), device=device)
         return res, summary_lines(res)
 
     def predict_to_file(self, output: Path, *, data: Path | None = None, device: str = "cpu",

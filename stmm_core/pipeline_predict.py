@@ -33,7 +33,7 @@ def predict_section_file(pipe: "Pipeline", output: Path, *, data: Path | None, d
     output = Path(output)
     if output.suffix != ".h5ad":
         raise StmmError(f"-o {output}: the prediction is written as AnnData; use a .h5ad file name")
-    section = load_section(data)
+    section = load_section(data, keep_genes=True)
     pred = predict_expression(pipe, section, device=device)
     adata = anndata.AnnData(X=pred.values, obs=pd.DataFrame(index=pd.Index(section.obs_names.astype(str))),
                             var=pd.DataFrame(index=pd.Index(pred.genes)))

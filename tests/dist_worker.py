@@ -37,6 +37,7 @@ def run(out: Path) -> None:
     from stmm_core.distributed import context as dist_ctx
     from stmm_core.pipeline.image_features import encode_section
     from stmm_core.pipeline.minibatch import embed_partitioned, make_partitions, receptive_hops, train_partitioned
+    from stmm_core.pipeline.target import reconstruction_target
     from stmm_core.spec import TileSpec
     from stmm_core.testing.synthetic import make_synthetic_adata
     from stmm_fusion.attention import CrossAttentionFusion
@@ -62,7 +63,7 @@ def run(out: Path) -> None:
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2))
     fusion.setup(img.shape[1], gene.shape[1])
     model = VGAE(VGAEParams(hidden=[16], latent=4))
-    target = fusion.target(img, gene)
+    target = reconstruction_target("inputs", fusion, img, gene)
     model.setup(fusion.out_dim, target.shape[1], section.n_spots)
     params = list(fusion.parameters()) + list(model.parameters())
     opt = torch.optim.Adam(params, lr=0.01)

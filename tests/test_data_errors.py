@@ -233,6 +233,11 @@ def test_filter_section_removes_empty_spots_and_genes(tmp_path):
     assert s.adata.shape == (28, 11) and s.coords.shape == (28, 2) and len(s.obs) == 28
     assert s.meta["filtered"] == {"spots_removed": 2, "genes_removed": 1, "min_counts": 1}
     assert filter_section(s) is s
+    # evaluation/prediction keep a gene never detected in the section (a measured zero, not a missing gene)
+    from stmm_core.pipeline.run import load_section
+
+    kept = load_section(write_h5ad(tmp_path, ad, name="again.h5ad"), keep_genes=True)
+    assert kept.n_spots == 28 and kept.n_genes == 12 and kept.meta["filtered"]["genes_removed"] == 0
 
 
 def test_filter_to_zero_spots():

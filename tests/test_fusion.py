@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from stmm_core.errors import DataError, SpecError, StmmError
 from stmm_core.interfaces import Fusion, GraphContext
+from stmm_core.pipeline.target import reconstruction_target
 from stmm_fusion.attention import CrossAttentionFusion, ModalityAttention
 from stmm_fusion.concat import ConcatFusion
 from stmm_fusion.params import AttentionFusionParams, ConcatFusionParams
@@ -83,7 +84,7 @@ def test_shapes_and_dtype(data, scope, mode):
         torch.testing.assert_close(out[:, :16], fusion.img_proj(img))
     if mode == "image":
         torch.testing.assert_close(out[:, 16:], fusion.gene_proj(gene))
-    assert fusion.target(img, gene).shape == (36, 32)
+    assert reconstruction_target("inputs", fusion, img, gene).shape == (36, 32)
 
 
 def test_cross_uses_separate_modules():
@@ -99,7 +100,7 @@ def test_no_image_modality(data):
     out = fusion(None, gene, ctx)
     assert fusion.out_dim == 16 and out.shape == (36, 16)
     torch.testing.assert_close(out, 2.0 * fusion.gene_proj(gene))
-    torch.testing.assert_close(fusion.target(None, gene), 2.0 * gene)
+    torch.testing.assert_close(reconstruction_target("inputs", fusion, None, gene), 2.0 * gene)
     with pytest.raises(DataError):
         fusion(torch.randn(36, 12), gene, ctx)
 
@@ -109,7 +110,7 @@ def test_target_is_raw_weighted_concat(data):
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight=0.5, gene_weight=3.0,
                                                         balance=False))
     fusion.setup(12, 20)
-    target = fusion.target(img, gene)
+    target = reconstruction_target("inputs", fusion, img, gene)
     torch.testing.assert_close(target, torch.cat([0.5 * img, 3.0 * gene], 1))
     assert not target.requires_grad
 
@@ -125,7 +126,7 @@ def test_balanced_target_gives_the_image_block_the_gene_block_norm(data):
     big = 40.0 * img + 3.0
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight=0.5, gene_weight=2.0))
     fusion.setup(12, 20)
-    target = fusion.target(big, gene)
+    target = reconstruction_target("inputs", fusion, big, gene)
     t_img, t_gene = target[:, :12], target[:, 12:]
     torch.testing.assert_close(t_gene, 2.0 * gene)
     assert rms(t_img) == pytest.approx(0.5 * rms(gene), rel=1e-5)
@@ -134,9 +135,9 @@ def test_balanced_target_gives_the_image_block_the_gene_block_norm(data):
     # the gene-only target is unchanged by balancing
     solo = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, gene_weight=2.0))
     solo.setup(None, 20)
-    torch.testing.assert_close(solo.target(None, gene), 2.0 * gene)
+    torch.testing.assert_close(reconstruction_target("inputs", solo, None, gene), 2.0 * gene)
     # an all-zero image block stays finite
-    assert torch.isfinite(fusion.target(torch.zeros_like(img), gene)).all()
+    assert torch.isfinite(reconstruction_target("inputs", fusion, torch.zeros_like(img), gene)).all()
 
 
 def test_weights_scale_blocks(data):
@@ -323,7 +324,7 @@ def test_concat_fusion(data):
     assert fusion.out_dim == 32 and len(list(fusion.parameters())) == 0
     out = fusion(img, gene, ctx)
     torch.testing.assert_close(out, torch.cat([2.0 * img, 0.5 * gene], 1))
-    torch.testing.assert_close(fusion.target(img, gene), out)
+    torch.testing.assert_close(reconstruction_target("inputs", fusion, img, gene), out)
     fusion.setup(None, 20)
     assert fusion.out_dim == 20
     torch.testing.assert_close(fusion(None, gene), 0.5 * gene)

@@ -95,6 +95,7 @@ def test_list_pretrained_and_info_cli():
     ("fusion", "attention", {}),
     ("graph_builder", "radius", {}),
     ("graph_model", "vgae", {"hidden": [16], "latent": 4}),
+    ("graph_model", "contrastive-gae", {"latent": 8, "adjacency": "graphst"}),
     ("task", "kmeans", {}),
 ])
 def test_conformance_of_bundled_components(kind, name, params):
@@ -103,6 +104,7 @@ def test_conformance_of_bundled_components(kind, name, params):
     report = check_component(kind, name, params)
     assert report.ok, str(report)
     assert "determinism" in report.checks
+    assert ("partition" in report.checks) == (kind == "graph_model")  # bundled graph models declare exactness
 
 
 def test_conformance_skips_kinds_without_a_driver():

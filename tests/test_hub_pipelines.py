@@ -230,6 +230,22 @@ def test_uninstalled_component_names_its_package(trained, tmp_path):
     assert "hyper-gnn" in msg and "pip install 'stmm-hypergraph==1.2.0'" in msg and "Nothing was installed" in msg
 
 
+def test_uninstalled_family_names_its_package(trained, tmp_path):
+    folder = _copy(trained[1], tmp_path / "needs-family")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["family"] == {"name": "graph-fusion", "package": "stmm", "version": manifest["plugins"]["stmm"]}
+    spec = json.loads((folder / "spec.json").read_text())
+    spec["pipeline"] = "bleep-like"
+    (folder / "spec.json").write_text(json.dumps(spec))
+    manifest["family"] = {"name": "bleep-like", "package": "stmm-bleep-like", "version": "0.3.0"}
+    manifest["files"]["spec.json"]["sha256"] = __import__("hashlib").sha256((folder / "spec.json").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ComponentNotFound) as err:
+        load_pipeline(folder)
+    msg = str(err.value)
+    assert "'bleep-like' pipeline" in msg and "pip install 'stmm-bleep-like==0.3.0'" in msg and "Nothing was" in msg
+
+
 def test_load_is_strict(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -118,13 +118,14 @@ def test_auto_weight_outside_the_pipeline_is_a_clear_error():
     import torch
 
     from stmm_core.errors import SpecError
+    from stmm_core.pipeline.target import reconstruction_target
     from stmm_fusion.attention import CrossAttentionFusion
     from stmm_fusion.params import AttentionFusionParams
 
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, img_weight="auto"))
     fusion.setup(4, 3)
     with pytest.raises(SpecError, match="img_weight"):
-        fusion.target(torch.zeros(5, 4), torch.zeros(5, 3))
+        reconstruction_target("inputs", fusion, torch.zeros(5, 4), torch.zeros(5, 3))
     with pytest.raises(ValueError):
         AttentionFusionParams(img_weight="often")
 

@@ -14,6 +14,7 @@ from stmm_core.pipeline.minibatch import (
     normalised_adjacency,
     receptive_hops,
 )
+from stmm_core.pipeline.target import reconstruction_target
 from stmm_fusion.attention import CrossAttentionFusion
 from stmm_fusion.params import AttentionFusionParams
 from stmm_graph.builders import RadiusGraph
@@ -37,7 +38,7 @@ def _problem(side: int = 24, seed: int = 0, conv: str = "gcn"):
     fusion = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2))
     fusion.setup(6, 5)
     model = VGAE(VGAEParams(conv=conv, hidden=[16], latent=4, kl_weight=0.1))
-    target = fusion.target(img, gene)
+    target = reconstruction_target("inputs", fusion, img, gene)
     model.setup(fusion.out_dim, target.shape[1], n)
     return coords, graph, img, gene, fusion, model, target
 
@@ -59,9 +60,9 @@ def test_normalised_adjacency_matches_the_gcn_layer():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_hops_count_graph_layers_and_refuse_global_attention():
+def test_hops_are_declared_and_global_attention_refused():
     *_, fusion, model, _ = _problem(side=4)
-    assert receptive_hops(fusion, model) == 1 + 5  # attention + encoder, μ, log-variance heads, 2 decoder layers
+    assert receptive_hops(fusion, model) == 1 + 4  # attention + (encoder, μ/log-variance heads, 2 decoder layers)
     glob = CrossAttentionFusion(AttentionFusionParams(dim=8, heads=2, scope="global"))
     with pytest.raises(SpecError, match="scope=neighbourhood"):
         receptive_hops(glob, model)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from stmm_core.errors import SpecError
-from stmm_core.interfaces import Fusion, GraphContext, GraphModel, GraphModelOutput
+from stmm_core.interfaces import Fusion, GraphContext, GraphModel, GraphModelOutput, PartitionSupport
 
 from .params import IdentityGraphParams, ImageOnlyFusionParams
 
@@ -28,6 +28,11 @@ class IdentityGraphModel(nn.Module, GraphModel):
         GraphModel.__init__(self, params)
         self.inert = nn.Parameter(torch.zeros(()))  # the runner's optimiser needs one parameter
         self.latent_dim = 0
+
+    @classmethod
+    def partition_support(cls, params: IdentityGraphParams) -> PartitionSupport:
+        """No message passing: 0 hops, exact."""
+        return PartitionSupport(hops=0)
 
     def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
         """Record the width; nothing to size."""
@@ -47,6 +52,7 @@ class ImageOnlyFusion(nn.Module, Fusion):
     """``img (N, D_img)`` → ``img``; the gene features are ignored."""
 
     shapes = {"img": "(N, D_img)", "gene": "(N, D_gene) (ignored)", "return": "(N, D_img)"}
+    modalities = ("image",)
 
     def __init__(self, params: ImageOnlyFusionParams) -> None:
         nn.Module.__init__(self)
@@ -63,6 +69,7 @@ class ImageOnlyFusion(nn.Module, Fusion):
         """The image features as float32."""
         return img.float()
 
-    def target(self, img: Tensor | None, gene: Tensor) -> Tensor:
-        """Same as :meth:`forward`."""
-        return img.float()
+    @classmethod
+    def partition_support(cls, params: ImageOnlyFusionParams) -> PartitionSupport:
+        """Per spot: 0 hops, exact."""
+        return PartitionSupport(hops=0)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stmm_core.errors import DataError, SpecError
-from stmm_core.interfaces import Fusion, GraphContext
+from stmm_core.interfaces import Fusion, GraphContext, PartitionSupport
 
 from .params import AttentionFusionParams
 
@@ -151,7 +151,8 @@ class CrossAttentionFusion(nn.Module, Fusion):
     """Trained cross-modal attention between image and gene features (see module docstring).
 
     Shapes: ``img`` ``(N, D_img)`` or None, ``gene`` ``(N, D_gene)`` → ``(N, 2·dim)`` (``(N, dim)`` without
-    image). ``target(img, gene)`` → ``(N, D_img + D_gene)`` (raw weighted features, no trainable part).
+    image). Its ``img_weight``/``gene_weight``/``balance`` also weight the pipeline's default reconstruction target
+    (:mod:`stmm_core.pipeline.target`).
 
     Attributes:
         out_dim: output width, set by :meth:`setup`.
@@ -265,32 +266,17 @@ class CrossAttentionFusion(nn.Module, Fusion):
         self.last_entropy = entropy
         return torch.cat([img_new * p.img_weight, gene_new * p.gene_weight], dim=1)
 
-    def target(self, img: Tensor | None, gene: Tensor) -> Tensor:
-        """Fixed reconstruction target ``[img_weight·img ‖ gene_weight·gene]`` of the inputs, ``(N, D_t)``.
-
-        With ``balance`` the image block is first rescaled to the gene block's root-mean-square row norm over
-        the ``N`` spots given (``sqrt(mean_i ‖x_i‖²)``), so e.g. a 64-d image block and a 30-d gene block with
-        different variances enter the mean-squared-error loss with the shares set by the weights alone; the
-        gene block (and so a gene-only target) is unchanged. Without an image modality: ``gene_weight·gene``.
-        Never depends on trainable parameters.
-        """
-        p = self.params
-        _check_resolved(p, img)
-        gene = gene.float() if gene.dtype != torch.float32 else gene
-        if img is None:
-            return gene * p.gene_weight
-        img = img.float() if img.dtype != torch.float32 else img
-        if p.balance:
-            img = img * (_rms_norm(gene) / _rms_norm(img).clamp_min(1e-12))
-        return torch.cat([img * p.img_weight, gene * p.gene_weight], dim=1)
+    @classmethod
+    def partition_support(cls, params: AttentionFusionParams) -> PartitionSupport:
+        """Neighbourhood attention: one hop, exact without dropout; global attention cannot be partitioned."""
+        if params.scope == "global":
+            return PartitionSupport(hops=None, reason="global attention makes every spot attend to every other; "
+                                    "use --set fusion.scope=neighbourhood")
+        return PartitionSupport(hops=1, exact=params.dropout == 0.0,
+                                reason="" if params.dropout == 0.0 else "dropout masks are drawn per partition")
 
 
 def _check_resolved(params: AttentionFusionParams, img: Tensor | None) -> None:
     if img is not None and params.img_weight == "auto":
         raise SpecError("fusion.img_weight='auto' is chosen by the graph-fusion pipeline before training; "
                         "outside it give a number (--set fusion.img_weight=0.5)")
-
-
-def _rms_norm(x: Tensor) -> Tensor:
-    """Root-mean-square row norm ``sqrt(mean_i ‖x_i‖²)`` of ``(N, D)`` ``x`` (a 0-d tensor)."""
-    return x.pow(2).sum(1).mean().sqrt()

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from stmm_core.errors import DataError
-from stmm_core.interfaces import Fusion, GraphContext
+from stmm_core.interfaces import Fusion, GraphContext, PartitionSupport
 
 from .params import ConcatFusionParams
 
@@ -18,7 +18,7 @@ from .params import ConcatFusionParams
 class ConcatFusion(nn.Module, Fusion):
     """``[img_weight·img ‖ gene_weight·gene]``: ``(N, D_img)``/None, ``(N, D_gene)`` → ``(N, D_img + D_gene)``.
 
-    ``target`` is the same concatenation (the features are fixed, so reconstructing them is well posed).
+    The pipeline's default reconstruction target (``train.target = inputs``) is the same concatenation.
     """
 
     shapes = {"img": "(N, D_img) | None", "gene": "(N, D_gene)", "return": "(N, D_img + D_gene)"}
@@ -56,6 +56,7 @@ class ConcatFusion(nn.Module, Fusion):
         """Weighted concatenation ``(N, out_dim)``; ``graph`` is ignored."""
         return self._concat(img, gene)
 
-    def target(self, img: Tensor | None, gene: Tensor) -> Tensor:
-        """Same as :meth:`forward`: ``(N, D_img + D_gene)``."""
-        return self._concat(img, gene)
+    @classmethod
+    def partition_support(cls, params: ConcatFusionParams) -> PartitionSupport:
+        """Per spot: 0 hops, exact."""
+        return PartitionSupport(hops=0)

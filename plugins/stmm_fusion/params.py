@@ -34,7 +34,7 @@ class AttentionFusionParams(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the attention output (training only)")
     balance: bool = Field(
         True,
-        description="rescale the image block of the reconstruction target to the gene block's root-mean-square "
+        description="rescale the image block of the reconstruction target (train.target = inputs) to the gene block's root-mean-square "
         "norm per spot before the modality weights, so img_weight/gene_weight set each modality's share of the "
         "loss whatever the feature widths and variances (False: raw features, as published)",
     )

@@ -12,6 +12,12 @@ Model (Long et al., *Nat. Commun.* 14, 1155 (2023), fixed and generalised to any
 
 with ``D(s, e) = eᵀ W s + b`` a bilinear discriminator. The clustered embedding is the reconstruction
 ``x̂`` (as GraphST) or the latent code ``h`` (``embedding="latent"``). In eval mode no corruption is computed.
+
+Partition training is exact (:meth:`ContrastiveGAE.partition_support`): two hops (encoder + decoder, encoder +
+neighbourhood summary); the ``graphst`` propagation matrix is normalised with the whole graph's degrees
+(``GraphContext.degree``), and the negatives are the input rows at one permutation of the whole section
+(``GraphContext.negatives``, drawn with :meth:`ContrastiveGAE.negative_permutation`, the draw full-batch
+training makes).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stmm_core.errors import DataError
-from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput
+from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput, PartitionSupport
 
 from .layers import build_adj_norm, make_conv
 from .params import ContrastiveGAEParams
@@ -55,8 +61,14 @@ class ContrastiveGAE(nn.Module, GraphModel):
         self.d_in = 0
         self.d_target = 0
         self._perm: Tensor | None = None
-        self._adj_cache: tuple[Tensor, Tensor] | None = None
         self._ready = False
+
+    @classmethod
+    def partition_support(cls, params: ContrastiveGAEParams) -> PartitionSupport:
+        """Two hops; exact without dropout; negatives drawn over the whole section (``ctx.negatives``)."""
+        return PartitionSupport(
+            hops=2, exact=params.dropout == 0.0, negatives=params.contrastive_weight > 0,
+            reason="" if params.dropout == 0.0 else "dropout masks are drawn per partition")
 
     def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
         """Create the encoder, decoder and discriminator for input width ``d_in`` and target ``d_target``."""
@@ -82,14 +94,17 @@ class ContrastiveGAE(nn.Module, GraphModel):
         return x if x.dtype == torch.float32 else x.float()
 
     def _layer_ctx(self, ctx: GraphContext) -> GraphContext:
-        """``ctx``, or (``adjacency="graphst"``) a copy whose propagation matrix is GraphST's, cached per graph."""
+        """``ctx``, or (``adjacency="graphst"``) a copy whose propagation matrix is GraphST's, cached on the context.
+
+        The degrees are the whole graph's (``ctx.degree``) when ``ctx`` is a partition's subgraph.
+        """
         if self.params.adjacency == "gcn":
             return ctx
-        cached = self._adj_cache
-        if cached is None or cached[0] is not ctx.edge_index:
-            adj = build_adj_norm(ctx.edge_index, ctx.n_nodes, self_loops="graphst")
-            self._adj_cache = cached = (ctx.edge_index, adj)
-        return dataclasses.replace(ctx, adj_norm=cached[1])
+        adj = ctx.cache.get("adj_graphst")
+        if adj is None or adj.device != ctx.edge_index.device:
+            adj = build_adj_norm(ctx.edge_index, ctx.n_nodes, self_loops="graphst", degree=ctx.degree)
+            ctx.cache["adj_graphst"] = adj
+        return dataclasses.replace(ctx, adj_norm=adj)
 
     def encode(self, x: Tensor, ctx: GraphContext) -> Tensor:
         """``x`` ``(N, D_in)`` → latent ``h`` ``(N, L)``."""
@@ -98,7 +113,8 @@ class ContrastiveGAE(nn.Module, GraphModel):
     def _summary(self, e: Tensor, ctx: GraphContext) -> Tensor:
         return torch.sigmoid(F.normalize(neighbourhood_mean(e, ctx), p=2, dim=1))
 
-    def _permutation(self, n: int, device: torch.device) -> Tensor:
+    def negative_permutation(self, n: int, device: torch.device) -> Tensor:
+        """The row permutation ``(n,)`` of this step's negatives (``corruption``: fresh each step, or fixed)."""
         if self.params.corruption == "fixed":
             if self._perm is None or self._perm.numel() != n:
                 self._perm = torch.randperm(n, device=device)
@@ -112,7 +128,13 @@ class ContrastiveGAE(nn.Module, GraphModel):
         out = GraphModelOutput(z=h, mu=h, logvar=torch.zeros_like(h), recon=recon)
         out.embedding = recon if self.params.embedding == "reconstruction" else h
         if self.training and self.params.contrastive_weight > 0:
-            xc = x[self._permutation(x.shape[0], x.device)]
+            if ctx.negatives is not None:  # partition training: the rows of a permutation of the whole section
+                if ctx.negatives.shape != x.shape:
+                    raise DataError(f"context negatives have shape {tuple(ctx.negatives.shape)}, expected "
+                                    f"{tuple(x.shape)}")
+                xc = ctx.negatives
+            else:
+                xc = x[self.negative_permutation(x.shape[0], x.device)]
             hc = self.encoder(self.drop(xc.float()), self._layer_ctx(ctx))
             e, ec = F.relu(h), F.relu(hc)
             s, sc = self._summary(e, ctx), self._summary(ec, ctx)

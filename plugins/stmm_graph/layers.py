@@ -22,7 +22,9 @@ from stmm_core.interfaces import GraphContext, SpatialGraph
 ConvKind = Literal["gcn", "gat", "sage"]
 
 
-def build_adj_norm(edge_index: Tensor, n: int, self_loops: Literal["gcn", "graphst"] = "gcn") -> Tensor:
+def build_adj_norm(
+    edge_index: Tensor, n: int, self_loops: Literal["gcn", "graphst"] = "gcn", degree: Tensor | None = None
+) -> Tensor:
     """Symmetrically normalised adjacency with self loops, ``D^-1/2 (A+I) D^-1/2``, as sparse CSR ``(N, N)``.
 
     Args:
@@ -32,6 +34,9 @@ def build_adj_norm(edge_index: Tensor, n: int, self_loops: Literal["gcn", "graph
         self_loops: ``"gcn"`` (Kipf & Welling, above) or ``"graphst"``: ``D^-1/2 A D^-1/2 + I`` with the degree
             counted without the self loop, so a spot keeps weight 1 for itself (GraphST's ``preprocess_adj``;
             a node without neighbours keeps only its self loop).
+        degree: ``(N,)`` the number of neighbours of each node (self excluded) to normalise with instead of the
+            ones counted in ``edge_index`` (:attr:`GraphContext.degree`: a partition's subgraph, whose halo nodes
+            lost their outer edges, normalised as in the whole graph).
 
     Returns:
         float32 sparse CSR ``(N, N)`` with row = target, column = source and degree counted at the target,
@@ -47,12 +52,15 @@ def build_adj_norm(edge_index: Tensor, n: int, self_loops: Literal["gcn", "graph
     key = torch.unique(row * n + col)  # coalesced and sorted by (row, col)
     row, col = key // n, key % n
     counts = torch.bincount(row, minlength=n)
+    given = None if degree is None else degree.to(device=device, dtype=torch.float32).reshape(-1)
+    if given is not None and given.numel() != n:
+        raise ValueError(f"degree has {given.numel()} entries for {n} nodes")
     if self_loops == "graphst":
-        deg = (counts - 1).to(torch.float32)  # every row holds exactly one self loop
+        deg = (counts - 1).to(torch.float32) if given is None else given  # every row holds exactly one self loop
         dinv = torch.where(deg > 0, deg.clamp_min(1.0).pow(-0.5), torch.zeros_like(deg))
         val = torch.where(row == col, torch.ones_like(deg[row]), dinv[row] * dinv[col])
     else:
-        dinv = counts.to(torch.float32).pow(-0.5)
+        dinv = (counts.to(torch.float32) if given is None else given + 1.0).pow(-0.5)
         val = dinv[row] * dinv[col]
     crow = torch.zeros(n + 1, dtype=torch.long, device=device)
     crow[1:] = torch.cumsum(counts, 0)
@@ -74,7 +82,7 @@ def _adj(ctx: GraphContext, device: torch.device) -> Tensor:
     """``ctx.adj_norm``, built (and cached on ``ctx``) from ``ctx.edge_index`` if absent."""
     adj = ctx.adj_norm
     if adj is None or adj.device != device:
-        adj = build_adj_norm(ctx.edge_index.to(device), ctx.n_nodes)
+        adj = build_adj_norm(ctx.edge_index.to(device), ctx.n_nodes, degree=ctx.degree)
         ctx.adj_norm = adj
     return adj
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stmm_core.errors import DataError
-from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput
+from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput, PartitionSupport
 
 from .layers import make_conv
 from .params import VGAEParams
@@ -83,6 +83,14 @@ class VGAE(nn.Module, GraphModel):
         self._ready = False
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def partition_support(cls, params: VGAEParams) -> PartitionSupport:
+        """``2·len(hidden) + 2`` hops (encoder, μ/log-variance heads, decoder: one graph layer each on the longest
+        path); exact without dropout, the noise shared over partitions (``ctx.noise``). DEC is full-batch only."""
+        return PartitionSupport(
+            hops=2 * len(params.hidden) + 2, exact=params.dropout == 0.0, noise=True,
+            reason="" if params.dropout == 0.0 else "dropout masks are drawn per partition")
+
     def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
         """Create all layers for input width ``d_in`` and reconstruction width ``d_target``."""
         p = self.params

@@ -125,7 +125,9 @@ def fit_graph_fusion(
         fusion.setup(None if img_x is None else img_x.shape[1], gene_x.shape[1])
         t_img = None if img_x is None else torch.from_numpy(img_x).to(device)
         t_gene = torch.from_numpy(gene_x).to(device)
-        target = fusion.target(t_img, t_gene).detach()
+        from stmm_core.pipeline.target import reconstruction_target
+
+        target = reconstruction_target(getattr(spec.train, "target", "inputs"), fusion, t_img, t_gene).detach()
         model.setup(fusion.out_dim, target.shape[1], section.n_spots)
         fusion.to(device)
         model.to(device)

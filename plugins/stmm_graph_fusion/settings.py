@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class TrainSpec(BaseModel):
@@ -27,6 +27,18 @@ class TrainSpec(BaseModel):
     accumulate: bool = Field(
         True, description="partition mode: accumulate gradients over all partitions and step once per epoch "
         "(the full-batch gradient); false = one optimiser step per partition")
+    target: Literal["inputs", "gene", "image", "concat"] = Field(
+        "inputs", description="what the graph model reconstructs (stmm_core.pipeline.target): inputs = the "
+        "features the fusion reads at the fusion's modality weights (img_weight, gene_weight, balance); gene, "
+        "image = those features alone; concat = [image | gene] unweighted")
+
+    @model_serializer(mode="wrap")
+    def _drop_default_target(self, handler: Any) -> dict[str, Any]:
+        # the default target (inputs) is left out, so specs written before the setting existed keep their hash
+        data = handler(self)
+        if data.get("target") == "inputs":
+            data.pop("target")
+        return data
 
 
 #: slot → (component kind, required?)

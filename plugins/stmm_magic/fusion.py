@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stmm_core.interfaces import Fusion
+from stmm_core.interfaces import Fusion, PartitionSupport
 from stmm_magic.params import TokenFusionParams
 
 
@@ -63,13 +63,11 @@ class TokenCrossAttentionFusion(nn.Module, Fusion):
         self.img_in = nn.Linear(d_img, self.params.dim)
         self.gene_in = nn.Linear(d_gene, self.params.dim)
 
-    def target(self, img: torch.Tensor | None, gene: torch.Tensor) -> torch.Tensor:
-        """Fixed reconstruction target for graph pipelines: the inputs (token means) concatenated ``(B, D_img + D_gene)``."""
-        g = gene.mean(1) if gene.ndim == 3 else gene
-        if img is None:
-            return g
-        i = img.mean(1) if img.ndim == 3 else img
-        return torch.cat([i, g], dim=-1)
+    @classmethod
+    def partition_support(cls, params: TokenFusionParams) -> PartitionSupport:
+        """Per spot (no graph): 0 hops; exact without dropout."""
+        return PartitionSupport(hops=0, exact=params.dropout == 0.0,
+                                reason="" if params.dropout == 0.0 else "dropout masks are drawn per partition")
 
     def forward(self, img: torch.Tensor, gene: torch.Tensor, graph: object = None) -> torch.Tensor:
         if self.img_in is None or self.gene_in is None:

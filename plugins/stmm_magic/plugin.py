@@ -60,5 +60,8 @@ def stmm_pipeline_families():
                    "loss_stage1.png", "loss_stage2.png"),
         required_files=("spec.json", "magic.json"),
         notes={"domains": "magic: stage 1 is trained on the evaluated section itself (unsupervised, no labels), then "
-                          "the concatenated image and gene embeddings are clustered by GMM."},
+                          "the concatenated image and gene embeddings are clustered by GMM.",
+               "retrieval": "magic: top1/top5 rank the contrastive image-gene similarity; top1_decoder/top5_decoder "
+                            "score its stage-2 prediction like hest-ridge (same rule, comparable to hest-ridge's "
+                            "top1/top5)."},
     )]

@@ -43,7 +43,7 @@ def generic_fold(cls: type, spec: "PipelineSpec", train: list[str], test: str, r
     _fit(spec, train, run_dir, device)
     fit_s = time.perf_counter() - t0
     pipe = cls.load(Path(run_dir))
-    res = evaluate_section(pipe, load_section(test, image=None), device="cpu")
+    res = evaluate_section(pipe, load_section(test, image=None, keep_genes=True), device="cpu")
     details = {"fit_seconds": fit_s, "n_targets": (res.get("genes") or {}).get("n_targets"),
                "n_eval_hvg": (res.get("genes") or {}).get("n_eval_hvg"),
                "retrieval_scores": "top1/top5: the family's image-expression scores (else the prediction's Pearson "

@@ -150,8 +150,11 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     return section
 
 
-def filter_section(section: Section, min_counts: float = 1) -> Section:
-    """Drop spots with fewer than ``min_counts`` total counts, then genes with zero counts.
+def filter_section(section: Section, min_counts: float = 1, drop_genes: bool = True) -> Section:
+    """Drop spots with fewer than ``min_counts`` total counts, then (``drop_genes``) genes with zero counts.
+
+    Evaluation and prediction pass ``drop_genes=False``: a gene never detected in a held-out section is a measured
+    zero, not a missing gene, and a trained pipeline still needs it.
 
     Returns the same object when nothing is removed; ``meta["filtered"]`` records what was removed.
     """
@@ -165,7 +168,7 @@ def filter_section(section: Section, min_counts: float = 1) -> Section:
             "holds raw counts"
         )
     gene_totals = np.asarray(counts[keep_spots].sum(axis=0)).ravel()
-    keep_genes = gene_totals > 0
+    keep_genes = gene_totals > 0 if drop_genes else np.ones(gene_totals.shape, bool)
     if not keep_genes.any():
         raise DataError(f"section {section.name!r}: zero genes after filtering: no gene has a positive count")
     if keep_spots.all() and keep_genes.all():

@@ -31,7 +31,7 @@ def card_metadata(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *
                   datasets: list[str] | None = None) -> dict[str, Any]:
     """The YAML front matter as a dict."""
     tags = ["stmm", "spatial-transcriptomics", spec.pipeline]
-    if spec.recipe:
+    if spec.recipe and spec.recipe not in tags:
         tags.append(spec.recipe)
     for ref in spec.components.values():
         if ref is not None and ref.name not in tags:
@@ -214,9 +214,10 @@ def render_card(spec: "PipelineSpec", metrics: dict[str, Any] | None = None, *, 
         lines.append(f"- Tuning: {note}.")
     elif not spec.recipe:
         lines.append("- Tuning: not a tuned recipe; its settings are component defaults or chosen by hand.")
+    if metrics.get("clustering") or metrics.get("n_domains") is not None:  # only for fits that clustered domains
+        lines.append("- Domains are unsupervised clusters of one section; their number K is given (or chosen by "
+                     "`-k auto`), and scores against labels say how well they match one annotation of this section only.")
     lines += [
-        "- Domains are unsupervised clusters of one section; their number K is given (or chosen by `-k auto`), and "
-        "scores against labels say how well they match one annotation of this section only.",
         "- Measured comparisons with baselines, including where this recipe loses, are in stmm's "
         "`benchmarks/RESULTS.md`.",
         "",

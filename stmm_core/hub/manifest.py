@@ -74,6 +74,17 @@ def component_provenance(spec: "PipelineSpec") -> tuple[dict[str, dict[str, str]
     return comps, plugins
 
 
+def family_provenance(name: str) -> dict[str, str]:
+    """The pipeline family *name*, the package that provides it and that package's version."""
+    from stmm_core.family import get_family
+    from stmm_core.plugins import get_registry
+
+    info = get_family(name)
+    package = info.package or "stmm"
+    versions = {s.package: s.version for s in get_registry().statuses if s.package}
+    return {"name": name, "package": package, "version": versions.get(package, "")}
+
+
 def sources_from_info(info: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Hub commits a fit used (the image encoder's weights), parsed from the fit info."""
     out: list[dict[str, Any]] = []
@@ -99,6 +110,9 @@ def build_manifest(folder: str | Path, spec: "PipelineSpec", files: list[str] | 
         files = [f for f in dict.fromkeys(listed + ("README.md",)) if (folder / f).is_file()]
     names = files
     comps, plugins = component_provenance(spec)
+    family = family_provenance(spec.pipeline)
+    if family.get("package"):
+        plugins[family["package"]] = family.get("version", "")
     return {
         "format": FORMAT,
         "pipeline": spec.pipeline,
@@ -106,6 +120,7 @@ def build_manifest(folder: str | Path, spec: "PipelineSpec", files: list[str] | 
         "spec_hash": spec.hash(),
         "stmm_version": __version__,
         "components": comps,
+        "family": family,
         "plugins": plugins,
         "files": {n: {"sha256": sha256_file(folder / n), "size": (folder / n).stat().st_size} for n in names},
         "sources": list(sources or []),

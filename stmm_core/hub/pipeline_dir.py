@@ -115,8 +115,19 @@ def check_components(manifest: dict[str, Any], raw_spec: dict[str, Any]) -> None
     from stmm_core.plugins import get_catalogue
     from stmm_core.spec import DEFAULT_PIPELINE, family_slots
 
+    from stmm_core.plugins import get_registry
+
+    name = str(raw_spec.get("pipeline", DEFAULT_PIPELINE))
+    if name not in get_registry().families:
+        prov = manifest.get("family") or {}
+        pkg, ver = prov.get("package"), prov.get("version")
+        where = (f"it is provided by the package '{pkg}'{' ' + ver if ver else ''}; install it "
+                 f"(pip install '{pkg}{'==' + ver if ver else ''}') and retry" if pkg else
+                 "its providing package is not recorded (saved by an older stmm)")
+        raise ComponentNotFound(f"this pipeline is a '{name}' pipeline, a family that is not installed: {where}. "
+                                "Nothing was installed or executed. Installed families: 'stmm list --kind pipeline'")
     catalogue = get_catalogue()
-    slots = family_slots(raw_spec.get("pipeline", DEFAULT_PIPELINE))
+    slots = family_slots(name)
     provided = manifest.get("components") or {}
     for slot, ref in (raw_spec.get("components") or {}).items():
         if not isinstance(ref, dict) or slot not in slots:

@@ -1,193 +1,58 @@
 """Mini-batch training of fusion + graph model over spatial partitions with an exact k-hop halo.
 
 Full-batch training holds every activation of every layer for all N spots at once; at a million bins that is
-tens of GB. Here the section is cut into spatial partitions (square grid cells of about ``partition_size``
-spots); each partition is extended by a halo of all spots within ``h`` graph hops, where ``h`` is the
-receptive field of fusion + graph model (one hop per graph layer on the longest path from input to the
-reconstruction; one more for neighbourhood attention). A partition's subgraph is cut from the *globally
-normalised* adjacency ``D^-1/2 (A+I) D^-1/2``, so for every core spot each layer sees exactly the
-neighbours and degrees it sees in the full graph:
+tens of GB. Here the section is cut into spatial partitions (:mod:`stmm_core.pipeline.partitions`), each
+extended by a halo of all spots within ``h`` graph hops, where ``h`` is the receptive field the fusion and the
+graph model *declare* (``partition_support(params)`` → :class:`stmm_core.interfaces.PartitionSupport`; a
+component that declares nothing is refused, with a message saying how to declare it or to use
+``--set train.batch=full``). A partition's subgraph carries the globally normalised adjacency and the whole
+graph's degrees, so for every core spot each layer sees exactly the neighbours and weights of the full graph:
 
 * the forward pass restricted to the core rows equals the full-batch forward on those rows;
 * the loss is evaluated on core rows only and weighted by ``n_core / N``, so summed over partitions it is the
   full-batch loss; with ``train.accumulate = true`` (default) the gradients of all partitions are accumulated
   and the optimiser steps once per epoch: the same gradient as full-batch training, at the memory of the
   largest partition. ``accumulate = false`` steps after every partition (more, noisier steps);
+* the random draws of a step are made once over the whole section, in the order full-batch training makes
+  them, and each partition reads its rows: the VAE noise (``GraphContext.noise``, models declaring
+  ``noise``) and the contrastive negatives (``GraphContext.negatives``, models declaring ``negatives``: the
+  model draws one permutation of the N spots, the fusion output at the permuted spots is computed with its
+  own halo, and each partition gets its rows), so a step equals the full-batch step to float summation order;
 * the embedding pass writes core rows only, so it equals the full-batch embedding (up to float summation
   order).
 
-The only difference from full-batch training is the random draw of the VAE noise (drawn per partition).
-Global attention (``fusion.scope = global``) attends over all spots and cannot be partitioned exactly: it is
-refused. DEC refinement keeps an N-row target and is full-batch only.
+A component declared inexact (e.g. dropout > 0: masks are drawn per partition) still trains, with a warning and
+``exact: false`` in ``metrics.json``. Global attention (``fusion.scope = global``) attends over all spots and
+declares that it cannot be partitioned. DEC refinement keeps an N-row target and is full-batch only.
 
 Memory: the partitions' index arrays and sub-adjacencies together are about ``(1 + halo) × (N + E)``
-entries; activations are those of one partition.
+entries; activations are those of one partition (twice the fusion's for a model with negatives).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from stmm_core.errors import SpecError, StmmError
+from stmm_core.pipeline.partitions import (  # noqa: F401 - re-exported: the partition API lives here too
+    Partition,
+    PartitionPlan,
+    fused_rows,
+    grid_partition,
+    halo,
+    make_partitions,
+    normalised_adjacency,
+    partition_plan,
+    receptive_hops,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    import scipy.sparse as sp
     import torch
-
-    from stmm_core.interfaces import GraphContext
 
 log = logging.getLogger("stmm")
-
-
-@dataclass
-class Partition:
-    """One partition: ``nodes`` = core spots first (``n_core`` of them), then the halo; ``ctx`` its subgraph."""
-
-    nodes: np.ndarray  # int64 (n_core + n_halo,)
-    n_core: int
-    ctx: "GraphContext"
-
-    @property
-    def n_nodes(self) -> int:
-        return int(len(self.nodes))
-
-
-# --------------------------------------------------------------------------------------------- partitions
-def grid_partition(coords: np.ndarray, partition_size: int) -> np.ndarray:
-    """Spatial partition ids ``(N,)`` int64: square grid cells holding about ``partition_size`` spots each.
-
-    Cells are sized from the bounding box and the spot density; empty cells are dropped and the ids
-    renumbered ``0..P-1`` in row-major cell order. Deterministic.
-    """
-    xy = np.asarray(coords, dtype=np.float64)[:, :2]
-    n = len(xy)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if partition_size >= n:
-        return np.zeros(n, dtype=np.int64)
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.maximum(hi - lo, 1e-9)
-    n_cells = max(1, int(math.ceil(n / partition_size)))
-    # square cells: nx · ny ≈ n_cells with nx / ny ≈ span_x / span_y
-    nx = max(1, int(round(math.sqrt(n_cells * span[0] / span[1]))))
-    ny = max(1, int(math.ceil(n_cells / nx)))
-    ix = np.minimum(((xy[:, 0] - lo[0]) / span[0] * nx).astype(np.int64), nx - 1)
-    iy = np.minimum(((xy[:, 1] - lo[1]) / span[1] * ny).astype(np.int64), ny - 1)
-    _, ids = np.unique(iy * nx + ix, return_inverse=True)
-    return ids.astype(np.int64).reshape(-1)
-
-
-def normalised_adjacency(edge_index: np.ndarray, n: int) -> "sp.csr_matrix":
-    """``D^-1/2 (A+I) D^-1/2`` as scipy CSR float32 (same values as :func:`stmm_graph.layers.build_adj_norm`)."""
-    import scipy.sparse as sp
-
-    ei = np.asarray(edge_index, dtype=np.int64)
-    keep = ei[0] != ei[1]
-    loops = np.arange(n, dtype=np.int64)
-    row = np.concatenate([ei[1][keep], loops])
-    col = np.concatenate([ei[0][keep], loops])
-    a = sp.csr_matrix((np.ones(len(row), dtype=np.float32), (row, col)), shape=(n, n))
-    a.sum_duplicates()
-    a.data[:] = 1.0  # duplicates count once
-    deg = np.diff(a.indptr).astype(np.float64)
-    dinv = (1.0 / np.sqrt(deg)).astype(np.float32)
-    rows = np.repeat(np.arange(n), np.diff(a.indptr))
-    a.data = dinv[rows] * dinv[a.indices]
-    return a
-
-
-def halo(adj: "sp.csr_matrix", core: np.ndarray, hops: int) -> np.ndarray:
-    """Sorted ids of the spots within ``hops`` graph hops of ``core`` that are not in ``core``."""
-    n = adj.shape[0]
-    mask = np.zeros(n, dtype=bool)
-    mask[core] = True
-    frontier = np.asarray(core, dtype=np.int64)
-    for _ in range(hops):
-        if frontier.size == 0:
-            break
-        nb = np.unique(adj[frontier].indices)
-        new = nb[~mask[nb]]
-        mask[new] = True
-        frontier = new
-    mask[core] = False
-    return np.flatnonzero(mask).astype(np.int64)
-
-
-def _sub_context(adj: "sp.csr_matrix", nodes: np.ndarray, device: Any) -> "GraphContext":
-    """GraphContext of the subgraph on ``nodes`` with the global normalisation (rows/columns cut, not renormalised)."""
-    import warnings
-
-    import torch
-
-    from stmm_core.interfaces import GraphContext
-
-    sub = adj[nodes][:, nodes].tocsr()
-    sub.sort_indices()
-    m = len(nodes)
-    coo = sub.tocoo()
-    off = coo.row != coo.col
-    # edge_index in PyG flow (row 0 = source, row 1 = target); the CSR rows are targets.
-    ei = torch.from_numpy(np.stack([coo.col[off], coo.row[off]]).astype(np.int64)).to(device)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-        adj_t = torch.sparse_csr_tensor(
-            torch.from_numpy(sub.indptr.astype(np.int64)), torch.from_numpy(sub.indices.astype(np.int64)),
-            torch.from_numpy(sub.data.astype(np.float32)), (m, m), dtype=torch.float32, check_invariants=False,
-        ).to(device)
-    return GraphContext(edge_index=ei, n_nodes=m, adj_norm=adj_t)
-
-
-def make_partitions(
-    coords: np.ndarray, edge_index: np.ndarray, n_nodes: int, partition_size: int, hops: int, device: Any = "cpu"
-) -> list[Partition]:
-    """Cut the section into grid partitions of about ``partition_size`` core spots plus a ``hops``-hop halo."""
-    adj = normalised_adjacency(edge_index, n_nodes)
-    ids = grid_partition(coords, partition_size)
-    order = np.argsort(ids, kind="stable")
-    bounds = np.flatnonzero(np.diff(ids[order])) + 1
-    parts = []
-    for core in np.split(order, bounds):
-        core = np.sort(core).astype(np.int64)
-        nodes = np.concatenate([core, halo(adj, core, hops)])
-        parts.append(Partition(nodes=nodes, n_core=len(core), ctx=_sub_context(adj, nodes, device)))
-    return parts
-
-
-# --------------------------------------------------------------------------------------------- receptive field
-def receptive_hops(fusion: Any, model: Any) -> int:
-    """Graph hops from the input features to the model's outputs (an upper bound is safe, just larger halos).
-
-    A component may declare ``receptive_hops``; otherwise the graph model counts one hop per graph layer it
-    holds (for the VGAE that counts both μ and log-variance heads: one more than the longest path), and the
-    attention fusion one hop with ``scope = neighbourhood``.
-    """
-    def declared(obj: Any) -> int | None:
-        v = getattr(obj, "receptive_hops", None)
-        return int(v() if callable(v) else v) if v is not None else None
-
-    f = declared(fusion)
-    if f is None:
-        scope = getattr(getattr(fusion, "params", None), "scope", None)
-        if scope == "global":
-            raise SpecError(
-                "mini-batch training cannot split global attention (every spot attends to every other); use "
-                "--set fusion.scope=neighbourhood, or --set train.batch=full"
-            )
-        f = 1 if scope == "neighbourhood" else 0
-    m = declared(model)
-    if m is None:
-        m = sum(1 for mod in model.modules() if _is_graph_layer(mod))
-    return f + m
-
-
-def _is_graph_layer(mod: Any) -> bool:
-    """The bundled graph layers (``stmm_graph.layers``): GCN, and the GAT/SAGE wrappers of PyG layers."""
-    return type(mod).__name__ in ("SparseGCNConv", "GATLayer", "SAGELayer")
 
 
 # --------------------------------------------------------------------------------------------- mode
@@ -272,15 +137,18 @@ def train_partitioned(
     seed: int,
     lr: float,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    plan: PartitionPlan | None = None,
 ) -> list[dict[str, float]]:
     """Train for ``epochs`` passes over ``parts``; return one dict of loss terms per epoch (weighted means).
 
-    The partition order is shuffled each epoch (seeded) when the optimiser steps per partition.
+    The partition order is shuffled each epoch (seeded) when the optimiser steps per partition. ``plan``: the
+    components' declarations (:func:`partition_plan`; computed here when not given).
     """
     import torch
 
     from stmm_core.distributed import context as dist_ctx
 
+    plan = partition_plan(fusion, model) if plan is None else plan
     n_total = sum(p.n_core for p in parts)
     rng = np.random.default_rng(seed)
     world, rank = dist_ctx.world_size(), dist_ctx.rank()
@@ -297,10 +165,11 @@ def train_partitioned(
         sums: dict[str, float] = {}
         if accumulate:
             opt.zero_grad(set_to_none=True)
-        # one noise draw per spot and epoch, shared by every partition the spot appears in (core or halo), as in
-        # full-batch training; without it a halo spot gets a different sample in each partition
-        latent = getattr(model, "latent_dim", None)
-        noise = torch.randn(t_gene.shape[0], int(latent), device=device) if latent else None
+        # the step's random draws over the whole section, in full-batch order, each partition reading its rows:
+        # one noise draw per spot (a halo spot must not get a different sample in each partition) and one
+        # permutation of all N spots for contrastive negatives (not one per partition)
+        noise = torch.randn(n_total, int(model.latent_dim), device=device) if plan.noise else None
+        perm = model.negative_permutation(n_total, device).cpu().numpy() if plan.negatives else None
         for i in order:
             part = parts[int(i)]
             idx = torch.from_numpy(part.nodes).to(device)
@@ -309,6 +178,12 @@ def train_partitioned(
             gene = t_gene.index_select(0, idx)
             if not accumulate:
                 opt.zero_grad(set_to_none=True)
+            if perm is not None:  # the fusion output at the permuted spots, each with its own halo
+                if part.adj is None:
+                    raise StmmError("contrastive negatives need partitions made by make_partitions (they carry the "
+                                    "whole graph's adjacency)")
+                part.ctx.negatives = fused_rows(fusion, t_img, t_gene, perm[part.nodes], part.adj, plan.fusion_hops,
+                                                device)
             out = model(fusion(img, gene, part.ctx), part.ctx)
             core = _core_output(out, part.n_nodes, part.n_core)
             terms = model.loss(core, target.index_select(0, idx[: part.n_core]))
@@ -335,6 +210,7 @@ def train_partitioned(
             opt.step()
         for part in parts:
             part.ctx.noise = None
+            part.ctx.negatives = None
         rec = {"epoch": epoch, **sums}
         history.append(rec)
         if on_epoch is not None:
@@ -420,12 +296,17 @@ def fit_partitioned(
     if tr.dec_epochs:
         raise SpecError("DEC refinement (train.dec_epochs > 0) is full-batch only; use --set train.batch=full "
                         "or --set train.dec_epochs=0")
-    hops = receptive_hops(fusion, model)
+    names = {slot: ref.name for slot, ref in spec.components.items() if ref is not None}
+    plan = partition_plan(fusion, model, names)
+    if not plan.exact:
+        log.warning("partition training only approximates full-batch training here: %s", "; ".join(plan.reasons))
+    hops = plan.hops
     parts = make_partitions(section.coords, graph.edge_index, section.n_spots, tr.partition_size, hops,
                             t_gene.device)
     sizes = np.array([pt.n_nodes for pt in parts])
-    binfo.update(partitions=len(parts), hops=hops, partition_size=tr.partition_size, accumulate=tr.accumulate,
-                 max_partition_nodes=int(sizes.max()), halo_fraction=round(float(sizes.sum()) / section.n_spots - 1, 4))
+    binfo.update(partitions=len(parts), **plan.describe(), partition_size=tr.partition_size,
+                 accumulate=tr.accumulate, max_partition_nodes=int(sizes.max()),
+                 halo_fraction=round(float(sizes.sum()) / section.n_spots - 1, 4))
     log.info("training over %d partitions (%d-hop halo, largest %d spots)", len(parts), hops, sizes.max())
     with progress_bar(total=tr.epochs, desc=f"train ({len(parts)} partitions)", unit="epoch",
                       enabled=progress) as bar:
@@ -436,5 +317,5 @@ def fit_partitioned(
 
         history = train_partitioned(fusion, model, t_img, t_gene, target, parts, opt, params, epochs=tr.epochs,
                                     grad_clip=tr.grad_clip, accumulate=tr.accumulate, seed=tr.seed, lr=tr.lr,
-                                    on_epoch=on_epoch)
+                                    on_epoch=on_epoch, plan=plan)
     return embed_partitioned(fusion, model, t_img, t_gene, parts), history

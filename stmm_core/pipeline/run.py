@@ -16,8 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def load_section(data: str | Path, image: str | Path | None = None, scale: float | None = None,
                  coords: str | Path | None = None, counts_layer: str | None = None,
-                 bin_size: float | None = None, region: str | None = None) -> "Section":
-    """Read, validate and filter a section (one clear :class:`DataError` for any problem)."""
+                 bin_size: float | None = None, region: str | None = None, keep_genes: bool = False) -> "Section":
+    """Read, validate and filter a section (one clear :class:`DataError` for any problem). ``keep_genes``: drop
+    empty spots only, keep genes with zero counts (evaluating or predicting with a trained pipeline)."""
     from stmm_core.data.readers import read_section
     from stmm_core.data.validate import filter_section, validate_section
 
@@ -36,7 +37,7 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
         kwargs["region"] = region
     section = read_section(data, **kwargs)
     section = validate_section(section)
-    return filter_section(section)
+    return filter_section(section, drop_genes=not keep_genes)
 
 
 def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: str | None,

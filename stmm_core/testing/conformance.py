@@ -7,7 +7,9 @@
 Each kind is driven through its interface on a tiny synthetic section (a few dozen spots): outputs must have
 the declared shapes and be finite float32; building twice with the same seed must give identical outputs;
 trainable components' weights must survive a safetensors round trip into a freshly built instance (strict
-load, identical outputs); gene encoders with ``state()``/``load_state()`` must restore identical features.
+load, identical outputs); gene encoders with ``state()``/``load_state()`` must restore identical features; a
+graph model that declares exact partition training (``partition_support``) must give the full-batch loss and
+gradient over partitions (:mod:`stmm_core.testing.partition`).
 Image encoders are built with ``weights="random"`` when their parameters have that option, so the check needs
 no network. Kinds without a generic driver (decoders, objectives) are reported as skipped, not passed.
 """
@@ -229,6 +231,48 @@ def _graph_model(build: Callable[[], Any], report: ConformanceReport, seed: int)
     with torch.no_grad():
         assert np.array_equal(y, fresh(x, ctx).clustered().numpy()), "round trip changed the embedding"
     report.checks.append("save/load")
+    _partition(build, report, x, target, ctx)
+
+
+def _partition(build: Callable[[], Any], report: ConformanceReport, x: Any, target: Any, ctx: Any) -> None:
+    """A model that declares exact partition training must give the full-batch loss and gradient over partitions
+    (one training step; the fusion is a per-spot pass-through). Undeclared or inexact models are not checked."""
+    import torch
+
+    from stmm_core.interfaces import Fusion, PartitionSupport
+    from stmm_core.testing.partition import compare_partition_step
+
+    model = build()
+    support = type(model).partition_support(model.params)
+    if support is None or support.hops is None or not support.exact:
+        return
+
+    class PassThrough(torch.nn.Module, Fusion):
+        def __init__(self) -> None:
+            torch.nn.Module.__init__(self)
+            Fusion.__init__(self, None)
+
+        @classmethod
+        def partition_support(cls, params: Any) -> PartitionSupport:
+            return PartitionSupport(hops=0)
+
+        def setup(self, d_img: int | None, d_gene: int) -> None:
+            self.out_dim = d_gene
+
+        def forward(self, img: Any, gene: Any, graph: Any = None) -> Any:
+            return gene
+
+    torch.manual_seed(0)
+    model.setup(x.shape[1], target.shape[1], x.shape[0])
+    fusion = PassThrough()
+    fusion.setup(None, x.shape[1])
+    n = x.shape[0]
+    coords = np.stack([np.arange(n) % 8, np.arange(n) // 8], 1).astype(float)  # any layout: partitions are cells
+    d = compare_partition_step(fusion, model, None, x, target, coords, ctx.edge_index.numpy(), partition_size=12)
+    assert d["loss_rel"] < 1e-5 and d["grad_rel"] < 1e-5, (
+        f"declared exact over partitions, but the loss differs by {d['loss_rel']:.1e} and the gradient by "
+        f"{d['grad_rel']:.1e} (relative) from full batch with a {d['hops']}-hop halo")
+    report.checks.append("partition")
 
 
 def _task(build: Callable[[], Any], report: ConformanceReport, seed: int) -> None:

@@ -30,6 +30,8 @@ def units(ctx: Context) -> list[Unit]:
 
 
 def notes(ctx: Context) -> list[str]:
+    from stmm_core.benchmark.family_bench import family_notes
+
     return ["Leave one section out: each row trains on the other sections and predicts the held-out one; "
             "expression space log1p(counts / total * 1e4); genes constant in the held-out truth are excluded.",
-            "Summary rows pool the folds: mean ± sd over folds (and seeds)."]
+            "Summary rows pool the folds: mean ± sd over folds (and seeds)."] + family_notes(ctx, "expression")

@@ -29,7 +29,8 @@ def units(ctx: Context) -> list[Unit]:
 
 
 def notes(ctx: Context) -> list[str]:
-    return ["top1/top5: the pipeline's own image-expression score (magic: contrastive image-gene similarity; "
-            "hest-ridge: Pearson r between the predicted and each true profile). top1_decoder/top5_decoder: magic's "
-            "stage-2 prediction scored like the ridge (same rule, comparable to hest-ridge's top1/top5).",
-            "Chance = 1/N and 5/N with N spots of the held-out section."]
+    from stmm_core.benchmark.family_bench import family_notes
+
+    return ["top1/top5: each row's own image-expression score (hest-ridge: Pearson r between the predicted and "
+            "each true profile). Chance = 1/N and 5/N with N spots of the held-out section."
+            ] + family_notes(ctx, "retrieval")
