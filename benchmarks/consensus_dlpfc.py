@@ -4,6 +4,10 @@
     .venv/bin/python benchmarks/consensus_dlpfc.py fit --sections 151675 151676 --seeds 15 --work W
     # 2. form consensus sets offline and print the table
     .venv/bin/python benchmarks/consensus_dlpfc.py table --sections 151675 151676 --n 5 --work W
+    # 3. which seeds land on the same solution (pairwise ARI) and whether label-free scores rank the fits
+    .venv/bin/python benchmarks/consensus_dlpfc.py pairs --sections 151676 151675 --work W
+    # 4. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
+    .venv/bin/python benchmarks/consensus_dlpfc.py bootstrap --sections 151676 151675 --sizes 5 10 15 20 --work W
 
 Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
 Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (disjoint sets; the same rule as
@@ -12,6 +16,12 @@ Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (dis
 
 - single seeds: mean and sd of the ARI of every single seed (the seed-to-seed spread of one fit);
 - consensus: mean and sd of the ARI of the consensus sets (the spread of the consensus over disjoint seed sets).
+
+Step 3 estimates the spread of an N-seed consensus for N larger than the saved fits allow in disjoint sets: it
+draws ``--draws`` seed sets of size N *with replacement* from the saved single fits (the bootstrap: the saved
+fits stand for the distribution of fits of the recipe), forms each set's consensus with the same code, and
+reports the mean and sd of their ARI and the sd relative to the single-seed sd. A seed drawn twice votes twice,
+as a fresh seed landing on the same solution would.
 """
 
 from __future__ import annotations
@@ -118,10 +128,68 @@ def table(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=2, default=float) + "\n")
 
 
+def bootstrap(args: argparse.Namespace) -> None:
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.consensus import consensus_labels
+
+    rows = []
+    for name in args.sections:
+        folder = args.work / args.recipe / name
+        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
+        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        truth = runs[seeds[0]]["truth"]
+        single = np.array([float(runs[s]["ari"]) for s in seeds])
+        sd1 = float(single.std(ddof=1))
+        rng = np.random.default_rng(args.draw_seed)
+        for n in args.sizes:
+            aris = []
+            for _ in range(args.draws):
+                members = rng.choice(seeds, size=n, replace=True)
+                c = consensus_labels([runs[int(m)]["labels"] for m in members])
+                aris.append(clustering_scores(truth, c.labels)["ari"])
+            a = np.array(aris)
+            rows.append({"section": name, "pool": len(seeds), "n": n, "draws": args.draws, "mean": float(a.mean()),
+                         "sd": float(a.std(ddof=1)), "single_mean": float(single.mean()), "single_sd": sd1,
+                         "sd_ratio": float(a.std(ddof=1)) / sd1})
+            r = rows[-1]
+            print(f"| {name} | {n} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['single_mean']:.3f} ± {sd1:.3f} "
+                  f"| {r['sd_ratio']:.2f} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def pairs(args: argparse.Namespace) -> None:
+    """Seed-to-seed ARI of the saved fits (which seeds land on the same solution) and two label-free scores of each
+    fit (spatial smoothness of its labels: share of the 6 nearest spots with the same label; silhouette of its
+    embedding), with their Spearman correlation to the ARI against the layers."""
+    from scipy.spatial import cKDTree
+    from scipy.stats import spearmanr
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    from stmm_core.pipeline.run import load_section
+
+    for name in args.sections:
+        folder = args.work / args.recipe / name
+        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
+        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        coords = load_section(_section_path(name)).coords
+        _, nb = cKDTree(coords).query(coords, k=7)
+        ari = np.array([float(runs[s]["ari"]) for s in seeds])
+        smooth = np.array([(runs[s]["labels"][nb[:, 1:]] == runs[s]["labels"][:, None]).mean() for s in seeds])
+        sil = np.array([silhouette_score(runs[s]["embedding"], runs[s]["labels"], sample_size=1500, random_state=0)
+                        for s in seeds])
+        print(f"## {name}: seed-to-seed ARI (rows/columns = seeds {seeds[0]}..{seeds[-1]})")
+        for a in seeds:
+            print(f"seed {a:2d} (ARI {runs[a]['ari']:.3f}) " + " ".join(
+                f"{adjusted_rand_score(runs[a]['labels'], runs[b]['labels']):.2f}" for b in seeds))
+        print(f"label smoothness vs ARI: Spearman {spearmanr(ari, smooth)[0]:+.2f}; "
+              f"embedding silhouette vs ARI: Spearman {spearmanr(ari, sil)[0]:+.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("fit", "table"):
+    for name in ("fit", "table", "bootstrap", "pairs"):
         p = sub.add_parser(name)
         p.add_argument("--sections", nargs="+", default=["151675", "151676"])
         p.add_argument("--recipe", default="stereomm-expression")
@@ -132,8 +200,12 @@ def main() -> None:
     sub.choices["table"].add_argument("--n", type=int, default=5)
     sub.choices["table"].add_argument("--json", type=Path, default=None)
     sub.choices["table"].add_argument("--plots", type=Path, default=None, help="write confidence maps here")
+    sub.choices["bootstrap"].add_argument("--sizes", nargs="+", type=int, default=[5, 10, 15, 20])
+    sub.choices["bootstrap"].add_argument("--draws", type=int, default=200)
+    sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
+    sub.choices["bootstrap"].add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    fit(args) if args.cmd == "fit" else table(args)
+    {"fit": fit, "table": table, "bootstrap": bootstrap, "pairs": pairs}[args.cmd](args)
 
 
 if __name__ == "__main__":

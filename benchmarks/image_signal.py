@@ -91,18 +91,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         k = int(section.obs["layer"][labelled_mask(labels)].astype(str).nunique())
         real = real_features(section, sec_id, args.cache)
         for seed in range(args.seed_start, args.seed_start + args.seeds):
-            t = time.perf_counter()
-            res = fit_graph_fusion(_spec("stereomm-expression", seed, sets), section, n_domains=k, progress=False)
-            sc = expr_sc = clustering_scores(labels, res.labels)
-            runs.append({"section": sec_id, "seed": seed, "pipeline": "stereomm-expression", "ratio": None,
-                         "ari": sc["ari"], "nmi": sc["nmi"], "seconds": round(time.perf_counter() - t, 1)})
-            print(json.dumps(runs[-1]), flush=True)
+            expr_sc = None
+            if not args.skip_expression:
+                t = time.perf_counter()
+                res = fit_graph_fusion(_spec("stereomm-expression", seed, sets), section, n_domains=k,
+                                       progress=False)
+                sc = expr_sc = clustering_scores(labels, res.labels)
+                runs.append({"section": sec_id, "seed": seed, "pipeline": "stereomm-expression", "ratio": None,
+                             "ari": sc["ari"], "nmi": sc["nmi"], "seconds": round(time.perf_counter() - t, 1)})
+                print(json.dumps(runs[-1]), flush=True)
             for ratio in args.ratios:
                 feats = informative_features(real, labels, ratio, seed=seed)
                 spec = _spec("stereomm", seed, sets)
                 t = time.perf_counter()
                 reused = False
-                if args.reuse_left_out and spec.components["fusion"].params["img_weight"] == "auto":
+                auto = spec.components["fusion"].params["img_weight"] == "auto"
+                evidence = None
+                if not auto:  # a fixed weight: record what the automatic rule would have seen (1 epoch, no fit)
+                    probe = fit_graph_fusion(spec.with_overrides({"fusion.img_weight": "auto", "train.epochs": 1}),
+                                             section, n_domains=None, image_features=feats, progress=False)
+                    evidence = probe.info["image_weight"]
+                if args.reuse_left_out and auto and expr_sc is not None:
                     # the weight alone (one training epoch, no clustering): at weight 0 the image is left out and
                     # the fit IS the stereomm-expression fit of this seed (same spec without image; bit-identical,
                     # tests/test_image_weight.py), so its scores are reused instead of training it again
@@ -115,7 +124,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     res = fit_graph_fusion(spec, section, n_domains=k, image_features=feats, progress=False)
                     sc = clustering_scores(labels, res.labels)
                     weight = res.info.get("image_weight") or {"weight": spec.components["fusion"].params["img_weight"]}
-                runs.append({"section": sec_id, "seed": seed, "pipeline": "stereomm", "ratio": ratio,
+                    if evidence is not None:
+                        weight = {**weight, "auto_evidence": evidence}
+                name = "stereomm" if auto else f"stereomm[img_weight={spec.components['fusion'].params['img_weight']:g}]"
+                runs.append({"section": sec_id, "seed": seed, "pipeline": name, "ratio": ratio,
                              "ari": sc["ari"], "nmi": sc["nmi"], "image_weight": weight,
                              "reused_expression_fit": reused,
                              "image_probe_ari": round(image_probe(feats, labels, k, spec.features.image_pca), 4),
@@ -159,15 +171,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ari = np.array([r["ari"] for r in sel])
         row: dict[str, Any] = {"section": sec, "pipeline": pipe, "ratio": ratio, "runs": len(sel),
                                "ari_mean": round(float(ari.mean()), 4), "ari_sd": round(float(ari.std(ddof=1)) if len(sel) > 1 else 0.0, 4)}
-        if pipe == "stereomm":
+        if pipe != "stereomm-expression":
             row["weight_mean"] = round(float(np.mean([r["image_weight"]["weight"] for r in sel])), 3)
             base = {r["seed"]: r["ari"] for r in runs if r["section"] == sec and r["pipeline"] == "stereomm-expression"}
             diffs = [r["ari"] - base[r["seed"]] for r in sel if r["seed"] in base]
             early = [r["ari_earlier_rule"] for r in sel if "ari_earlier_rule" in r]
-            if early:  # what the earlier rule's small weight gave (see final_rule)
+            if early:  # what the earlier rule's weight gave (see final_rule)
                 row["ari_earlier_rule"] = [round(a, 4) for a in early]
-                row["weight_earlier_rule"] = [r["image_weight"]["weight_earlier_rule"] for r in sel
-                                              if "ari_earlier_rule" in r]
+                row["weight_earlier_rule"] = [r["weight_earlier_rule"] for r in sel if "ari_earlier_rule" in r]
             if diffs:
                 row["diff_vs_expression_mean"] = round(float(np.mean(diffs)), 4)
                 row["diff_vs_expression"] = [round(d, 4) for d in diffs]
@@ -175,7 +186,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(payload: dict[str, Any], path: Path) -> None:
+def plot(payload: dict[str, Any], path: Path, xlabel: str = "image signal ratio (0 = the section's real features)") -> None:
+    """Mean ARI ± sd against the ratio per section: stereomm (automatic weight), any fixed-weight variant, and
+    stereomm-expression (a band: it does not see the image)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,81 +196,153 @@ def plot(payload: dict[str, Any], path: Path) -> None:
 
     rows = payload["summary"]
     sections = sorted({r["section"] for r in rows})
-    fig, axes = plt.subplots(1, len(sections), figsize=(5 * len(sections), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(sections), figsize=(5.5 * len(sections), 4.2), squeeze=False)
     for ax, sec in zip(axes[0], sections):
-        fused = [r for r in rows if r["section"] == sec and r["pipeline"] == "stereomm"]
+        pipes = sorted({r["pipeline"] for r in rows if r["section"] == sec and r["pipeline"] != "stereomm-expression"},
+                       key=lambda p: (p != "stereomm", p))
+        xs: list[float] = []
+        for pipe, style in zip(pipes, ("o-", "s--", "^:", "d-.")):
+            fused = sorted((r for r in rows if r["section"] == sec and r["pipeline"] == pipe), key=lambda r: r["ratio"])
+            xs += [r["ratio"] for r in fused]
+            label = pipe + (" (auto weight " + ", ".join(f"{r['weight_mean']:.2f}" for r in fused) + ")"
+                            if pipe == "stereomm" else "")
+            ax.errorbar([r["ratio"] for r in fused], [r["ari_mean"] for r in fused],
+                        yerr=[r["ari_sd"] for r in fused], fmt=style, capsize=3, label=label)
         base = [r for r in rows if r["section"] == sec and r["pipeline"] == "stereomm-expression"]
-        xs = [r["ratio"] for r in fused]
-        ax.errorbar(xs, [r["ari_mean"] for r in fused], yerr=[r["ari_sd"] for r in fused], marker="o",
-                    label="stereomm (image weight " + ", ".join(f"{r['weight_mean']:.2f}" for r in fused) + ")")
-        for r in fused:
-            for a, w in zip(r.get("ari_earlier_rule", []), r.get("weight_earlier_rule", [])):
-                ax.plot([r["ratio"]], [a], "rx")
-                ax.annotate(f"w={w:.2f}", (r["ratio"], a), fontsize=7, xytext=(4, -10), textcoords="offset points")
-        if any(r.get("ari_earlier_rule") for r in fused):
-            ax.plot([], [], "rx", label="earlier rule: small weight, no cut-off (one run each)")
         if base and xs:
             b = base[0]
             ax.axhline(b["ari_mean"], color="k", ls="--", label=f"stereomm-expression {b['ari_mean']:.3f}")
             ax.axhspan(b["ari_mean"] - b["ari_sd"], b["ari_mean"] + b["ari_sd"], color="k", alpha=0.1)
-        ax.set_xlabel("image signal ratio (0 = the section's real features)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("ARI vs layers (mean ± sd over seeds)")
-        ax.set_title(f"DLPFC {sec}")
+        ax.set_title(f"DLPFC {sec}" + (f" · {payload['bench']}" if payload.get("bench") else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def final_rule(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs made under an earlier automatic-weight rule, re-expressed under the current one from their recorded
-    evidence. Exact only where the current rule gives the same weight (the run stands) or weight 0 (the fit is
-    then the stereomm-expression fit of the same seed, whose scores are taken, flagged
-    ``rederived_left_out``); any other change of weight is refused."""
-    from stmm_core.pipeline.image_weight import COHERENCE, PREDICTION, S_MIN, W_MAX, _ramp
+def _evidence(r: dict[str, Any]) -> dict[str, Any] | None:
+    ev = r.get("image_weight") or {}
+    if ev.get("requested") == "auto":
+        return ev
+    return ev.get("auto_evidence")
+
+
+def final_rule(runs: list[dict[str, Any]], missing: list[str] | None = None) -> list[dict[str, Any]]:
+    """The ``stereomm`` (automatic weight) rows under the CURRENT 0-or-1 rule, derived exactly from recorded runs.
+
+    For every (section, seed, ratio) with recorded evidence (an automatic-weight run, or the ``auto_evidence`` a
+    fixed-weight run records), the current rule's weight is computed from the evidence. Weight 0: the image is
+    left out and the fit is the stereomm-expression fit of that seed (bit-identical), whose scores are taken.
+    Weight ``W_ON``: the fit is the fixed-weight fit with ``img_weight = W_ON`` of that seed and ratio
+    (bit-identical: the weight is resolved before training, which re-seeds), whose scores are taken. Automatic
+    runs made under an earlier rule are replaced (their weight and ARI kept as ``*_earlier_rule``); a needed
+    fixed-weight run that is missing is refused, or, when a ``missing`` list is given, left out of the result and
+    named in that list (not measured under the current rule)."""
+    from stmm_core.pipeline.image_weight import W_ON, rule_text, rule_weight
 
     base = {(r["section"], r["seed"]): r for r in runs if r["pipeline"] == "stereomm-expression"}
-    out = []
-    for r in runs:
-        ev = r.get("image_weight") or {}
-        if r["pipeline"] != "stereomm" or ev.get("requested") != "auto" or "score" in ev:
-            out.append(r)
+    fixed = {(r["section"], r["seed"], r["ratio"]): r for r in runs
+             if r["pipeline"] == f"stereomm[img_weight={W_ON:g}]"}
+    earlier = {(r["section"], r["seed"], r["ratio"]): r for r in runs if r["pipeline"] == "stereomm"}
+    keys = sorted({(r["section"], r["seed"], r["ratio"]) for r in runs
+                   if r["pipeline"] != "stereomm-expression" and _evidence(r)}, key=lambda t: (t[0], t[1], t[2]))
+    out = [r for r in runs if r["pipeline"] != "stereomm"]
+    for key in keys:
+        src = earlier.get(key) or fixed.get(key)
+        ev = _evidence(src)
+        w = rule_weight(ev["prediction_ratio"])
+        row: dict[str, Any] = {"section": key[0], "seed": key[1], "pipeline": "stereomm", "ratio": key[2],
+                               "image_weight": {**ev, "requested": "auto", "weight": w, "image_left_out": w == 0.0},
+                               "image_probe_ari": src.get("image_probe_ari")}
+        if key in earlier and earlier[key]["image_weight"].get("weight") == w and ev.get("rule") == rule_text():
+            out.append(earlier[key])  # made under the current rule: it stands
             continue
-        score = _ramp(ev["coherence_ratio"], COHERENCE) * _ramp(ev["prediction_ratio"], PREDICTION)
-        w = round(W_MAX * score, 3) if score >= S_MIN else 0.0
-        if w != 0.0 and abs(w - ev["weight"]) <= 5e-3:  # the same weight (the evidence is stored rounded)
-            w = ev["weight"]
-        new = {**r, "image_weight": {**ev, "score": round(score, 4), "weight_earlier_rule": ev["weight"],
-                                     "weight": w, "image_left_out": w == 0.0}}
-        if w == 0.0 and ev["weight"] != 0.0:
-            b = base[(r["section"], r["seed"])]
-            new.update(ari=b["ari"], nmi=b["nmi"], rederived_left_out=True, ari_earlier_rule=r["ari"])
-        elif w != ev["weight"]:
-            raise SystemExit(f"run {r['section']} seed {r['seed']} ratio {r['ratio']}: the current rule gives weight "
-                             f"{w}, the run used {ev['weight']}: re-run it")
-        out.append(new)
+        if w == 0.0:
+            b = base.get(key[:2])
+            if b is None:
+                raise SystemExit(f"run {key}: the rule leaves the image out but no stereomm-expression run of seed "
+                                 f"{key[1]} is recorded")
+            row.update(ari=b["ari"], nmi=b["nmi"], reused_expression_fit=True)
+        elif key in fixed:
+            row.update(ari=fixed[key]["ari"], nmi=fixed[key]["nmi"], from_fixed_weight_run=True)
+        elif missing is not None:
+            missing.append(f"section {key[0]} seed {key[1]} ratio {key[2]:g}: the current rule gives weight {w:g}, "
+                           f"no img_weight={W_ON:g} fit recorded")
+            continue
+        else:
+            raise SystemExit(f"run {key}: the current rule gives weight {w}; re-run it with --set "
+                             f"fusion.img_weight={W_ON:g}")
+        if key in earlier:
+            row.update(ari_earlier_rule=earlier[key]["ari"],
+                       weight_earlier_rule=earlier[key]["image_weight"].get("weight"))
+        out.append(row)
     return out
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """One table row per (section, ratio): image probe, the rule's evidence and weight per seed, ARI of stereomm
+    (automatic weight), of the fixed weight-1 variant and of stereomm-expression, paired differences."""
+    import numpy as np
+
+    from stmm_core.pipeline.image_weight import W_ON
+
+    def ms(vals: list[float]) -> str:
+        if not vals:
+            return "–"
+        sd = f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""
+        return f"{np.mean(vals):.3f}{sd} ({len(vals)})"
+
+    lines = ["| section | ratio | image-only k-means ARI | evidence per seed: coherence / prediction ratio | auto "
+             "weight per seed | stereomm (auto) ARI (n) | img_weight=1 ARI (n) | stereomm-expression ARI (n) | "
+             "auto − expression per seed |", "|---|---|---|---|---|---|---|---|---|"]
+    fixed_name = f"stereomm[img_weight={W_ON:g}]"
+    for sec in sorted({r["section"] for r in runs}):
+        expr = {r["seed"]: r for r in runs if r["section"] == sec and r["pipeline"] == "stereomm-expression"}
+        for ratio in sorted({r["ratio"] for r in runs if r["section"] == sec and r["ratio"] is not None}):
+            auto = sorted((r for r in runs if r["section"] == sec and r["ratio"] == ratio and r["pipeline"] == "stereomm"),
+                          key=lambda r: r["seed"])
+            fixed = [r["ari"] for r in runs if r["section"] == sec and r["ratio"] == ratio and r["pipeline"] == fixed_name]
+            probes = [r["image_probe_ari"] for r in auto if r.get("image_probe_ari") is not None]
+            ev = [r["image_weight"] for r in auto]
+            seeds = [r["seed"] for r in auto if r["seed"] in expr]
+            lines.append(
+                f"| {sec} | {ratio:g} | {np.mean(probes):.2f} | "
+                + ", ".join(f"{e['coherence_ratio']:.2f} / {e['prediction_ratio']:.2f}" for e in ev) + " | "
+                + ", ".join(f"{e['weight']:g}" for e in ev) + f" | {ms([r['ari'] for r in auto])} | {ms(fixed)} | "
+                + f"{ms([expr[s]['ari'] for s in seeds])} | "
+                + ", ".join(f"{r['ari'] - expr[r['seed']]['ari']:+.3f}" for r in auto if r["seed"] in expr) + " |")
+    return "\n".join(lines)
 
 
 def merge_files(paths: list[Path], out: Path) -> None:
     """``--merge A.json B.json … -o OUT``: one result from several runs (different sections or seeds)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    runs = final_rule([r for p in parts for r in p["runs"]])
+    missing: list[str] = []
+    runs = final_rule([r for p in parts for r in p["runs"]], missing)
     payload = {
         "command": " ; ".join(p["command"] for p in parts) + " ; python benchmarks/image_signal.py --merge "
                    + " ".join(str(p) for p in paths) + f" -o {out}",
-        "sections": sorted({s for p in parts for s in p["sections"]}), "ratios": parts[0]["ratios"],
-        "seeds": sorted({r["seed"] for r in runs}), "set": parts[0]["set"],
-        "notes": parts[0]["notes"] + ["rederived_left_out: the run was made under the earlier rule (no cut-off "
-                                      "below score 0.5) with a small weight; the current rule gives weight 0, so "
-                                      "its scores are the stereomm-expression fit's of the same seed "
-                                      "(ari_earlier_rule keeps what the small weight gave)"],
+        "sections": sorted({s for p in parts for s in p["sections"]}),
+        "ratios": sorted({r for p in parts for r in p["ratios"]}),
+        "seeds": sorted({r["seed"] for r in runs}), "set": sorted({x for p in parts for x in p["set"]}),
+        "notes": parts[0]["notes"] + ["stereomm rows follow the CURRENT automatic rule, derived from the recorded "
+                                      "evidence (final_rule): weight 0 -> the stereomm-expression fit of the same "
+                                      "seed (reused_expression_fit), weight 1 -> the fixed img_weight=1 fit of the "
+                                      "same seed and ratio (from_fixed_weight_run); ari/weight_earlier_rule keep "
+                                      "what the earlier graded rule gave"],
+        "not_measured_under_current_rule": missing,
         "summary": summarise(runs), "environment": parts[0]["environment"], "runs": runs,
     }
+    if parts[0].get("bench"):  # the painted-texture bench (benchmarks/image_signal_painted.py)
+        payload.update(bench=parts[0]["bench"], scale=parts[0].get("scale"))
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    plot(payload, out.with_suffix(".png"))
-    for row in payload["summary"]:
-        print(json.dumps(row))
+    plot(payload, out.with_suffix(".png"), **({"xlabel": "painted texture strength (0 = random layer's texture)"}
+                                               if payload.get("bench") else {}))
+    print(markdown(runs))
+    for line in missing:
+        print("not measured under the current rule:", line)
 
 
 def main() -> None:
@@ -269,6 +354,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override, e.g. fusion.img_weight=0.5")
     ap.add_argument("--no-reuse", dest="reuse_left_out", action="store_false",
                     help="train stereomm even when the automatic weight leaves the image out")
+    ap.add_argument("--skip-expression", action="store_true",
+                    help="do not fit stereomm-expression (merge with a file that has it)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/stmm-image-signal"))
     ap.add_argument("-o", "--output", type=Path, default=None)
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="merge result files into -o (no fits)")

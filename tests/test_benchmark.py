@@ -305,3 +305,12 @@ def test_merging_fold_shards_labels_the_union_of_folds(domains_run):
     full = merge([shard(["s1"], "A"), shard(["s2", "s3"], "B")])
     (row,) = [s for s in full.summary if s.metric == "ari"]
     assert row.dataset == "3 folds (s1, s2, s3)" and row.n == 3
+    # a row run on some folds only says so in the report, although it pools under the group's label
+    from stmm_core.benchmark.report import summary_grid
+
+    extra = Row(pipeline="stage1-ridge", dataset="s2", fold="s2", seed=1, status="ok", metrics={"ari": 0.3})
+    rows = full.rows + [extra]
+    groups = {d.name: "3 folds (s1, s2, s3)" for d in datasets}
+    grid = summary_grid(full.model_copy(update={"rows": rows, "summary": summarise(rows, ["ari"], groups)}))[1]
+    labels = {r[0]: r[1] for r in grid}
+    assert labels == {"hest-ridge": "3 folds (s1, s2, s3)", "stage1-ridge": "1 of 3 folds (s2)"}, labels

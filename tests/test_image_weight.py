@@ -56,10 +56,14 @@ def test_auto_weight_is_high_for_an_informative_image_and_zero_for_noise():
     assert w_inf > 0.9 and ev_inf["cv_r2_image_to_gene"] > 0.5
     assert w_noise == 0.0 and ev_noise["cv_r2_image_to_gene"] < 0.05
     assert ev_inf["morans_i_image"] > 0.5 > ev_noise["morans_i_image"]
-    # a weak image is not fused with a small weight: the weight is 0 or at least half the maximum
-    for a in (0.05, 0.1, 0.2, 0.4):
+    # 0-or-1: never a small weight; on exactly when the prediction ratio clears its threshold
+    seen = set()
+    for a in (0.05, 0.1, 0.2, 0.4, 1.0):
         w, ev = auto_image_weight(a * informative + noise, gene, coords, edges)
-        assert (w == 0.0 and ev["score"] < 0.5) or (w >= 0.5 and w == ev["score"])
+        on = ev["prediction_ratio"] >= 0.65
+        assert w == (1.0 if on else 0.0) and ev["prediction_margin"] == round(ev["prediction_ratio"] - 0.65, 4)
+        seen.add(w)
+    assert seen == {0.0, 1.0}
     # Moran's I: bands are coherent, a checkerboard is anti-coherent
     checker = ((coords[:, 0] // 100 + coords[:, 1] // 100) % 2)[:, None]
     assert morans_i(checker, edges, len(dom))[0] < -0.9 < 0.9 < morans_i(dom[:, None].astype(float), edges, len(dom))[0]
@@ -101,8 +105,13 @@ def test_auto_weight_leaves_an_uninformative_image_out_of_the_fit(tmp_path):
     rng = np.random.default_rng(1)
     good = (np.eye(3)[truth] @ rng.standard_normal((3, 16)) + 0.3 * rng.standard_normal((section.n_spots, 16)))
     res2 = fit_graph_fusion(spec, section, n_domains=3, progress=False, image_features=good.astype(np.float32))
-    assert res2.info["image_weight"]["weight"] > 0.3
+    assert res2.info["image_weight"]["weight"] == 1.0
     assert res2.spec.components["image"] is not None
+    # ... and the fit is the fixed-weight fit bit for bit (what the bench's final_rule relies on)
+    fixed = compose_spec(recipe="stereomm", sets={**sets, "fusion.img_weight": 1.0})
+    res3 = fit_graph_fusion(fixed, section, n_domains=3, progress=False, image_features=good.astype(np.float32))
+    np.testing.assert_array_equal(res2.embedding, res3.embedding)
+    np.testing.assert_array_equal(res2.labels, res3.labels)
 
 
 def test_auto_weight_outside_the_pipeline_is_a_clear_error():
@@ -121,7 +130,7 @@ def test_auto_weight_outside_the_pipeline_is_a_clear_error():
         AttentionFusionParams(img_weight="often")
 
 
-def test_bench_merge_reexpresses_earlier_rule_runs_exactly_or_refuses():
+def test_bench_merge_derives_the_current_rule_exactly_or_refuses():
     import importlib.util
     from pathlib import Path
 
@@ -130,20 +139,28 @@ def test_bench_merge_reexpresses_earlier_rule_runs_exactly_or_refuses():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ev = {"requested": "auto", "image_left_out": False}
+    weak = {**ev, "weight": 0.0, "coherence_ratio": 0.73, "prediction_ratio": 0.55}
+    strong = {**ev, "weight": 0.0, "coherence_ratio": 0.77, "prediction_ratio": 0.76}
     runs = [
         {"section": "s", "seed": 0, "pipeline": "stereomm-expression", "ratio": None, "ari": 0.5, "nmi": 0.6},
-        # earlier rule gave a small weight; the current rule cuts it to 0 -> the expression fit's scores
-        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 0.5, "ari": 0.4, "nmi": 0.5,
-         "image_weight": {**ev, "weight": 0.08, "coherence_ratio": 0.816, "prediction_ratio": 0.76}},
-        # a strong image: the same weight under both rules -> the run stands
-        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 1.0, "ari": 0.99, "nmi": 0.98,
-         "image_weight": {**ev, "weight": 0.861, "coherence_ratio": 0.9722, "prediction_ratio": 0.7609}},
+        # earlier (graded) rule: weight 0.08 on a weak image; the current rule gives 0 -> the expression fit
+        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 0.0, "ari": 0.4, "nmi": 0.5,
+         "image_weight": {**weak, "weight": 0.08}},
+        # earlier rule left a useful image out; the current rule gives 1 -> the fixed-weight-1 run's scores
+        {"section": "s", "seed": 0, "pipeline": "stereomm", "ratio": 0.25, "ari": 0.5, "nmi": 0.6,
+         "image_weight": strong},
+        {"section": "s", "seed": 0, "pipeline": "stereomm[img_weight=1]", "ratio": 0.25, "ari": 0.96, "nmi": 0.95,
+         "image_weight": {"weight": 1.0, "auto_evidence": strong}},
+        # only a fixed-weight run recorded: its evidence gives the automatic row
+        {"section": "s", "seed": 0, "pipeline": "stereomm[img_weight=1]", "ratio": 0.5, "ari": 0.97, "nmi": 0.96,
+         "image_weight": {"weight": 1.0, "auto_evidence": strong}},
     ]
-    out = mod.final_rule(runs)
-    assert out[1]["ari"] == 0.5 and out[1]["rederived_left_out"] and out[1]["ari_earlier_rule"] == 0.4
-    assert out[2]["ari"] == 0.99 and out[2]["image_weight"]["weight"] == 0.861
-    summary = {(r["pipeline"], r["ratio"]): r for r in mod.summarise(out)}
-    assert summary[("stereomm", 1.0)]["diff_vs_expression"] == [0.49]
-    bad = [runs[0], {**runs[2], "image_weight": {**runs[2]["image_weight"], "weight": 0.5}}]
-    with pytest.raises(SystemExit, match="re-run"):
-        mod.final_rule(bad)
+    out = {(r["pipeline"], r["ratio"]): r for r in mod.final_rule(runs)}
+    assert out[("stereomm", 0.0)]["ari"] == 0.5 and out[("stereomm", 0.0)]["reused_expression_fit"]
+    assert out[("stereomm", 0.0)]["ari_earlier_rule"] == 0.4
+    assert out[("stereomm", 0.25)]["ari"] == 0.96 and out[("stereomm", 0.25)]["image_weight"]["weight"] == 1.0
+    assert out[("stereomm", 0.5)]["ari"] == 0.97 and out[("stereomm[img_weight=1]", 0.5)]["ari"] == 0.97
+    summary = {(r["pipeline"], r["ratio"]): r for r in mod.summarise(list(out.values()))}
+    assert summary[("stereomm", 0.25)]["diff_vs_expression"] == [0.46]
+    with pytest.raises(SystemExit, match="img_weight=1"):  # weight 1 needed but no fixed-weight run recorded
+        mod.final_rule(runs[:3])

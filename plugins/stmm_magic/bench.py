@@ -19,15 +19,16 @@ from stmm_core.benchmark.runner import NotApplicable
 from stmm_core.errors import DataError
 
 #: Baseline methods that predict expression from frozen tile features (recipes with ``"method": …``).
-FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean")
+FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean", "stage1-ridge")
 
 
 def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
-                method: str = "hest-ridge") -> dict[str, Any]:
+                method: str = "hest-ridge", stage1: tuple[Path, list[Path]] | None = None) -> dict[str, Any]:
     """A feature baseline on one fold: ``hest-ridge`` (HEST's published protocol: fixed penalty), ``ridge-cv``
     (same features, penalty chosen by leave-one-training-section-out CV), ``stain-ridge`` (ridge-cv on the
     weight-free ``stain-stats`` colour features), ``knn-expression`` (BLEEP-style nearest neighbours in feature
-    space), ``train-mean`` (the training mean for every spot)."""
+    space), ``train-mean`` (the training mean for every spot); the ablation ``stage1-ridge`` is ``ridge-cv`` on
+    the stage-1-trained encoder (``stage1`` = (its run folder, Magic runs to reuse); see stmm_magic.ablation)."""
     import torch
 
     from stmm_core.data.cache import FeatureCache
@@ -82,12 +83,19 @@ def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
             f_te = stain.encode(torch.from_numpy(tiles_te)).numpy()
         digest = "stain-stats (no weights)"
     elif method != "train-mean":
+        if method == "stage1-ridge":
+            from stmm_magic.ablation import stage1_image_encoder
+
+            if stage1 is None:
+                raise NotApplicable("stage1-ridge needs a fold folder for its stage 1")
+            enc, stage1_info = stage1_image_encoder(spec, train_paths, stage1[0], stage1[1], device)
+            digest = stage1_info["trained_params_sha256"]
         enc = enc.to(device)
         f_tr = bl.pooled_features(enc, torch.from_numpy(tiles_tr))
         f_te = bl.pooled_features(enc, torch.from_numpy(tiles_te))
     if method == "hest-ridge":
         pred, info = bl.hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
-    elif method == "ridge-cv":
+    elif method in ("ridge-cv", "stage1-ridge"):
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)
     elif method == "stain-ridge":
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=None, seed=seed)
@@ -102,6 +110,8 @@ def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
     metrics = {"pearson_hvg50": pg_hvg["mean"], "pearson_all": pg_all["mean"],
                "pearson_spot": pearson_per_spot(pred, y_te)["mean"], "mse": mse(pred, y_te),
                "n_spots": float(test.n_spots)}
+    if method == "stage1-ridge":
+        info = {**info, "stage1": stage1_info}
     if method != "train-mean":  # a constant prediction ranks nothing
         retr = retrieval_topk(expression_scores(pred, y_te))
         metrics.update({k: retr[k] for k in ("top1", "top5", "chance_top1", "chance_top5")})

@@ -117,7 +117,14 @@ class MagicPipeline(Pipeline):
         from stmm_magic import bench
 
         if method is not None:  # a feature baseline sharing Magic's spec (hest-ridge, ridge-cv, …)
-            return bench.feature_fold(spec, train, test, device, method)
+            stage1 = None
+            if method == "stage1-ridge":  # ablation: reads the stage 1 of a magic row of the same work folder
+                from stmm_magic.ablation import magic_runs_in
+
+                ctx = context or {}
+                reuse = magic_runs_in(Path(ctx["work_dir"]), ctx["seed"], ctx["held"]) if ctx.get("work_dir") else []
+                stage1 = (Path(run_dir), reuse)
+            return bench.feature_fold(spec, train, test, device, method, stage1)
         return bench.magic_fold(spec, train, test, Path(run_dir), device)
 
     @classmethod

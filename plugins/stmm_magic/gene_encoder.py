@@ -9,7 +9,7 @@ column order never matters; a vocabulary gene absent from a section gets the mas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -141,8 +141,17 @@ class PerformerGeneEncoder(nn.Module, GeneEncoder):
                 f"section {section.name!r} measures none of the gene encoder's {len(self.vocab)} input genes "
                 f"(e.g. {self.vocab[0]!r}); gene names must match (symbols vs Ensembl ids?)"
             )
-        norm = normalise_counts(section.counts, self.params.target_sum)
-        tokens = np.full((section.n_spots, len(self.vocab)), self.mask_token, dtype=np.int64)
+        return self.tokenize_counts(section.counts, cols)
+
+    def tokenize_counts(self, counts: Any, cols: np.ndarray) -> np.ndarray:
+        """Tokens ``(N, L)`` of a raw count matrix ``(N, G)`` whose column ``cols[j]`` holds vocabulary gene ``j``
+        (``-1``: not measured → ``mask_token``). Library-size normalised before binning, so a shallower
+        section gives the same tokens for the same composition."""
+        import scipy.sparse as sp
+
+        ok = cols >= 0
+        norm = normalise_counts(sp.csr_matrix(counts), self.params.target_sum)
+        tokens = np.full((norm.shape[0], len(self.vocab)), self.mask_token, dtype=np.int64)
         tokens[:, ok] = bin_tokens(norm[:, cols[ok]].toarray(), self.params.n_bins, self.params.binning)
         return tokens
 

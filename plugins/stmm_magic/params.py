@@ -5,9 +5,9 @@ Every model forbids unknown keys, so a typo in a spec is an error naming the com
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 
 class _Params(BaseModel):
@@ -42,6 +42,22 @@ class PerformerGeneEncoderParams(_Params):
         None, description="optional table (gene name + vector columns, e.g. gene2vec text) to initialise the "
                           "gene-identity embedding by name")
     freeze_gene_embedding: bool = Field(False, description="keep the gene-identity embedding fixed")
+    pretrain_counts: Optional[list[str]] = Field(
+        None, description="count tables (spots x genes .tsv/.tsv.gz, header = gene names, e.g. HER2ST ST-cnts) on "
+                          "which the encoder is pre-trained by masked-expression modelling before stage 1; never "
+                          "list a section you evaluate on")
+    pretrain_epochs: int = Field(0, ge=0, le=10_000, description="masked-expression pre-training epochs (0: none)")
+    pretrain_mask: float = Field(0.15, gt=0, lt=1, description="fraction of detected-or-not gene tokens masked")
+    pretrain_lr: float = Field(1e-3, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _drop_pretraining_when_off(self, handler: Any) -> dict[str, Any]:
+        # no pre-training (the default) is left out, so specs written before the setting existed keep their hash
+        data = handler(self)
+        if not self.pretrain_epochs:
+            for key in ("pretrain_counts", "pretrain_epochs", "pretrain_mask", "pretrain_lr"):
+                data.pop(key, None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "PerformerGeneEncoderParams":

@@ -280,6 +280,13 @@ def fit_magic(
         meta["split"] = {"n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
         model1 = model1.to(dev)
         t0 = time.perf_counter()
+        from stmm_magic.pretrain import maybe_pretrain  # gene.pretrain_epochs > 0: masked-expression pre-training
+
+        pre = maybe_pretrain(model1, log, seed, dev)
+        if pre is not None:
+            meta["gene_pretraining"] = pre
+            timings["gene_pretraining_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
         hist1 = train_stage1(model1, tiles, tokens, train_idx, val_idx, cfg.stage1, cfg.augment, seed, log=log,
                              device=dev)
         timings["stage1_seconds"] = time.perf_counter() - t0

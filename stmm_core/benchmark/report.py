@@ -38,8 +38,19 @@ def summary_grid(result: BenchmarkResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for k in keys:
         runs = max(x.n + x.n_failed for x in by[k].values())
-        rows.append([k[0], k[1], str(runs)] + [_cell(by[k].get(m)) for m in metrics])
+        rows.append([k[0], _covered_label(result, *k), str(runs)] + [_cell(by[k].get(m)) for m in metrics])
     return header, rows
+
+
+def _covered_label(result: BenchmarkResult, pipeline: str, label: str) -> str:
+    """A pooled label ("5 folds (a, …)") narrowed to the folds *pipeline* has rows for ("3 of 5 folds (a, b, c)")."""
+    if "(" not in label or not label.split(" ", 1)[0].isdigit():
+        return label
+    members = [x.strip() for x in label.rsplit("(", 1)[1].rstrip(")").split(",")]
+    covered = sorted({r.fold or r.dataset for r in result.rows if r.pipeline == pipeline} & set(members))
+    if not covered or len(covered) >= len(members):
+        return label
+    return f"{len(covered)} of {len(members)} folds ({', '.join(covered)})"
 
 
 def failures(result: BenchmarkResult) -> list[tuple[str, str, str]]:
