@@ -86,7 +86,8 @@ def build_world(root: Path) -> dict:
         mp.setenv("STMM_PROGRESS", "0")
         mp.setenv("STMM_CACHE_DIR", str(root / "cache"))
         spec = compose_spec("stereomm", {"image": "stain-stats"},
-                            {"train.epochs": 2, "gene.n_top_genes": 30, "gene.pca": 10, "task.n_init": 1})
+                            {"train.epochs": 2, "gene.n_top_genes": 30, "gene.pca": 10, "task.n_init": 1,
+                             "fusion.img_weight": 1.0})  # the image is used (the automatic weight may leave it out)
         (root / "spec.json").write_text(spec.pretty_json())
         a = _adata()
         good = {k: _section(k, root / "good", a, k) for k in READERS}
