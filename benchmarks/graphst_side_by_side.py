@@ -69,7 +69,7 @@ def fit(args: argparse.Namespace) -> None:
             if args.method == "package":
                 labels, emb, raw = _fit_package(section, k, seed, base, args.sparse)
             else:
-                from stmm_core.pipeline.graph_fusion import fit_graph_fusion
+                from stmm_graph_fusion.fit import fit_graph_fusion
 
                 spec = base.with_overrides({"train.seed": seed})
                 res = fit_graph_fusion(spec, section, n_domains=k, progress=False)

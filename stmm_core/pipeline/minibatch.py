@@ -274,7 +274,7 @@ def fit_partitioned(
     *,
     progress: bool = True,
 ) -> tuple[np.ndarray | None, list[dict[str, float]]]:
-    """The partition branch of :func:`stmm_core.pipeline.graph_fusion.fit_graph_fusion`.
+    """The partition branch of :func:`stmm_graph_fusion.fit.fit_graph_fusion`.
 
     Resolves ``train.batch``; returns ``(None, [])`` when the run should stay full batch, else trains over
     partitions and returns the embedding ``(N, L)`` float32 and the per-epoch history. Fills ``info["batch"]``.
