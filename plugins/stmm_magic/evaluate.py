@@ -26,13 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def expression_scores(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """``(Q, N)`` Pearson r between predicted profile q and true profile n (rows over genes)."""
-    def z(a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a, np.float64)
-        a = a - a.mean(1, keepdims=True)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    """``(Q, N)`` Pearson r between predicted profile q and true profile n (the core's
+    :func:`stmm_core.pipeline_eval.profile_scores`, so Magic and the generic evaluation score alike)."""
+    from stmm_core.pipeline_eval import profile_scores
 
-    return z(pred) @ z(true).T
+    return profile_scores(pred, true)
 
 
 @torch.no_grad()
