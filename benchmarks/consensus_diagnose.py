@@ -103,10 +103,63 @@ def source(args: argparse.Namespace) -> None:
               f"/ min {np.min(top_pair):.2f} |", flush=True)
 
 
+def _best_likelihood(spec, coords, embs, member_labels, k: int, s: int) -> np.ndarray:
+    """``embedding-ml``: on the joint embedding (PCA as the task's), the tied Gaussian mixture of highest likelihood
+    among the task's own fit (n_init restarts, seed s) and one EM started from each member's labels and from their
+    vote (a prototype of likelihood selection; refinement as the recipe's)."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    from stmm_core.pipeline.consensus import consensus_labels
+    from stmm_core.pipeline.consensus_embed import joint_embedding
+    from stmm_core.pipeline.refine import refine_labels
+
+    p = spec.components["task"].params
+    x = PCA(p.get("pca", 20), random_state=s).fit_transform(joint_embedding(embs).astype(np.float64))
+    starts = [None] + list(member_labels) + [consensus_labels(member_labels).labels]
+    best = (-np.inf, None)
+    for lab in starts:
+        kw: dict = {"n_init": p.get("n_init", 20), "random_state": s}
+        if lab is not None:
+            lab = np.unique(lab, return_inverse=True)[1]
+            means = np.stack([x[lab == j].mean(0) for j in range(k)])
+            cov = np.cov((x - means[lab]).T) + 1e-6 * np.eye(x.shape[1])
+            kw = {"means_init": means, "weights_init": np.bincount(lab, minlength=k) / len(lab),
+                  "precisions_init": np.linalg.inv(cov)}
+        g = GaussianMixture(k, covariance_type="tied", max_iter=300, reg_covar=1e-6, **kw).fit(x)
+        if g.lower_bound_ > best[0]:
+            best = (g.lower_bound_, g.predict(x))
+    return refine_labels(coords, best[1], spec.domains.refine_neighbors)
+
+
+def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np.ndarray:
+    """One combination rule on one seed set (``s``: the consensus seed).
+
+    ``vote``: the members' saved labels voted; ``embedding``: :func:`consensus_embedding` (the task once on the
+    joint embedding, clustering seed s); ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
+    those R labellings voted; ``members-voteR``: every member's own embedding clustered with R clustering seeds,
+    the 5·R labellings voted."""
+    from stmm_core.pipeline.consensus import consensus_labels
+    from stmm_core.pipeline.consensus_embed import consensus_embedding, joint_embedding
+
+    embs = [m["embedding"] for m in members]
+    if mode == "vote":
+        return consensus_labels([m["labels"] for m in members]).labels
+    if mode == "embedding":
+        return consensus_embedding(spec, embs, [m["labels"] for m in members], k, s, coords).labels
+    if mode == "embedding-ml":
+        return _best_likelihood(spec, coords, embs, [m["labels"] for m in members], k, s)
+    r = int(mode.rsplit("vote", 1)[1])
+    if mode.startswith("embedding-vote"):
+        j = joint_embedding(embs)
+        return consensus_labels([_cluster(spec, coords, j, k, s * 1000 + i)[0] for i in range(r)]).labels
+    if mode.startswith("members-vote"):
+        return consensus_labels([_cluster(spec, coords, e, k, s * 1000 + i)[0] for e in embs for i in range(r)]).labels
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
 def combine(args: argparse.Namespace) -> None:
     from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.consensus import consensus_labels
-    from stmm_core.pipeline.consensus_embed import consensus_embedding
 
     for name in args.sections:
         runs = _runs(args.work, args.recipe, name)
@@ -120,11 +173,7 @@ def combine(args: argparse.Namespace) -> None:
             members = [runs[s * args.n + i] for i in range(args.n)]
             for mode in args.modes:
                 t0 = time.perf_counter()
-                if mode == "vote":
-                    lab = consensus_labels([m["labels"] for m in members]).labels
-                else:
-                    lab = consensus_embedding(spec, [m["embedding"] for m in members],
-                                              [m["labels"] for m in members], k, s, coords).labels
+                lab = _combine(mode, spec, coords, members, k, s)
                 secs[mode].append(time.perf_counter() - t0)
                 out[mode].append(clustering_scores(truth, lab)["ari"])
         sd1 = single.std(ddof=1)

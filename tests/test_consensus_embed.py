@@ -119,3 +119,12 @@ def test_fit_consensus_in_embedding_mode_clusters_the_members_embeddings(synthet
     assert np.array_equal(expect.labels, res.labels)
     assert abs(float(res.confidence.mean()) - block["mean_confidence"]) < 1e-6
     assert agreement(res.labels, res.member_labels).confidence.mean() == pytest.approx(block["mean_confidence"])
+
+
+def test_benchmark_rows_name_the_consensus_mode():
+    from stmm_core.benchmark.pipelines import select
+
+    rows = select(["stereomm-expression+consensus5-embedding", "stereomm-expression+consensus3"], [])
+    assert [(r.name, r.spec.domains.consensus, r.spec.domains.consensus_mode) for r in rows] == [
+        ("stereomm-expression+consensus5-embedding", 5, "embedding"), ("stereomm-expression+consensus3", 3, "vote")]
+    assert rows[0].overrides["domains.consensus_mode"] == "embedding"
