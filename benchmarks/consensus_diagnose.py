@@ -103,40 +103,12 @@ def source(args: argparse.Namespace) -> None:
               f"/ min {np.min(top_pair):.2f} |", flush=True)
 
 
-def _best_likelihood(spec, coords, embs, member_labels, k: int, s: int) -> np.ndarray:
-    """``embedding-ml``: on the joint embedding (PCA as the task's), the tied Gaussian mixture of highest likelihood
-    among the task's own fit (n_init restarts, seed s) and one EM started from each member's labels and from their
-    vote (a prototype of likelihood selection; refinement as the recipe's)."""
-    from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
-
-    from stmm_core.pipeline.consensus import consensus_labels
-    from stmm_core.pipeline.consensus_embed import joint_embedding
-    from stmm_core.pipeline.refine import refine_labels
-
-    p = spec.components["task"].params
-    x = PCA(p.get("pca", 20), random_state=s).fit_transform(joint_embedding(embs).astype(np.float64))
-    starts = [None] + list(member_labels) + [consensus_labels(member_labels).labels]
-    best = (-np.inf, None)
-    for lab in starts:
-        kw: dict = {"n_init": p.get("n_init", 20), "random_state": s}
-        if lab is not None:
-            lab = np.unique(lab, return_inverse=True)[1]
-            means = np.stack([x[lab == j].mean(0) for j in range(k)])
-            cov = np.cov((x - means[lab]).T) + 1e-6 * np.eye(x.shape[1])
-            kw = {"means_init": means, "weights_init": np.bincount(lab, minlength=k) / len(lab),
-                  "precisions_init": np.linalg.inv(cov)}
-        g = GaussianMixture(k, covariance_type="tied", max_iter=300, reg_covar=1e-6, **kw).fit(x)
-        if g.lower_bound_ > best[0]:
-            best = (g.lower_bound_, g.predict(x))
-    return refine_labels(coords, best[1], spec.domains.refine_neighbors)
-
-
 def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np.ndarray:
     """One combination rule on one seed set (``s``: the consensus seed).
 
-    ``vote``: the members' saved labels voted; ``embedding``: :func:`consensus_embedding` (the task once on the
-    joint embedding, clustering seed s); ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
+    ``vote``: the members' saved labels voted; ``embedding``: :func:`consensus_embedding` (the mixture of highest
+    likelihood on the joint embedding among the task's restarts and starts from the members' labels and their
+    vote; clustering seed s); ``embedding-plain``: the task on the joint embedding with its own restarts only; ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
     those R labellings voted; ``members-voteR``: every member's own embedding clustered with R clustering seeds,
     the 5·R labellings voted."""
     from stmm_core.pipeline.consensus import consensus_labels
@@ -147,8 +119,8 @@ def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np
         return consensus_labels([m["labels"] for m in members]).labels
     if mode == "embedding":
         return consensus_embedding(spec, embs, [m["labels"] for m in members], k, s, coords).labels
-    if mode == "embedding-ml":
-        return _best_likelihood(spec, coords, embs, [m["labels"] for m in members], k, s)
+    if mode == "embedding-plain":  # the task once on the joint embedding, its own restarts only
+        return _cluster(spec, coords, joint_embedding(embs), k, s)[0]
     r = int(mode.rsplit("vote", 1)[1])
     if mode.startswith("embedding-vote"):
         j = joint_embedding(embs)

@@ -128,3 +128,27 @@ def test_benchmark_rows_name_the_consensus_mode():
     assert [(r.name, r.spec.domains.consensus, r.spec.domains.consensus_mode) for r in rows] == [
         ("stereomm-expression+consensus5-embedding", 5, "embedding"), ("stereomm-expression+consensus3", 3, "vote")]
     assert rows[0].overrides["domains.consensus_mode"] == "embedding"
+
+
+def test_gmm_keeps_the_start_of_highest_likelihood():
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_tasks.clustering import GMMClustering
+    from stmm_tasks.params import GMMParams
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], 300)
+    # three long thin parallel bands: k-means initialisation cuts across them, the mixture then stays there
+    x = np.stack([rng.normal(0, 20, truth.size), rng.normal(0, 0.3, truth.size) + 2.0 * truth], axis=1)
+    task = GMMClustering(GMMParams(n_init=1, pca=None))
+    plain = task.run(x, 3, 0)
+    assert ari(truth, plain) < 0.5 and "start" not in task.last_info
+    assert np.array_equal(task.run_with_starts(x, 3, 0, starts=()), plain)  # no starts: exactly run()
+    better = task.run_with_starts(x, 3, 0, starts=[np.zeros(truth.size, int), truth])
+    info = task.last_info
+    assert ari(truth, better) == pytest.approx(1.0) and info["start"] == 1
+    assert np.isnan(info["start_lower_bounds"][0])  # a start with one label instead of K: skipped
+    assert info["lower_bound"] > info["restarts_lower_bound"]
+    for cov in ("full", "diag"):
+        t = GMMClustering(GMMParams(n_init=1, pca=None, covariance=cov))
+        assert ari(truth, t.run_with_starts(x, 3, 0, starts=[truth])) == pytest.approx(1.0)
