@@ -107,6 +107,7 @@ def test_fit_consensus_in_embedding_mode_clusters_the_members_embeddings(synthet
     res = fit_consensus(spec, section, n_domains=4, processes=1, progress=False)
     block = res.info["consensus"]
     assert block["mode"] == "embedding" and block["seeds"] == [2, 3]
+    assert block["start"] in ("restarts", "member 0", "member 1", "vote")
     assert res.member_labels.shape == (2, section.n_spots) and res.confidence.shape == (section.n_spots,)
     assert res.spec.domains.consensus_mode == "embedding"
     # the labels are the task on the two members' embeddings, not their vote; re-derive them from the members

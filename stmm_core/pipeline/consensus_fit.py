@@ -142,6 +142,8 @@ def fit_consensus(spec: "PipelineSpec", section: "Section", *, n_domains: int | 
     rep = members[cons.representative]
     block = cons.summary(seeds)
     block["mode"] = spec.domains.consensus_mode
+    if "start" in cons.info:  # embedding mode: which start of the mixture won (restarts, a member, the vote)
+        block["start"] = cons.info["start"]
     block.update(plan)
     block["fit_seconds_per_seed"] = [float(sum(r.seconds for r in m.profile.records)) for m in members]
     block["wall_seconds"] = time.perf_counter() - t0
