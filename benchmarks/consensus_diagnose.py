@@ -136,6 +136,10 @@ def combine(args: argparse.Namespace) -> None:
     for name in args.sections:
         runs = _runs(args.work, args.recipe, name)
         spec, coords = _spec_and_coords(args.recipe, name)
+        if args.set:  # settings of the combination step only (the members' saved fits stay as they are)
+            from stmm_core.cli.compose_cmd import parse_sets
+
+            spec = spec.with_overrides(parse_sets(args.set))
         truth = runs[next(iter(runs))]["truth"]
         k = _k(runs)
         single = np.array([float(r["ari"]) for r in runs.values()])
@@ -166,6 +170,8 @@ def main() -> None:
         p.add_argument("--work", type=Path, required=True)
     sub.choices["source"].add_argument("--cluster-seeds", type=int, default=5)
     sub.choices["combine"].add_argument("--n", type=int, default=5)
+    sub.choices["combine"].add_argument("--set", action="append", default=None,
+                                        help="override for the combination step, e.g. task.covariance=full")
     sub.choices["combine"].add_argument("--modes", nargs="+", default=["vote", "embedding"])
     args = ap.parse_args()
     {"source": source, "combine": combine}[args.cmd](args)
