@@ -148,18 +148,31 @@ def bootstrap(args: argparse.Namespace) -> None:
         single = np.array([float(runs[s]["ari"]) for s in seeds])
         sd1 = float(single.std(ddof=1))
         rng = np.random.default_rng(args.draw_seed)
+        if args.mode == "embedding":
+            from stmm_core.pipeline.consensus_embed import consensus_embedding
+            from stmm_core.pipeline.run import load_section
+            from stmm_core.recipes import get_recipe
+            from stmm_core.spec import parse_spec
+
+            spec = parse_spec(get_recipe(args.recipe)["spec"])
+            coords = load_section(_section_path(name)).coords
+            k = max(len(np.unique(r["labels"])) for r in runs.values())
         for n in args.sizes:
             aris = []
             for _ in range(args.draws):
                 members = rng.choice(seeds, size=n, replace=True)
-                c = consensus_labels([runs[int(m)]["labels"] for m in members])
+                if args.mode == "embedding":  # domains.consensus_mode=embedding on the same members
+                    c = consensus_embedding(spec, [runs[int(m)]["embedding"] for m in members],
+                                            [runs[int(m)]["labels"] for m in members], k, 0, coords)
+                else:
+                    c = consensus_labels([runs[int(m)]["labels"] for m in members])
                 aris.append(clustering_scores(truth, c.labels)["ari"])
             a = np.array(aris)
             rows.append({"section": name, "pool": len(seeds), "n": n, "draws": args.draws, "mean": float(a.mean()),
                          "sd": float(a.std(ddof=1)), "single_mean": float(single.mean()), "single_sd": sd1,
                          "sd_ratio": float(a.std(ddof=1)) / sd1})
             r = rows[-1]
-            print(f"| {name} | {n} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['single_mean']:.3f} ± {sd1:.3f} "
+            print(f"| {name} | {args.mode} | {n} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['single_mean']:.3f} ± {sd1:.3f} "
                   f"| {r['sd_ratio']:.2f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
@@ -211,6 +224,8 @@ def main() -> None:
     sub.choices["bootstrap"].add_argument("--draws", type=int, default=200)
     sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
     sub.choices["bootstrap"].add_argument("--json", type=Path, default=None)
+    sub.choices["bootstrap"].add_argument("--mode", choices=["vote", "embedding"], default="vote",
+                                          help="how each drawn set is combined (domains.consensus_mode)")
     args = ap.parse_args()
     {"fit": fit, "table": table, "bootstrap": bootstrap, "pairs": pairs}[args.cmd](args)
 
