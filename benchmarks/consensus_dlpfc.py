@@ -8,6 +8,7 @@
     .venv/bin/python benchmarks/consensus_dlpfc.py pairs --sections 151676 151675 --work W
     # 4. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
     .venv/bin/python benchmarks/consensus_dlpfc.py bootstrap --sections 151676 151675 --sizes 5 10 15 20 --work W
+    #    (--mode embedding: each drawn set combined as domains.consensus_mode=embedding)
 
 Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
 Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (disjoint sets; the same rule as
