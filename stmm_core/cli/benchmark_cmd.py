@@ -29,6 +29,28 @@ def parse_pipeline_sets(sets: Optional[list[str]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_pipeline_names(items: Optional[list[str]]) -> None:
+    """A ``--pipelines`` word that is no recipe, spec file, glob or ``RECIPE+consensusN`` is a typo: refused before
+    any run (with the closest recipe names), not a failed row after every other pipeline has run."""
+    import difflib
+
+    from stmm_core.benchmark.pipelines import _CONSENSUS
+    from stmm_core.errors import StmmError
+    from stmm_core.recipes import all_recipes
+
+    names = list(all_recipes())
+    for item in items or []:
+        if item.endswith(".json") or Path(item).exists() or any(ch in item for ch in "*?["):
+            continue
+        m = _CONSENSUS.fullmatch(item)
+        name = m.group(1) if m else item
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise StmmError(f"--pipelines {item!r}: no recipe named {name!r}; {hint}(recipes: 'stmm list --kind "
+                            "recipe'; a spec file ends in .json)")
+
+
 def benchmark(
     suite: Optional[str] = typer.Argument(None, help="domains | expression | retrieval | speed, a config .json, or report (rebuild DIR/RESULTS.md)"),
     pipelines: Optional[list[str]] = typer.Option(None, "--pipelines", "-p",
@@ -83,6 +105,7 @@ def benchmark(
         raise StmmError(f"--format {fmt!r}: use table, json or markdown")
     from stmm_core.benchmark.api import run_benchmark
 
+    check_pipeline_names(_split(pipelines))
     if output is not None:  # an accumulating results folder (suites and shards add up): writable, not a file
         from stmm_core.atomic import check_output
 

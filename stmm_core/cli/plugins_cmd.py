@@ -127,7 +127,12 @@ def info(
             close = reg.catalogue.search(name[:3], k)
             if close:
                 reg.catalogue.get(k, name)
-        raise ComponentNotFound(f"no component or recipe named {name!r}; run 'stmm list'")
+        import difflib
+
+        known = sorted({*reg.recipes, *(i.name for i in reg.catalogue), *(f.name for f in reg.families)})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ComponentNotFound(f"no component or recipe named {name!r}{hint} (run 'stmm list')")
     records = [m.describe() for m in matches]
     lines: list[str] = []
     for d in records:

@@ -62,8 +62,8 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
         if text.startswith(prefix):
             text = text[len(prefix):]
             break
-    repo, _, rev = text.partition("@")
-    if not _REPO.fullmatch(repo):
+    repo, at, rev = text.partition("@")
+    if not _REPO.fullmatch(repo) or (at and not rev.strip()):
         raise StmmError(f"{ref!r} is not a Hub repository name; expected org/name or org/name@revision")
     return repo, rev or None
 
