@@ -136,3 +136,19 @@ def test_moved_run_folder_predicts_bit_for_bit_in_a_fresh_process(bank_run, tmp_
     assert list(got.var_names) == list(ref.var_names)
     np.testing.assert_array_equal(got.X, ref.X)
     assert json.loads((moved / "spec.json").read_text())["components"]["image"]["name"] == "stain-bank-mlp"
+
+
+def test_decoder_linear_head_starts_at_the_mean_and_is_left_out_of_specs_when_off():
+    from stmm_magic.decoder import GeneQueryDecoder
+    from stmm_magic.params import QueryDecoderParams
+
+    torch.manual_seed(0)
+    mean = np.linspace(0, 1, 5).astype(np.float32)
+    dec = GeneQueryDecoder(QueryDecoderParams(n_targets=5, dim=8, heads=2, expansion=[8], linear_head=True))
+    dec.setup(6, [f"g{i}" for i in range(5)], mean)
+    tok = torch.randn(4, 1, 6)
+    np.testing.assert_allclose(dec(tok).detach().numpy(), np.tile(mean, (4, 1)), atol=1e-6)  # zero-initialised
+    dec(tok).pow(2).sum().backward()
+    assert dec.linear.weight.grad is not None and dec.linear.weight.grad.abs().sum() > 0
+    assert "linear_head" not in QueryDecoderParams().model_dump()
+    assert QueryDecoderParams(linear_head=True).model_dump()["linear_head"] is True
