@@ -105,7 +105,7 @@ def magic_runs_in(work_dir: Path, seed: int, held: str) -> list[Path]:
 
 #: (with, without, what the pair measures): each row of an ablation is paired with its counterpart.
 ABLATION_PAIRS = (
-    ("magic", "magic-no-stage1", "Magic's decoder with stage 1 vs without (random frozen encoder, same stage 2)"),
+    ("magic", "magic-no-stage1", "Magic's decoder with stage 1 vs without (the frozen encoder before stage 1, same stage 2)"),
     ("stage1-ridge", "init-ridge", "ridge-cv on the stage-1 encoder vs on the same encoder before stage 1"),
 )
 
