@@ -117,3 +117,21 @@ def test_malformed_hub_references_fail_fast(world, capsys, tmp_path, monkeypatch
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # never contacted: refused before any request
     refused(capsys, ["pull", ref, "-o", str(tmp_path / "p")], "not a Hub repository name")
     refused(capsys, ["push", str(world["run"]), ref.removeprefix("hf:")], "not a Hub repository name")
+
+
+def test_push_verifies_the_folder_before_the_network_settings(world, capsys, tmp_path, monkeypatch):
+    """A corrupt run folder is reported as such, offline or without a token (not 'unset HF_HUB_OFFLINE' first)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(world["run"], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for offline in ("1", None):
+        if offline:
+            monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        else:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        refused(capsys, ["push", str(broken), "org/name"], "model.safetensors is corrupted")

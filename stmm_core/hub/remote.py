@@ -107,12 +107,12 @@ def push(folder: str | Path, repo_id: str, *, revision: str | None = None, priva
     branch = revision or rev_in_ref or "main"
     if is_commit(branch):
         raise StmmError(f"--revision {branch} is a commit id; push to a branch name (e.g. main or v1)")
+    loaded = load_pipeline(folder)  # a broken folder is reported first: no network, token or connection fixes it
     if s.offline:
         raise StmmError("cannot push while offline (HF_HUB_OFFLINE is set); unset it to push")
     if not s.token:
         raise HubAccessError("pushing needs a Hub token with write access: set HF_TOKEN (it is never printed or "
                              "stored by stmm)")
-    loaded = load_pipeline(folder)
     files = sorted(loaded.manifest["files"]) + [MANIFEST]
     api = HfApi(endpoint=s.endpoint, token=s.token)
     try:
