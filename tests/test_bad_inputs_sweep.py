@@ -135,3 +135,21 @@ def test_push_verifies_the_folder_before_the_network_settings(world, capsys, tmp
         else:
             monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         refused(capsys, ["push", str(broken), "org/name"], "model.safetensors is corrupted")
+
+
+def test_magic_gene_count_error_names_the_setting():
+    """Too few shared genes: the message names the exact --set key (it printed a literal '...')."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from stmm_core.errors import DataError
+    from stmm_magic.genes import select_genes
+
+    class _S:
+        def __init__(self):
+            self.name, self.n_genes = "s", 5
+            self.gene_names = [f"g{i}" for i in range(5)]
+            self.counts = sp.csr_matrix(np.arange(50, dtype=float).reshape(10, 5) + 1)
+
+    with pytest.raises(DataError, match=r"--set decoder\.n_targets=5"):
+        select_genes([_S()], 40, "hvg", None, 1e4, "target genes", setting="decoder.n_targets")

@@ -119,7 +119,8 @@ class PerformerGeneEncoder(nn.Module, GeneEncoder):
     def fit_sections(self, sections: Sequence["Section"]) -> "PerformerGeneEncoder":
         """Choose the input genes on the training sections (``n_genes`` by ``gene_selection``, or ``genes``)."""
         p = self.params
-        genes = select_genes(sections, p.n_genes, p.gene_selection, p.genes, p.target_sum, "input genes")
+        genes = select_genes(sections, p.n_genes, p.gene_selection, p.genes, p.target_sum, "input genes",
+                             setting="gene.n_genes")
         return self.setup(genes)
 
     def fit(self, section: "Section") -> "PerformerGeneEncoder":

@@ -109,8 +109,11 @@ def rank_genes(sections: Sequence["Section"], genes: list[str], rule: str, targe
 
 
 def select_genes(sections: Sequence["Section"], n: int, rule: str, explicit: Sequence[str] | None,
-                 target_sum: float, what: str) -> list[str]:
-    """The *n* top genes by *rule* among the shared genes, or the *explicit* list (checked present)."""
+                 target_sum: float, what: str, setting: str = "...") -> list[str]:
+    """The *n* top genes by *rule* among the shared genes, or the *explicit* list (checked present).
+
+    *setting* is the spec key that sets *n* (named in the error so the user knows which ``--set`` to pass).
+    """
     shared = shared_genes(sections, min_shared=1)
     if explicit is not None:
         missing = [g for g in explicit if g not in set(shared)]
@@ -123,7 +126,7 @@ def select_genes(sections: Sequence["Section"], n: int, rule: str, explicit: Seq
     if len(shared) < n:
         raise DataError(
             f"{n} {what} were requested but the training sections share only {len(shared)} genes; "
-            f"lower the number (e.g. --set ...={len(shared)}) or use sections measured on the same genes"
+            f"lower the number (e.g. --set {setting}={len(shared)}) or use sections measured on the same genes"
         )
     return rank_genes(sections, shared, rule, target_sum)[:n]
 

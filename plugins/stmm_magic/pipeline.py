@@ -122,7 +122,7 @@ def choose_genes(spec: "PipelineSpec", sections: Sequence["Section"], gene_encod
     shared = shared_genes(sections, min_shared=1)
     gene_encoder.fit_sections(sections)
     targets = select_genes(sections, int(dec["n_targets"]), dec["target_rule"], dec.get("targets"),
-                           float(dec["target_sum"]), "target genes")
+                           float(dec["target_sum"]), "target genes", setting="decoder.n_targets")
     hvg = rank_genes(sections, targets, "hvg", float(dec["target_sum"]))[: int(dec["n_eval_hvg"])]
     return {"input": list(gene_encoder.vocab), "targets": targets, "eval_hvg": hvg, "n_shared": len(shared)}
 
