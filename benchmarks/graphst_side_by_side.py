@@ -343,6 +343,40 @@ def drift(args: argparse.Namespace) -> None:
                           "torch_threads": torch.get_num_threads()}), flush=True)
 
 
+def reclusters(args: argparse.Namespace) -> None:
+    """Cluster every saved embedding of ``--section`` with the gmm task at several seeds (no refit).
+
+    The clustering is one more random step (20 k-means-started EM fits, the best likelihood kept): on two
+    embeddings that differ by float rounding it can land in different optima. Each fit's ARI is shown at the
+    clustering seeds given, each refined as its method refines (package: GraphST's ``refine_label``; recipe:
+    ``refine_neighbors`` 51), with the mean over clustering seeds per fit and per method.
+    """
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.plugins import get_catalogue
+
+    gmm = get_catalogue().get("task", "gmm").build({})
+    per_method: dict[str, list[float]] = {}
+    for folder in sorted(p for p in args.work.glob(f"*/{args.section}") if p.is_dir()):
+        method = folder.parent.name
+        for path in sorted(folder.glob("seed*.npz"), key=lambda p: int(p.stem[4:])):
+            run = np.load(path, allow_pickle=True)
+            truth, emb, xy = run["truth"], run["embedding"], run["coords"]
+            scores = []
+            for s in args.gmm_seeds:
+                raw = gmm.run(emb, args.k, s)
+                lab = graphst_refine(xy, raw) if method.startswith("graphst-package") else refine_labels(xy, raw, 51)
+                scores.append(round(clustering_scores(truth, lab)["ari"], 3))
+            per_method.setdefault(method, []).append(float(np.mean(scores)))
+            print(json.dumps({"method": method, "section": args.section, "fit_seed": int(path.stem[4:]),
+                              "gmm_seeds": args.gmm_seeds, "ari": scores, "mean": round(float(np.mean(scores)), 3)}),
+                  flush=True)
+    print(f"\n| method | {args.section}: fits | mean over clustering seeds, per fit | mean ± sd |\n|---|---|---|---|")
+    for m, v in sorted(per_method.items()):
+        print(f"| {m} | {len(v)} | {' / '.join(f'{x:.3f}' for x in v)} | {np.mean(v):.3f} ± "
+              f"{np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -372,8 +406,14 @@ def main() -> None:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--epochs", nargs="+", type=int, default=[10, 60])
     d.add_argument("--package-matrix", choices=["sparse", "dense"], default="sparse")
+    r = sub.add_parser("reclusters", help="every saved embedding of a section clustered at several gmm seeds")
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--section", default="151676")
+    r.add_argument("--k", type=int, default=7)
+    r.add_argument("--gmm-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     args = ap.parse_args()
-    {"fit": fit, "table": table, "variants": variants, "mirror": mirror, "drift": drift}[args.cmd](args)
+    {"fit": fit, "table": table, "variants": variants, "mirror": mirror, "drift": drift,
+     "reclusters": reclusters}[args.cmd](args)
 
 
 if __name__ == "__main__":
