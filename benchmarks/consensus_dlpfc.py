@@ -8,6 +8,7 @@
     .venv/bin/python benchmarks/consensus_dlpfc.py pairs --sections 151676 151675 --work W
     # 4. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
     .venv/bin/python benchmarks/consensus_dlpfc.py bootstrap --sections 151676 151675 --sizes 5 10 15 20 --work W
+    #    (--mode embedding: each drawn set combined as domains.consensus_mode=embedding)
 
 Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
 Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (disjoint sets; the same rule as
@@ -38,7 +39,13 @@ import numpy as np
 def _section_path(section: str) -> Path:
     from stmm_core.benchmark.datasets import data_root
 
+    if section == "151510":  # the 500-gene file the recipe defaults were chosen on
+        return data_root() / "dlpfc" / "151510_drsc_500genes" / "dlpfc_151510_500genes_lowres.h5ad"
     return data_root() / "dlpfc" / section / f"dlpfc_{section}_5000genes_lowres.h5ad"
+
+
+def _label_column(section: str) -> str:
+    return "annotation" if section == "151510" else "layer"
 
 
 def fit(args: argparse.Namespace) -> None:
@@ -59,15 +66,16 @@ def fit(args: argparse.Namespace) -> None:
             if out.exists():
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            k = resolve_n_domains(section, None, "layer")
+            col = _label_column(name)
+            k = resolve_n_domains(section, None, col)
             spec = base.with_overrides({"train.seed": seed})
             t0 = time.perf_counter()
             res = fit_graph_fusion(spec, section, n_domains=k, progress=False)
             sec = time.perf_counter() - t0
-            scores = clustering_scores(section.obs["layer"].to_numpy(), res.labels)
+            scores = clustering_scores(section.obs[col].to_numpy(), res.labels)
             tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
             np.savez_compressed(tmp, labels=res.labels, embedding=res.embedding, seconds=sec, ari=scores["ari"],
-                                spec_hash=spec.hash(), truth=section.obs["layer"].astype(str).to_numpy())
+                                spec_hash=spec.hash(), truth=section.obs[col].astype(str).to_numpy())
             tmp.replace(out)
             print(f"{name} seed {seed}: ARI {scores['ari']:.3f} ({sec:.0f} s)", flush=True)
 
@@ -141,18 +149,31 @@ def bootstrap(args: argparse.Namespace) -> None:
         single = np.array([float(runs[s]["ari"]) for s in seeds])
         sd1 = float(single.std(ddof=1))
         rng = np.random.default_rng(args.draw_seed)
+        if args.mode == "embedding":
+            from stmm_core.pipeline.consensus_embed import consensus_embedding
+            from stmm_core.pipeline.run import load_section
+            from stmm_core.recipes import get_recipe
+            from stmm_core.spec import parse_spec
+
+            spec = parse_spec(get_recipe(args.recipe)["spec"])
+            coords = load_section(_section_path(name)).coords
+            k = max(len(np.unique(r["labels"])) for r in runs.values())
         for n in args.sizes:
             aris = []
             for _ in range(args.draws):
                 members = rng.choice(seeds, size=n, replace=True)
-                c = consensus_labels([runs[int(m)]["labels"] for m in members])
+                if args.mode == "embedding":  # domains.consensus_mode=embedding on the same members
+                    c = consensus_embedding(spec, [runs[int(m)]["embedding"] for m in members],
+                                            [runs[int(m)]["labels"] for m in members], k, 0, coords)
+                else:
+                    c = consensus_labels([runs[int(m)]["labels"] for m in members])
                 aris.append(clustering_scores(truth, c.labels)["ari"])
             a = np.array(aris)
             rows.append({"section": name, "pool": len(seeds), "n": n, "draws": args.draws, "mean": float(a.mean()),
                          "sd": float(a.std(ddof=1)), "single_mean": float(single.mean()), "single_sd": sd1,
                          "sd_ratio": float(a.std(ddof=1)) / sd1})
             r = rows[-1]
-            print(f"| {name} | {n} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['single_mean']:.3f} ± {sd1:.3f} "
+            print(f"| {name} | {args.mode} | {n} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['single_mean']:.3f} ± {sd1:.3f} "
                   f"| {r['sd_ratio']:.2f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
@@ -204,6 +225,8 @@ def main() -> None:
     sub.choices["bootstrap"].add_argument("--draws", type=int, default=200)
     sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
     sub.choices["bootstrap"].add_argument("--json", type=Path, default=None)
+    sub.choices["bootstrap"].add_argument("--mode", choices=["vote", "embedding"], default="vote",
+                                          help="how each drawn set is combined (domains.consensus_mode)")
     args = ap.parse_args()
     {"fit": fit, "table": table, "bootstrap": bootstrap, "pairs": pairs}[args.cmd](args)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_serializer, model_validator
 
@@ -71,6 +71,11 @@ class DomainSpec(_Frozen):
         description="fit this many seeds and keep their consensus domains with a per-spot confidence; 1 = off "
         "(stmm_core.pipeline.consensus)",
     )
+    consensus_mode: Literal["vote", "embedding"] = Field(
+        "vote",
+        description="how the consensus seeds are combined: 'vote' = Hungarian-aligned majority vote of their labels; "
+        "'embedding' = the task + refinement on their embeddings side by side (stmm_core.pipeline.consensus_embed)",
+    )
 
     @model_serializer(mode="wrap")
     def _drop_off_switches(self, handler: Any) -> dict[str, Any]:
@@ -78,6 +83,8 @@ class DomainSpec(_Frozen):
         data = handler(self)
         if data.get("consensus") == 1:
             data.pop("consensus")
+        if data.get("consensus_mode") == "vote":  # the default, left out for the same reason
+            data.pop("consensus_mode")
         return data
 
 

@@ -20,7 +20,7 @@ subsampled spots, so memory stays O(max_fit · n_neighbors) however many bins th
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -117,25 +117,42 @@ class GMMClustering(Task):
 
     def run(self, embedding: np.ndarray, n_domains: int, seed: int = 0) -> np.ndarray:
         """Cluster ``embedding`` ``(N, L)`` into ``n_domains`` → int64 labels ``(N,)``."""
+        return self.run_with_starts(embedding, n_domains, seed, starts=())
+
+    def run_with_starts(self, embedding: np.ndarray, n_domains: int, seed: int = 0,
+                        starts: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """As :meth:`run`, plus one EM started from each labelling in *starts* (each ``(N,)``, e.g. the labels of
+        several seeds' fits; :func:`stmm_tasks.gmm_starts.mixture_start`); the fit of highest likelihood among
+        the ``n_init`` restarts and those starts is kept. ``last_info["start"]``: which one won (``"restarts"``
+        or the index into *starts*)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.mixture import GaussianMixture
+
+        from .gmm_starts import mixture_start
 
         p = self.params
         x = _prepare(embedding, n_domains)
         fit_rows = subsample_rows(len(x), p.max_fit, seed)
         x, used_pca = _pca_fit_transform(x, fit_rows, p.pca, seed)
         x_fit = x if fit_rows is None else x[fit_rows]
-        gmm = GaussianMixture(
-            n_components=int(n_domains),
-            covariance_type=p.covariance,
-            n_init=p.n_init,
-            max_iter=p.max_iter,
-            reg_covar=1e-6,
-            random_state=seed,
-        )
+        common = {"n_components": int(n_domains), "covariance_type": p.covariance, "max_iter": p.max_iter,
+                  "reg_covar": 1e-6, "random_state": seed}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            labels = gmm.fit(x_fit).predict(x)
+            gmm = GaussianMixture(n_init=p.n_init, **common).fit(x_fit)
+            won: Any = "restarts"
+            bounds = [float(gmm.lower_bound_)]
+            for i, lab in enumerate(starts):
+                init = mixture_start(x_fit, np.asarray(lab)[fit_rows] if fit_rows is not None else lab,
+                                     int(n_domains), p.covariance)
+                if init is None:  # not K labels: no start from it
+                    bounds.append(float("nan"))
+                    continue
+                other = GaussianMixture(n_init=1, **common, **init).fit(x_fit)
+                bounds.append(float(other.lower_bound_))
+                if other.lower_bound_ > gmm.lower_bound_:
+                    gmm, won = other, i
+            labels = gmm.predict(x)
         labels = relabel_by_size(labels)
         info: dict[str, Any] = {
             "pca": used_pca,
@@ -145,6 +162,10 @@ class GMMClustering(Task):
             "lower_bound": float(gmm.lower_bound_),
             "n_found": int(labels.max() + 1),
         }
+        if len(starts):
+            info["start"] = won
+            info["start_lower_bounds"] = bounds[1:]
+            info["restarts_lower_bound"] = bounds[0]
         if not gmm.converged_:
             info["warning"] = f"GMM did not converge in {p.max_iter} iterations; raise task.max_iter (--set)"
         elif caught:  # the best restart converged, some others did not: said, without contradicting 'converged'

@@ -146,8 +146,9 @@ def _annotate(pipe: BenchPipeline) -> None:
         pipe.notes.append(f"image encoder {img.name} randomly initialised (no pretrained weights reachable)")
 
 
-#: ``RECIPE+consensusN`` in ``--pipelines``: the recipe with ``domains.consensus=N`` (seed s = seeds s*N … s*N+N-1).
-_CONSENSUS = re.compile(r"(.+)\+consensus(\d+)")
+#: ``RECIPE+consensusN`` in ``--pipelines``: the recipe with ``domains.consensus=N`` (seed s = seeds s*N … s*N+N-1);
+#: ``RECIPE+consensusN-embedding`` also sets ``domains.consensus_mode=embedding`` (cluster the seeds' embeddings).
+_CONSENSUS = re.compile(r"(.+)\+consensus(\d+)(?:-(vote|embedding))?")
 
 
 def select(items: list[str] | None, default: list[str], rules: dict[str, dict[str, Any]] | None = None,
@@ -171,13 +172,16 @@ def select(items: list[str] | None, default: list[str], rules: dict[str, dict[st
                 raise StmmError(f"--pipelines {item!r} matches no recipe; recipes: {', '.join(sorted(names))}")
             out.extend(_from_recipe(n, rules, base_set) for n in sorted(hits))
         elif _CONSENSUS.fullmatch(item):  # recipe+consensusN: the recipe's consensus of N seeds, its own row
-            name, n = _CONSENSUS.fullmatch(item).groups()
+            name, n, mode = _CONSENSUS.fullmatch(item).groups()
             pipe = _from_recipe(name, rules, base_set)
             pipe.name, pipe.baseline = item, item in base_set
             if pipe.spec is not None:
                 try:
-                    pipe.overrides = {**pipe.overrides, "domains.consensus": int(n)}
-                    pipe.spec = pipe.spec.with_overrides({"domains.consensus": int(n)})
+                    extra: dict[str, Any] = {"domains.consensus": int(n)}
+                    if mode:
+                        extra["domains.consensus_mode"] = mode
+                    pipe.overrides = {**pipe.overrides, **extra}
+                    pipe.spec = pipe.spec.with_overrides(extra)
                 except StmmError as exc:
                     pipe.spec, pipe.error = None, str(exc)
             out.append(pipe)

@@ -113,8 +113,6 @@ def consensus_labels(members: Sequence[np.ndarray], max_iter: int = 20) -> Conse
 
     K of the consensus is the largest number of distinct labels among the members; the returned ids are
     0..K-1 ordered by domain size (largest first)."""
-    from sklearn.metrics import adjusted_rand_score
-
     runs = [_dense(m) for m in members]
     if not runs:
         raise ValueError("consensus of no labellings")
@@ -122,10 +120,7 @@ def consensus_labels(members: Sequence[np.ndarray], max_iter: int = 20) -> Conse
     if any(r.shape[0] != n_spots for r in runs):
         raise ValueError("all labellings must cover the same spots")
     n = len(runs)
-    pair = np.eye(n)
-    for i in range(n):
-        for j in range(i + 1, n):
-            pair[i, j] = pair[j, i] = adjusted_rand_score(runs[i], runs[j])
+    pair = _pairwise_ari(runs)
     ref_idx = int(np.argmax(pair.sum(axis=1))) if n > 1 else 0
     k = max(int(r.max()) + 1 for r in runs)
     current = runs[ref_idx]
@@ -139,7 +134,28 @@ def consensus_labels(members: Sequence[np.ndarray], max_iter: int = 20) -> Conse
         current = vote
         tie = vote
         aligned = np.stack([align_to(current, r, k) for r in runs])
-    # ids by size, largest first (stable, independent of which seed was the reference)
+    cons = _finish(current, runs, k, pair)
+    cons.iterations = it
+    cons.info.update({"reference": ref_idx, "mode": "vote"})
+    return cons
+
+
+def _pairwise_ari(runs: Sequence[np.ndarray]) -> np.ndarray:
+    from sklearn.metrics import adjusted_rand_score
+
+    n = len(runs)
+    pair = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            pair[i, j] = pair[j, i] = adjusted_rand_score(runs[i], runs[j])
+    return pair
+
+
+def _finish(current: np.ndarray, runs: Sequence[np.ndarray], k: int, pair: np.ndarray) -> Consensus:
+    """Ids by size (largest first, stable), each member aligned to them, per-spot agreement, member ARIs."""
+    from sklearn.metrics import adjusted_rand_score
+
+    aligned = np.stack([align_to(current, r, k) for r in runs])
     sizes = np.bincount(current, minlength=k)
     order = np.argsort(-sizes, kind="stable")
     rename = np.empty(k, dtype=np.int64)
@@ -149,4 +165,18 @@ def consensus_labels(members: Sequence[np.ndarray], max_iter: int = 20) -> Conse
     confidence = (aligned_out == labels[None, :]).mean(axis=0).astype(np.float32)
     member_ari = np.array([adjusted_rand_score(labels, r) for r in runs])
     return Consensus(labels=labels, confidence=confidence, aligned=aligned_out, pairwise_ari=pair,
-                     member_ari=member_ari, iterations=it, info={"reference": ref_idx, "k": k})
+                     member_ari=member_ari, info={"k": k})
+
+
+def agreement(labels: np.ndarray, members: Sequence[np.ndarray]) -> Consensus:
+    """A given consensus labelling (e.g. from the members' joint embedding) with the members' agreement: each
+    member aligned to it by Hungarian matching, the per-spot confidence and the seed-to-seed ARI, as
+    :func:`consensus_labels` reports them."""
+    runs = [_dense(m) for m in members]
+    if not runs:
+        raise ValueError("agreement with no labellings")
+    current = _dense(labels)
+    if any(r.shape[0] != current.shape[0] for r in runs):
+        raise ValueError("all labellings must cover the same spots")
+    k = max([int(current.max()) + 1] + [int(r.max()) + 1 for r in runs])
+    return _finish(current, runs, k, _pairwise_ari(runs))

@@ -131,9 +131,19 @@ def fit_consensus(spec: "PipelineSpec", section: "Section", *, n_domains: int | 
         members, plan = fit_seeds(spec, section, seeds, n_domains=n_domains, device=device, cache=cache, load=load,
                                   processes=processes, progress=progress, fit_kwargs=fit_kwargs)
     with prof.stage("consensus"):
-        cons = consensus_labels([m.labels for m in members])
+        if spec.domains.consensus_mode == "embedding":  # cluster the members' embeddings side by side
+            from stmm_core.pipeline.consensus_embed import consensus_embedding
+
+            k = n_domains if isinstance(n_domains, int) else max(int(m.labels.max()) + 1 for m in members)
+            cons = consensus_embedding(spec, [m.obsm.get("X_stmm_corrected", m.embedding) for m in members],
+                                       [m.labels for m in members], k, spec.train.seed, section.coords)
+        else:
+            cons = consensus_labels([m.labels for m in members])
     rep = members[cons.representative]
     block = cons.summary(seeds)
+    block["mode"] = spec.domains.consensus_mode
+    if "start" in cons.info:  # embedding mode: which start of the mixture won (restarts, a member, the vote)
+        block["start"] = cons.info["start"]
     block.update(plan)
     block["fit_seconds_per_seed"] = [float(sum(r.seconds for r in m.profile.records)) for m in members]
     block["wall_seconds"] = time.perf_counter() - t0
