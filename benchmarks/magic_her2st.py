@@ -6,8 +6,9 @@
 
 Runs ``stmm benchmark expression`` and then ``stmm benchmark retrieval`` (same folds, same trained models
 through ``--work``) with the configs in ``benchmarks/configs/``. ``--ablation`` adds the rows
-``magic-no-stage1`` (the decoder on the random frozen encoder, no stage 1) and ``stage1-ridge`` (ridge-cv on the
-stage-1 encoder; compare with ``ridge-cv`` on the random one) and prints their paired differences.
+``magic-no-stage1`` (the decoder on the frozen encoder before stage 1), ``stage1-ridge`` (ridge-cv on the
+stage-1 encoder) and ``init-ridge`` (ridge-cv on the same encoder before stage 1) and prints their paired
+differences; ``context-ridge`` (ridge-cv on the encoder's frozen feature bank) is a baseline of the config.
 ``--cross-patient`` trains on C2-C6 and evaluates HER2ST A1 (patient A) instead of the C folds.
 The per-fold protocol (targets and HVGs chosen on the training sections, ridge on the frozen encoder at Magic's
 initialisation, retrieval among all spots of the held-out section) lives in
@@ -20,7 +21,7 @@ import argparse
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-ABLATION = ["stage1-ridge", "magic-no-stage1"]  # after magic: stage1-ridge reuses magic's stage 1
+ABLATION = ["stage1-ridge", "init-ridge", "magic-no-stage1"]  # after magic: stage1-ridge reuses magic's stage 1
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--folds", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
     ap.add_argument("--seed-start", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--ablation", action="store_true", help="add magic-no-stage1 and stage1-ridge")
+    ap.add_argument("--ablation", action="store_true", help="add magic-no-stage1, stage1-ridge and init-ridge")
     ap.add_argument("--cross-patient", action="store_true", help="train on C2-C6, evaluate A1")
     ap.add_argument("--report", nargs="+", type=Path, default=None, help="print ablation lines of results")
     ap.add_argument("-o", "--output", type=Path, default=None)

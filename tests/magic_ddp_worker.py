@@ -29,7 +29,7 @@ def run(out: Path) -> None:
 
     torch.set_num_threads(1)
     dist_ctx.init("cpu")
-    spec = compose_spec("magic", None, TINY)
+    spec = compose_spec("magic-vit", None, TINY)
     n, n_genes = 46, 12
     rng = np.random.default_rng(0)
     tiles = torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))

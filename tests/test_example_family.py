@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "stmm-bleep"
 TINY_BLEEP = ["train.epochs=15", "train.n_targets=30", "train.n_eval_hvg=8", "train.k=10", "gene.n_top_genes=40"]
 # magic shrunk to a seconds-long fit (as tests/magic_tiny.py), addressed to the magic row only
-TINY_MAGIC = ["image.model=test_vit", "image.img_size=32", "gene.n_genes=16", "gene.dim=16", "gene.depth=1",
+TINY_MAGIC = ["image.img_size=32", "image.hidden=[16]", "image.out_dim=16", "gene.n_genes=16", "gene.dim=16", "gene.depth=1",
               "gene.heads=2", "gene.dim_head=8", "gene.out_dim=16", "contrastive.embed_dim=16",
               "contrastive.queue_size=32", "fusion.dim=16", "fusion.heads=2", "decoder.n_targets=12",
               "decoder.dim=16", "decoder.heads=2", "decoder.expansion=[16]", "decoder.n_eval_hvg=5",

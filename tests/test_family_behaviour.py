@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from stmm_core.cli.main import main  # noqa: E402
-from magic_tiny import TINY_MODEL  # noqa: E402
+from magic_tiny import TINY_VIT_MODEL as TINY_MODEL  # noqa: E402
 
 GF_SETS = ["--set", "train.epochs=8", "--set", "graph.hidden=[16]", "--set", "gene.n_top_genes=40", "-q"]
 MAGIC_SETS = TINY_MODEL + ["--set", "train.stage1.epochs=1", "--set", "train.stage1.batch_size=16",
@@ -74,7 +74,7 @@ def test_magic_prediction_is_unchanged(quiet_env):
 
     a, b, c = (_write(quiet_env / f"m{i}.h5ad", i, 36, 40) for i in (1, 2, 3))
     run = quiet_env / "magic"
-    assert main(["run", "magic", "--data", str(a), str(b), "-o", str(run), *MAGIC_SETS]) == 0
+    assert main(["run", "magic-vit", "--data", str(a), str(b), "-o", str(run), *MAGIC_SETS]) == 0
     pred = quiet_env / "pred.h5ad"
     assert main(["predict", str(run), "--data", str(c), "-o", str(pred)]) == 0
     got = _summary(ad.read_h5ad(pred).X)

@@ -29,7 +29,7 @@ def world(tmp_path_factory):
         make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=20 + i, image_scale=0.5).write_h5ad(p)
         paths.append(str(p))
     spec = root / "tiny-magic.json"
-    spec.write_text(compose_spec("magic", None, TINY).pretty_json())
+    spec.write_text(compose_spec("magic-vit", None, TINY).pretty_json())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:

@@ -38,12 +38,10 @@ def test_stage1_ablation_rows_are_computed_on_the_same_folds(tmp_path, monkeypat
         p = tmp_path / f"sec{i}.h5ad"
         make_synthetic_adata(n_spots=40, n_genes=40, n_domains=3, seed=30 + i, image_scale=0.5).write_h5ad(p)
         paths.append(str(p))
-    names = ["magic", "magic-no-stage1", "stage1-ridge", "ridge-cv"]
+    names = ["magic", "magic-no-stage1", "stage1-ridge", "init-ridge", "context-ridge"]
     tiny = _tiny_sets()
     sets = {n: dict(tiny) for n in names}
     sets["magic-no-stage1"]["train.stage1.epochs"] = 0
-    sets["ridge-cv"] = {k: v for k, v in tiny.items() if k.split(".")[0] == "image" or k in (
-        "decoder.n_targets", "decoder.n_eval_hvg", "gene.n_genes")}
     work = tmp_path / "work"
     res = run_benchmark("expression", pipelines=names, datasets=paths, folds=["sec1"], progress=False,
                         log=lambda m: None, work_dir=work, sets=sets).result
@@ -55,16 +53,19 @@ def test_stage1_ablation_rows_are_computed_on_the_same_folds(tmp_path, monkeypat
     init = rows["magic"].details["image_init_params_sha256"]
     assert rows["magic-no-stage1"].details["image_init_params_sha256"] == init
     assert rows["magic-no-stage1"].details["timings"].get("stage1_seconds", 0) < 5
-    # stage1-ridge reads magic's own stage 1 (reused, not retrained) and starts from ridge-cv's encoder
+    # stage1-ridge reads magic's own stage 1 (reused, not retrained) and starts from init-ridge's encoder
     s1 = rows["stage1-ridge"].details["fit"]["stage1"]
     assert s1["reused"] and "/folds/magic-" in s1["stage1_run"]
-    assert s1["init_params_sha256"] == init == rows["ridge-cv"].details["image_init_params_sha256"]
+    assert s1["init_params_sha256"] == init == rows["init-ridge"].details["image_init_params_sha256"]
+    # context-ridge reads the frozen bank itself (no weights, no PCA)
+    assert rows["context-ridge"].details["image_init_params_sha256"] == "feature bank (no weights)"
+    assert rows["context-ridge"].details["fit"]["features"] == 81
     assert s1["trained_params_sha256"] != init
     assert rows["stage1-ridge"].details["fit"]["cv"] == "leave one training section out"
     from stmm_magic.ablation import ablation_lines
 
     lines = ablation_lines(res.rows, ["pearson_all"])
-    assert len(lines) == 2 and "magic - magic-no-stage1" in lines[0] and "stage1-ridge - ridge-cv" in lines[1]
+    assert len(lines) == 2 and "magic - magic-no-stage1" in lines[0] and "stage1-ridge - init-ridge" in lines[1]
     diff = rows["magic"].metrics["pearson_all"] - rows["magic-no-stage1"].metrics["pearson_all"]
     assert f"= {diff:+.3f}" in lines[0] and "better in" in lines[0] and "sec1 s0" in lines[0]
 
@@ -159,6 +160,7 @@ def test_masked_expression_pretraining_learns_and_feeds_stage1(tmp_path, monkeyp
     assert 170 <= pre["n_spots"] <= 180 and len(pre["tables"]) == 3 and len(pre["history"]) == 40
     assert pre["history"][-1]["loss"] < pre["history"][0]["loss"]
     assert pre["history"][-1]["masked_acc"] > pre["majority_acc"]
-    # the default (no pre-training) leaves the recipe's spec hash as it was
-    spec = PipelineSpec.model_validate(all_recipes()["magic"]["spec"])
-    assert spec.hash()[:12] == "c321162d9dee"
+    # the default (no pre-training, no linear decoder head) leaves the spec hash of the ViT recipe as it was
+    # when it was called magic
+    data = dict(all_recipes()["magic-vit"]["spec"], recipe="magic")
+    assert PipelineSpec.model_validate(data).hash()[:12] == "c321162d9dee"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magic_tiny import TINY_MODEL
+from magic_tiny import TINY_VIT_MODEL as TINY_MODEL
 
 pytest.importorskip("torch")
 
@@ -90,14 +90,14 @@ def test_run_magic_nproc_2_and_user_error_as_one_line(tmp_path):
         make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=i, image_scale=0.5).write_h5ad(p)
         paths.append(str(p))
     stmm = [sys.executable, "-m", "stmm_core"]
-    run = subprocess.run([*stmm, "run", "magic", "--data", *paths, "-o", str(tmp_path / "run"), "--stage", "1",
+    run = subprocess.run([*stmm, "run", "magic-vit", "--data", *paths, "-o", str(tmp_path / "run"), "--stage", "1",
                           *TINY, "--nproc", "2"], env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("wrote ") == 1  # process 0 alone reports
     meta = json.loads((tmp_path / "run" / "magic.json").read_text())
     assert meta["stage1_processes"] == 2 and (tmp_path / "run" / "stage1.safetensors").is_file()
 
-    bad = subprocess.run([*stmm, "run", "magic", "--data", paths[0], str(tmp_path / "missing.h5ad"), "-o",
+    bad = subprocess.run([*stmm, "run", "magic-vit", "--data", paths[0], str(tmp_path / "missing.h5ad"), "-o",
                           str(tmp_path / "run2"), *TINY, "--nproc", "2"], env=env, capture_output=True, text=True,
                          timeout=240, cwd=ROOT)
     assert bad.returncode == 2, bad.stderr[-3000:]

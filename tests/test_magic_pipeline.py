@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from stmm_core.cli.main import main  # noqa: E402
 from stmm_core.errors import SpecError  # noqa: E402
-from magic_tiny import TINY_MODEL  # noqa: E402
+from magic_tiny import TINY_VIT_MODEL as TINY_MODEL  # noqa: E402
 
 TINY = TINY_MODEL + [
     "--set", "train.stage1.epochs=2", "--set", "train.stage1.batch_size=16",
@@ -43,7 +43,7 @@ def env(tmp_path_factory):
         mp.setenv("STMM_PROGRESS", "0")
         a, b, c = (_write(root / f"s{i}.h5ad", i) for i in (1, 2, 3))
         run = root / "run"
-        code = main(["run", "magic", "--data", str(a), str(b), "-o", str(run), *TINY])
+        code = main(["run", "magic-vit", "--data", str(a), str(b), "-o", str(run), *TINY])
         assert code == 0
         yield {"root": root, "a": a, "b": b, "c": c, "run": run}
     torch.set_num_threads(threads)
@@ -141,19 +141,19 @@ def test_save_load_round_trip_and_stage_by_stage(env, capsys):
     outs = []
     for name in ("s1a", "s1b"):
         out = env["root"] / name
-        assert main(["run", "magic", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "1",
+        assert main(["run", "magic-vit", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "1",
                      *TINY]) == 0
         assert not (out / "stage2.safetensors").exists()
         outs.append(load_file(str(out / "stage1.safetensors")))
     assert outs[0].keys() == outs[1].keys() and all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
     out = env["root"] / "s1a"
-    assert main(["run", "magic", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "2",
+    assert main(["run", "magic-vit", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "2",
                  *TINY, "--set", "train.stage2.epochs=1"]) == 0  # stage-2 settings may differ
     assert (out / "stage2.safetensors").is_file()
     assert all(torch.equal(v, outs[0][k]) for k, v in load_file(str(out / "stage1.safetensors")).items())
     # stage 2 on a folder trained with another stage-1 spec is refused
     capsys.readouterr()
-    assert main(["run", "magic", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "2",
+    assert main(["run", "magic-vit", "--data", str(env["a"]), str(env["b"]), "-o", str(out), "--stage", "2",
                  *TINY, "--set", "gene.n_genes=8"]) == 2
     assert "different spec" in _err_line(capsys)
 
@@ -241,7 +241,7 @@ def test_predict_and_evaluate_outputs_are_checked_first(env, capsys, tmp_path):
 def test_magic_refuses_to_mix_run_folders(env, capsys, tmp_path):
     """A new magic run into an earlier run's folder needs --overwrite (stage 2 continues one on purpose)."""
     capsys.readouterr()
-    assert main(["run", "magic", "--data", str(env["a"]), str(env["b"]), "-o", str(env["run"]), *TINY]) == 2
+    assert main(["run", "magic-vit", "--data", str(env["a"]), str(env["b"]), "-o", str(env["run"]), *TINY]) == 2
     assert "--overwrite" in _err_line(capsys)
 
 
@@ -267,7 +267,7 @@ def test_disjoint_gene_sets_are_refused(env, capsys):
     path = env["root"] / "disjoint.h5ad"
     other.write_h5ad(path)
     capsys.readouterr()
-    assert main(["run", "magic", "--data", str(env["a"]), str(path), "-o", str(env["root"] / "dj"), *TINY]) == 2
+    assert main(["run", "magic-vit", "--data", str(env["a"]), str(path), "-o", str(env["root"] / "dj"), *TINY]) == 2
     line = _err_line(capsys)
     assert "share 0 gene" in line and "intersection" in line
 

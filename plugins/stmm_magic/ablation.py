@@ -8,8 +8,9 @@ Two questions, each answered on the same leave-one-section-out folds as Magic an
   stage-2 budget. It runs as an ordinary Magic fold; nothing here is needed for it.
 * **Did stage 1 teach the image encoder anything a linear read-out can use?** Recipe ``stage1-ridge``
   (method ``stage1-ridge``): ``ridge-cv`` (penalty chosen by leave-one-training-section-out CV) on the pooled
-  features of the **stage-1-trained** image encoder, to be compared with ``ridge-cv`` on the same encoder at its
-  random initialisation. :func:`stage1_image_encoder` trains stage 1 on the fold's training sections, or reuses
+  features of the **stage-1-trained** image encoder, to be compared with recipe ``init-ridge``: ``ridge-cv`` on
+  the same encoder at its seeded initialisation (for the default feature-bank encoder: the same frozen bank,
+  z-scored on the same training tiles, through the untrained MLP). :func:`stage1_image_encoder` trains stage 1 on the fold's training sections, or reuses
   a stage 1 that a Magic row of the same benchmark work folder already trained on them with the same stage-1
   settings (so the two rows read one and the same encoder).
 """
@@ -104,8 +105,8 @@ def magic_runs_in(work_dir: Path, seed: int, held: str) -> list[Path]:
 
 #: (with, without, what the pair measures): each row of an ablation is paired with its counterpart.
 ABLATION_PAIRS = (
-    ("magic", "magic-no-stage1", "Magic's decoder with stage 1 vs without (random frozen encoder, same stage 2)"),
-    ("stage1-ridge", "ridge-cv", "ridge-cv on the stage-1 encoder vs on the same encoder at its random init"),
+    ("magic", "magic-no-stage1", "Magic's decoder with stage 1 vs without (the frozen encoder before stage 1, same stage 2)"),
+    ("stage1-ridge", "init-ridge", "ridge-cv on the stage-1 encoder vs on the same encoder before stage 1"),
 )
 
 

@@ -19,7 +19,8 @@ from stmm_core.benchmark.runner import NotApplicable
 from stmm_core.errors import DataError
 
 #: Baseline methods that predict expression from frozen tile features (recipes with ``"method": …``).
-FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean", "stage1-ridge")
+FEATURE_BASELINES = ("hest-ridge", "ridge-cv", "stain-ridge", "knn-expression", "train-mean", "stage1-ridge",
+                     "context-ridge")
 
 
 def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
@@ -39,7 +40,7 @@ def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
     from stmm_magic.genes import log1p_expression, shared_genes
     from stmm_core.expression_metrics import mse, pearson_per_gene, pearson_per_spot, retrieval_topk
     from stmm_magic.model import params_digest
-    from stmm_magic.pipeline import build_component, choose_genes, image_input_px, read_sections
+    from stmm_magic.pipeline import build_component, choose_genes, fit_image_inputs, image_input_px, read_sections
 
     if method not in FEATURE_BASELINES:
         raise NotApplicable(f"unknown benchmark method {method!r}")
@@ -82,7 +83,16 @@ def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
             f_tr = stain.encode(torch.from_numpy(tiles_tr)).numpy()
             f_te = stain.encode(torch.from_numpy(tiles_te)).numpy()
         digest = "stain-stats (no weights)"
+    elif method == "context-ridge":
+        if not callable(getattr(enc, "bank", None)):
+            raise NotApplicable("context-ridge reads a feature-bank image encoder (image: stain-bank-mlp)")
+        fit_image_inputs(enc, torch.from_numpy(tiles_tr))
+        with torch.no_grad():
+            f_tr = enc.bank(torch.from_numpy(tiles_tr)).numpy()
+            f_te = enc.bank(torch.from_numpy(tiles_te)).numpy()
+        digest = "feature bank (no weights)"
     elif method != "train-mean":
+        fit_image_inputs(enc, torch.from_numpy(tiles_tr))  # a feature bank's z-score (a ViT: nothing)
         if method == "stage1-ridge":
             from stmm_magic.ablation import stage1_image_encoder
 
@@ -97,7 +107,7 @@ def feature_fold(spec: Any, train_paths: list[str], test_path: str, device: str,
         pred, info = bl.hest_ridge(f_tr, y_tr, f_te, n_components=256, seed=seed)
     elif method in ("ridge-cv", "stage1-ridge"):
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)
-    elif method == "stain-ridge":
+    elif method in ("stain-ridge", "context-ridge"):
         pred, info = bl.ridge_cv(f_tr, y_tr, f_te, groups, n_components=None, seed=seed)
     elif method == "knn-expression":
         pred, info = bl.knn_predictor(f_tr, y_tr, f_te, groups, n_components=256, seed=seed)

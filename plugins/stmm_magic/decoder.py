@@ -48,6 +48,10 @@ class GeneQueryDecoder(nn.Module, Decoder):
         self.readout = nn.Linear(p.dim, 1)
         nn.init.zeros_(self.readout.weight)  # start exactly at the per-gene mean predictor (no random offsets)
         nn.init.zeros_(self.readout.bias)
+        self.linear = None
+        if p.linear_head:
+            self.linear = nn.Linear(d_img, g, bias=False)
+            nn.init.zeros_(self.linear.weight)
         self.gene_bias = nn.Parameter(torch.zeros(g))
         if gene_mean is not None:
             with torch.no_grad():
@@ -62,4 +66,7 @@ class GeneQueryDecoder(nn.Module, Decoder):
         memory = self.expand(tokens)  # (B, T, dim)
         q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
         h = self.decoder(q, memory)  # (B, G, dim)
-        return self.readout(h).squeeze(-1) + self.gene_bias
+        out = self.readout(h).squeeze(-1) + self.gene_bias
+        if self.linear is not None:
+            out = out + self.linear(tokens.mean(1))
+        return out

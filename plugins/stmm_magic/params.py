@@ -84,6 +84,22 @@ class MagicViTParams(_Params):
     trainable: bool = Field(True, description="fine-tune the encoder in stage 1")
 
 
+class StainBankMLPParams(_Params):
+    """Frozen weight-free feature bank (stain statistics + texture on nested crops) → trainable MLP projection."""
+
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5, 0.25], min_length=1, max_length=8,
+        description="centred crops (fractions of the tile side) summarised separately; with tiles.size_factor=2 "
+                    "scale 1.0 is the spot's neighbourhood and 0.5 the spot")
+    texture: bool = Field(True, description="add mean and sd of the gradient magnitude (H, E, OD) per crop")
+    tissue_od: float = Field(0.15, ge=0.0, le=10.0, description="optical density above which a pixel is tissue")
+    img_size: int = Field(64, ge=8, le=1024, description="tile side in px the statistics are computed on")
+    hidden: list[int] = Field(default_factory=lambda: [256], description="hidden widths of the projection MLP")
+    out_dim: int = Field(128, ge=4, le=4096, description="pooled feature / token width")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    trainable: bool = Field(True, description="train the MLP in stage 1 (the bank is never trained)")
+
+
 class AlbefContrastiveParams(_Params):
     """Image–gene contrastive loss with projection heads, learnable temperature, queues, distillation."""
 
@@ -145,6 +161,18 @@ class QueryDecoderParams(_Params):
     ff_mult: int = Field(2, ge=1, le=16)
     dropout: float = Field(0.1, ge=0, lt=1)
     n_eval_hvg: int = Field(50, ge=1, description="most variable targets (on training sections) reported apart")
+    linear_head: bool = Field(
+        False, description="add a per-gene linear read-out of the mean image token (zero-initialised) to the "
+                           "transformer's output: with a single image token cross-attention is the same for every "
+                           "gene query, so gene-specific directions need this path")
+
+    @model_serializer(mode="wrap")
+    def _drop_linear_head_when_off(self, handler: Any) -> dict[str, Any]:
+        # off (the default) is left out, so specs written before the setting existed keep their hash
+        data = handler(self)
+        if not self.linear_head:
+            data.pop("linear_head", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "QueryDecoderParams":

@@ -260,11 +260,14 @@ def fit_magic(
     meta.update({
         "format": "stmm-magic-v1", "stmm_version": __version__, "spec_hash": spec.hash(),
         "genes": genes, "tiles": tile_info, "device": dev, "threads": threads, "seed": seed,
-        "image_model": spec.components["image"].params.get("model"),
+        "image_model": spec.components["image"].params.get("model") or spec.components["image"].name,
     })
     if prev_meta is None:
         from stmm_magic.model import params_digest
 
+        bank = fit_image_inputs(model1.image, tiles, model1.momentum_image)
+        if bank is not None:
+            meta["image_bank"] = bank
         meta["image_init"] = dict(getattr(model1.image, "weights_info", {}) or {})
         meta["image_init"]["params_sha256"] = params_digest(model1.image)
     timings: dict[str, float] = dict(meta.get("timings", {}))
@@ -314,6 +317,8 @@ def fit_magic(
                               genes["targets"], gene_mean)
         if "image" in cfg.stage2.load:
             load_prefixed(model2.image, stage1_state, "image.")
+        else:
+            fit_image_inputs(model2.image, tiles)
         if "image" in cfg.stage2.freeze:
             freeze([model2.image])
         meta["stage2_image"] = {"loaded_from_stage1": "image" in cfg.stage2.load,
@@ -330,6 +335,19 @@ def fit_magic(
     write_json(out_dir / META_FILE, meta)
     _plot_histories(out_dir, meta)
     return meta
+
+
+def fit_image_inputs(image: Any, tiles: torch.Tensor, *copies: Any) -> dict[str, Any] | None:
+    """Fit an image encoder's input statistics on the training *tiles* when it has any (``fit_inputs``: the
+    feature bank's z-score; a ViT has none) and copy them into *copies* (momentum encoders). None: nothing fitted."""
+    fit = getattr(image, "fit_inputs", None)
+    if not callable(fit):
+        return None
+    info = fit(tiles)
+    for c in copies:
+        for (name, b_c), (_, b) in zip(c.named_buffers(), image.named_buffers()):
+            b_c.copy_(b)
+    return info
 
 
 def _section_records(arrays: Any, data: Sequence[str | Path], sections: Any) -> list[dict[str, Any]]:

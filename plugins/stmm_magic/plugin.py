@@ -10,6 +10,7 @@ from stmm_magic.params import (
     MagicViTParams,
     PerformerGeneEncoderParams,
     QueryDecoderParams,
+    StainBankMLPParams,
     TokenFusionParams,
 )
 
@@ -24,6 +25,10 @@ def stmm_components():
         ComponentInfo("magic-vit", "image_encoder", "stmm_magic.image_encoder:MagicViT", MagicViTParams,
                       "fine-tunable timm ViT: pooled feature + patch tokens (any timm name or hf-hub:)",
                       tags=("magic",)),
+        ComponentInfo("stain-bank-mlp", "image_encoder", "stmm_magic.feature_bank:StainBankMLP",
+                      StainBankMLPParams,
+                      "frozen weight-free bank (stain statistics + texture on nested crops, z-scored on the training "
+                      "tiles) -> trainable MLP: pooled feature + one token (Magic's CPU encoder)", tags=("magic",)),
         ComponentInfo("albef-itc", "objective", "stmm_magic.contrastive:AlbefContrastive", AlbefContrastiveParams,
                       "image-gene InfoNCE: projection heads, learnable clamped temperature, momentum encoders, "
                       "queues, distillation (ALBEF)", aliases=("infonce",), tags=("magic",)),
