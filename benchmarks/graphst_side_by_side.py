@@ -204,6 +204,179 @@ def variants(args: argparse.Namespace) -> None:
         print(f"| {m} | {s_} | {len(rows)} | " + " | ".join(f"{np.mean([r[c] for r in rows]):.3f}" for c in cols) + " |")
 
 
+def mirror_fit(section, seed: int, spec, features: str = "package") -> tuple[np.ndarray, bool]:
+    """The recipe's components and training step fed the package's inputs and random draws → (embedding, same graph).
+
+    The package itself is set up (``GraphST.GraphST(adata, random_seed=seed)``: its seeding, HVG, features and the
+    one permutation it draws there), then its ``Encoder`` is built as its ``train()`` builds it (the same torch
+    draws) and its weights are copied into the recipe's ``ContrastiveGAE``; every epoch draws the package's
+    ``np.random.permutation`` for the negatives (``GraphContext.negatives``). The graph is the recipe's builder
+    (compared with the package's ``adj``), the features the package's (``features="package"``) or the recipe's own
+    gene encoder (``"recipe"``: its own seurat_v3 HVG). What is left from the package's fit of that seed is the
+    float summation order (the recipe's sparse CSR products vs the package's matrix) and, with ``"recipe"``, the
+    genes the two HVG selections disagree on. This aligns random streams, which the recipe does not do (its seeds
+    are its own): a diagnostic, not a setting of the recipe.
+    """
+    import torch
+    from GraphST import GraphST
+    from GraphST.model import Encoder
+
+    from stmm_core.interfaces import GraphContext
+    from stmm_core.pipeline_base import build_component
+    from stmm_peers.common import quiet, section_anndata
+
+    threads = torch.get_num_threads()
+    with quiet():
+        pkg = GraphST.GraphST(section_anndata(section), epochs=spec.train.epochs, random_seed=seed)
+    torch.set_num_threads(threads)  # the package's preprocessing resets torch's thread count
+    if features == "package":
+        x = pkg.features
+    else:
+        x = torch.from_numpy(np.asarray(build_component(spec, "gene").fit_transform(section), np.float32))
+    enc = Encoder(pkg.dim_input, pkg.dim_output, pkg.graph_neigh)  # the draws of the package's train()
+    graph = build_component(spec, "builder").build(section.coords, section.spot_diameter)
+    adj = np.zeros((section.n_spots, section.n_spots), dtype=bool)
+    adj[graph.edge_index[0], graph.edge_index[1]] = True
+    same_graph = bool(np.array_equal(adj, pkg.adata.obsm["adj"] > 0))
+    fusion, model = build_component(spec, "fusion"), build_component(spec, "graph")
+    fusion.setup(None, x.shape[1])
+    model.setup(fusion.out_dim, x.shape[1], section.n_spots)
+    with torch.no_grad():
+        model.encoder.weight.copy_(enc.weight1)
+        model.decoder.weight.copy_(enc.weight2)
+        model.discriminator.weight.copy_(enc.disc.f_k.weight)
+        model.discriminator.bias.copy_(enc.disc.f_k.bias)
+    ctx = GraphContext(edge_index=graph.torch_edge_index(), n_nodes=section.n_spots,
+                       distances=torch.as_tensor(graph.distances),
+                       rank=None if graph.rank is None else torch.as_tensor(graph.rank))
+    params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
+    for _ in range(spec.train.epochs):
+        fusion.train()
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        xin = fusion(None, x, ctx)
+        ctx.negatives = xin[torch.from_numpy(np.random.permutation(section.n_spots))].detach()
+        model.loss(model(xin, ctx), x)["loss"].backward()
+        opt.step()
+    ctx.negatives = None
+    fusion.eval()
+    return model.embed(fusion(None, x, ctx), ctx).numpy().astype(np.float32), same_graph
+
+
+def mirror(args: argparse.Namespace) -> None:
+    """Fit :func:`mirror_fit` per seed, cluster and refine it as the recipe does, compare with the package's fit."""
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.pipeline.run import load_section, resolve_n_domains
+    from stmm_core.pipeline_base import build_component
+    from stmm_core.recipes import get_recipe
+    from stmm_core.seeding import configure_threads
+    from stmm_core.spec import parse_spec
+
+    configure_threads()
+    base = parse_spec(get_recipe(args.recipe)["spec"])
+    tag = f"mirror-{args.features}-{args.recipe}@{base.hash()[:8]}" + (f"-e{args.epochs}" if args.epochs != 600 else "")
+    for seed in args.seeds:
+        for name in args.sections:
+            out = args.work / tag / name / f"seed{seed}.npz"
+            if out.exists():
+                continue
+            section = load_section(_section_path(name))
+            k = resolve_n_domains(section, None, "layer")
+            truth = section.obs["layer"].astype(str).to_numpy()
+            spec = base.with_overrides({"train.seed": seed, "train.epochs": args.epochs})
+            t0 = time.perf_counter()
+            emb, same_graph = mirror_fit(section, seed, spec, args.features)
+            sec = time.perf_counter() - t0
+            raw = np.asarray(build_component(spec, "task").run(emb, k, seed), dtype=np.int64)
+            labels = refine_labels(section.coords, raw, spec.domains.refine_neighbors)
+            ari = clustering_scores(truth, labels)["ari"]
+            row = {"method": tag, "section": name, "seed": seed, "same_graph": same_graph, "ari": round(ari, 4),
+                   "ari_graphst_refine": round(clustering_scores(truth, graphst_refine(section.coords, raw))["ari"], 4),
+                   "ari_before_refine": round(clustering_scores(truth, raw)["ari"], 4), "seconds": round(sec)}
+            ref = args.work / "graphst-package-sparse" / name / f"seed{seed}.npz"
+            if ref.exists() and args.epochs == 600:
+                pk = np.load(ref, allow_pickle=True)
+                pe = pk["embedding"]
+                row["package_ari"] = round(float(pk["ari"]), 4)
+                row["package_ari_before_refine"] = round(clustering_scores(truth, pk["raw"])["ari"], 4)
+                row["emb_max_abs_diff"] = float(np.abs(emb - pe).max())
+                row["emb_rel_diff"] = float(np.linalg.norm(emb - pe) / np.linalg.norm(pe))
+                row["labels_ari_vs_package"] = round(clustering_scores(pk["raw"].astype(str), raw)["ari"], 4)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+            np.savez_compressed(tmp, labels=labels, raw=raw, embedding=emb, seconds=sec, ari=ari, truth=truth,
+                                coords=np.asarray(section.coords), row=json.dumps(row))
+            tmp.replace(out)
+            print(json.dumps(row), flush=True)
+
+
+def drift(args: argparse.Namespace) -> None:
+    """How far the mirrored recipe and the package (sparse matrix) drift apart with the number of epochs."""
+    import torch
+    from GraphST import GraphST
+
+    from stmm_core.pipeline.run import load_section
+    from stmm_core.recipes import get_recipe
+    from stmm_core.seeding import configure_threads
+    from stmm_core.spec import parse_spec
+    from stmm_peers.common import quiet, section_anndata
+
+    configure_threads()
+    section = load_section(_section_path(args.section))
+    for epochs in args.epochs:
+        spec = parse_spec(get_recipe(args.recipe)["spec"]).with_overrides({"train.seed": args.seed,
+                                                                           "train.epochs": epochs})
+        threads = torch.get_num_threads()
+        with quiet():
+            model = GraphST.GraphST(section_anndata(section), epochs=epochs, random_seed=args.seed)
+        torch.set_num_threads(threads)
+        with quiet():
+            if args.package_matrix == "sparse":
+                model.adj = model.adj.to_sparse()
+            pe = np.asarray(model.train().obsm["emb"])
+        emb, same = mirror_fit(section, args.seed, spec, "package")
+        print(json.dumps({"section": args.section, "seed": args.seed, "epochs": epochs, "same_graph": same,
+                          "package_matrix": args.package_matrix, "emb_max_abs_diff": float(np.abs(emb - pe).max()),
+                          "emb_rel_diff": float(np.linalg.norm(emb - pe) / np.linalg.norm(pe)),
+                          "torch_threads": torch.get_num_threads()}), flush=True)
+
+
+def reclusters(args: argparse.Namespace) -> None:
+    """Cluster every saved embedding of ``--section`` with the gmm task at several seeds (no refit).
+
+    The clustering is one more random step (20 k-means-started EM fits, the best likelihood kept): on two
+    embeddings that differ by float rounding it can land in different optima. Each fit's ARI is shown at the
+    clustering seeds given, each refined as its method refines (package: GraphST's ``refine_label``; recipe:
+    ``refine_neighbors`` 51), with the mean over clustering seeds per fit and per method.
+    """
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.plugins import get_catalogue
+
+    gmm = get_catalogue().get("task", "gmm").build({})
+    per_method: dict[str, list[float]] = {}
+    for folder in sorted(p for p in args.work.glob(f"*/{args.section}") if p.is_dir()):
+        method = folder.parent.name
+        for path in sorted(folder.glob("seed*.npz"), key=lambda p: int(p.stem[4:])):
+            run = np.load(path, allow_pickle=True)
+            truth, emb, xy = run["truth"], run["embedding"], run["coords"]
+            scores = []
+            for s in args.gmm_seeds:
+                raw = gmm.run(emb, args.k, s)
+                lab = graphst_refine(xy, raw) if method.startswith("graphst-package") else refine_labels(xy, raw, 51)
+                scores.append(round(clustering_scores(truth, lab)["ari"], 3))
+            per_method.setdefault(method, []).append(float(np.mean(scores)))
+            print(json.dumps({"method": method, "section": args.section, "fit_seed": int(path.stem[4:]),
+                              "gmm_seeds": args.gmm_seeds, "ari": scores, "mean": round(float(np.mean(scores)), 3)}),
+                  flush=True)
+    print(f"\n| method | {args.section}: fits | mean over clustering seeds, per fit | mean ± sd |\n|---|---|---|---|")
+    for m, v in sorted(per_method.items()):
+        print(f"| {m} | {len(v)} | {' / '.join(f'{x:.3f}' for x in v)} | {np.mean(v):.3f} ± "
+              f"{np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -220,8 +393,27 @@ def main() -> None:
     v = sub.add_parser("variants")
     v.add_argument("--work", type=Path, required=True)
     v.add_argument("--extra", type=Path, nargs="*", default=[], help="more folders of METHOD/SECTION/seedS.npz")
+    m = sub.add_parser("mirror", help="diagnostic: the recipe's training on the package's inputs and draws")
+    m.add_argument("--recipe", default="graphst")
+    m.add_argument("--features", choices=["package", "recipe"], default="package")
+    m.add_argument("--epochs", type=int, default=600)
+    m.add_argument("--sections", nargs="+", default=["151676"])
+    m.add_argument("--seeds", nargs="+", type=int, default=[1])
+    m.add_argument("--work", type=Path, required=True)
+    d = sub.add_parser("drift", help="diagnostic: mirrored recipe vs package embeddings after N epochs")
+    d.add_argument("--recipe", default="graphst")
+    d.add_argument("--section", default="151676")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--epochs", nargs="+", type=int, default=[10, 60])
+    d.add_argument("--package-matrix", choices=["sparse", "dense"], default="sparse")
+    r = sub.add_parser("reclusters", help="every saved embedding of a section clustered at several gmm seeds")
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--section", default="151676")
+    r.add_argument("--k", type=int, default=7)
+    r.add_argument("--gmm-seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     args = ap.parse_args()
-    {"fit": fit, "table": table, "variants": variants}[args.cmd](args)
+    {"fit": fit, "table": table, "variants": variants, "mirror": mirror, "drift": drift,
+     "reclusters": reclusters}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -90,13 +90,17 @@ class GeneEncoder(Component):
 class SpatialGraph:
     """A symmetric spatial graph over N spots, without self loops.
 
-    ``edge_index``: int64 ``(2, E)`` (numpy), both directions present; ``distances``: float32 ``(E,)``.
+    ``edge_index``: int64 ``(2, E)`` (numpy), both directions present; ``distances``: float32 ``(E,)``;
+    ``rank``: int16 ``(E,)``, for a kNN builder that ranks its picks, the position of the source among the
+    target's own nearest neighbours (0 = nearest), -1 where the edge is there only by symmetrisation (None: not
+    ranked; read-outs over the nearest neighbours then order by ``distances``).
     """
 
     edge_index: "np.ndarray"
     n_nodes: int
     distances: "np.ndarray | None" = None
     meta: dict[str, Any] = field(default_factory=dict)
+    rank: "np.ndarray | None" = None
 
     @property
     def n_edges(self) -> int:
@@ -200,6 +204,8 @@ class GraphContext:
     cache: dict[str, Any] = field(default_factory=dict)
     # (E,) float32 length of each edge of edge_index (full-resolution pixels); None where unknown
     distances: "torch.Tensor | None" = None
+    # (E,) int16 SpatialGraph.rank of each edge of edge_index (full-batch training only); None where not ranked
+    rank: "torch.Tensor | None" = None
 
 
 @dataclass

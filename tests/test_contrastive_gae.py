@@ -157,6 +157,26 @@ def test_nearest_readout_averages_over_each_spots_own_k_nearest():
         m(torch.ones(4, 3), GraphContext(edge_index=graph.torch_edge_index(), n_nodes=4))
 
 
+def test_nearest_readout_takes_the_builders_ranked_picks():
+    from stmm_graph.contrastive_gae import nearest_edges, nearest_mean
+
+    # an integer square: from each corner the two others at distance 1 tie; the ranked builder's picks decide
+    coords = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    graph = KnnGraph(KnnGraphParams(k=1, ties="graphst")).build(coords)
+    ctx = GraphContext(edge_index=graph.torch_edge_index(), n_nodes=4, distances=torch.from_numpy(graph.distances),
+                       rank=torch.from_numpy(graph.rank))
+    src, dst = graph.edge_index
+    mask = nearest_edges(ctx, 1).numpy()
+    assert np.array_equal(mask, graph.rank == 0) and np.bincount(dst[mask], minlength=4).tolist() == [1, 1, 1, 1]
+    picks = np.argsort(np.linalg.norm(coords[:, None] - coords[None], axis=-1), axis=1)[:, 1]
+    assert all(src[mask & (dst == i)][0] == picks[i] for i in range(4))
+    e = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
+    expected = torch.tensor([(e[i, 0] + e[picks[i], 0]) / 2 for i in range(4)])
+    assert torch.allclose(nearest_mean(e, ctx, 1).squeeze(1), expected)
+    # asking for more neighbours than were ranked falls back to the distance order
+    assert nearest_edges(ctx, 2).sum() > mask.sum()
+
+
 def test_readout_setting_keeps_existing_spec_hashes():
     from stmm_core.spec import parse_spec
 

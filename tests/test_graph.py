@@ -379,3 +379,25 @@ def test_vgae_recovers_spatial_domains():
     ari = adjusted_rand_score(truth, gmm.run(emb, 3, seed=0))
     assert ari > 0.8, (ari, raw_ari)
     assert ari > raw_ari  # the spatial graph helps on noisy features
+
+
+def test_knn_graphst_ties_rank_each_spots_own_picks():
+    """ties='graphst': numpy's argsort order of each spot's exact distance row, picks ranked 0..k-1 (no package)."""
+    coords = np.delete(square_grid(7), [3, 10, 24, 30], axis=0)  # integer grid with holes: ties everywhere
+    n = len(coords)
+    g = KnnGraph(KnnGraphParams(k=3, ties="graphst")).build(coords)
+    check_graph_invariants(g, n)
+    assert g.rank.shape == g.distances.shape and g.meta["ties"] == "graphst"
+    d = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(-1))
+    picks = np.argsort(d, axis=1)[:, 1:4]  # GraphST's construct_interaction (self sorts first: no duplicates)
+    src, dst = g.edge_index
+    for i in range(n):
+        own = g.rank[dst == i] >= 0
+        assert list(src[dst == i][own][np.argsort(g.rank[dst == i][own])]) == list(picks[i])
+    assert np.array_equal(np.sort(np.bincount(dst[g.rank >= 0], minlength=n)), np.full(n, 3))
+    # the default builder does not rank, and the new setting leaves the serialised params (the hash) alone
+    assert KnnGraph(KnnGraphParams(k=3)).build(coords).rank is None
+    assert "ties" not in KnnGraphParams(k=3).model_dump()
+    assert KnnGraphParams(k=3, ties="graphst").model_dump()["ties"] == "graphst"
+    twins = KnnGraph(KnnGraphParams(k=3, ties="graphst")).build(np.repeat(square_grid(4), 2, axis=0))
+    check_graph_invariants(twins, 32)  # duplicate coordinates: still no self loops

@@ -57,6 +57,35 @@ def test_graph_and_propagation_matrix_are_the_packages():
     assert np.allclose(prop, preprocess_adj(adj), atol=1e-6)  # D^-1/2 A D^-1/2 + I
 
 
+def test_tied_integer_lattice_graph_and_read_out_are_the_packages():
+    """On integer pixel coordinates (Visium's) many spots tie; ties='graphst' orders them as the package does, for
+    the graph and for the read-out's own 3 nearest spots (graph_neigh); the k-d tree order does not."""
+    from stmm_core.interfaces import GraphContext
+    from stmm_graph.builders import KnnGraph
+    from stmm_graph.contrastive_gae import nearest_edges
+    from stmm_graph.params import KnnGraphParams
+
+    ij = np.array([(i, j) for j in range(16) for i in range(16)])
+    coords = np.c_[2 * ij[:, 0] + ij[:, 1] % 2, 2 * ij[:, 1]] * 137.0  # Visium-like integer hex lattice
+    coords = np.delete(coords, np.random.default_rng(0).choice(len(coords), 30, replace=False), axis=0)
+    n = len(coords)
+    graph_neigh, adj = _package_graph(coords)
+    g = KnnGraph(KnnGraphParams(k=3, ties="graphst")).build(coords)
+    ours = np.zeros_like(adj)
+    ours[g.edge_index[0], g.edge_index[1]] = 1
+    assert np.array_equal(ours, adj)
+    ctx = GraphContext(edge_index=torch.from_numpy(g.edge_index), n_nodes=n, distances=torch.from_numpy(g.distances),
+                       rank=torch.from_numpy(g.rank))
+    mask = nearest_edges(ctx, 3).numpy()
+    read = np.zeros_like(graph_neigh)
+    read[g.edge_index[1][mask], g.edge_index[0][mask]] = 1  # row i: the spots i's summary averages over
+    assert np.array_equal(read, graph_neigh)
+    kd = _recipe_graph(coords)
+    kd_adj = np.zeros_like(adj)
+    kd_adj[kd.edge_index[0], kd.edge_index[1]] = 1
+    assert not np.array_equal(kd_adj, adj)  # guard: the lattice's ties really are ordered differently
+
+
 def _models(n_genes: int, latent: int, graph_neigh: np.ndarray, readout: str):
     from GraphST.model import Encoder
 

@@ -194,3 +194,34 @@ def compose_spec_for(recipe, sets):
     from stmm_core.cli.compose_cmd import compose_spec
 
     return compose_spec(recipe, None, sets)
+
+
+
+def test_partitions_carry_the_ranked_picks_of_a_tied_lattice(tmp_path):
+    """kNN ties='graphst' on an integer lattice full of ties: every partition's edges keep the graph's ranks, so a
+    core spot's read-out takes its own picks there too (the distance order would take others on this lattice)."""
+    import torch
+
+    from stmm_core.pipeline.partitions import make_partitions
+    from stmm_graph.builders import KnnGraph
+    from stmm_graph.contrastive_gae import nearest_edges
+    from stmm_graph.params import KnnGraphParams
+
+    ij = np.array([(i, j) for j in range(12) for i in range(12)])
+    xy = (np.c_[2 * ij[:, 0] + ij[:, 1] % 2, 2 * ij[:, 1]] * 137.0)[np.random.default_rng(0).permutation(144)]
+    g = KnnGraph(KnnGraphParams(k=3, ties="graphst")).build(xy)
+    picks = {(int(s), int(t)) for s, t, r in zip(*g.edge_index, g.rank) if r >= 0}
+    parts = make_partitions(xy, g.edge_index, len(xy), 40, 2, rank=g.rank)
+    for pt in parts:
+        ei = pt.ctx.edge_index.numpy()
+        mask = nearest_edges(pt.ctx, 3).numpy()
+        core = np.isin(ei[1], np.arange(pt.n_core))
+        got = {(int(pt.nodes[s]), int(pt.nodes[t])) for s, t in ei[:, mask & core].T}
+        want = {(s, t) for s, t in picks if t in set(pt.nodes[: pt.n_core].tolist())}
+        assert got == want
+    # guard: without the ranks the distance order picks differently on this lattice
+    ctx = type(parts[0].ctx)(edge_index=torch.from_numpy(g.edge_index), n_nodes=len(xy),
+                             distances=torch.from_numpy(g.distances))
+    assert (nearest_edges(ctx, 3).numpy() != (g.rank >= 0)).any()
+    no_rank = make_partitions(xy, g.edge_index, len(xy), 40, 2)
+    assert all(pt.ctx.rank is None for pt in no_rank)

@@ -127,7 +127,11 @@ class RadiusGraph(GraphBuilder):
 class KnnGraph(GraphBuilder):
     """Each spot linked to its ``k`` nearest other spots, symmetrised by union (degree between k and ~2k).
 
-    Ties at equal distance are broken by cKDTree order (deterministic for given coordinates).
+    Ties at equal distance are broken by cKDTree order (deterministic for given coordinates), or, with
+    ``ties="graphst"``, as GraphST's ``construct_interaction`` breaks them: numpy's ``argsort`` of each spot's
+    exact distance row (identical to the package on integer pixel coordinates, as Visium's are, where every
+    distance is exact). That mode also records each spot's own picks (``SpatialGraph.rank``), which a read-out over
+    the nearest neighbours then takes, as GraphST's does. It costs O(N²) time (rows in chunks, O(chunk·N) memory).
     """
 
     shapes = {"coords": "(N, 2) float", "return": "edge_index (2, E) int64"}
@@ -144,6 +148,11 @@ class KnnGraph(GraphBuilder):
         k = self.params.k
         if k >= n:
             raise SpecError(f"knn graph: k={k} must be smaller than the number of spots ({n}); lower k")
+        if self.params.ties == "graphst":
+            idx, dist = _argsort_neighbours(xy, k)
+            return _ranked(idx, dist, xy, n, {"method": "knn", "k": k, "ties": "graphst",
+                                              "median_nn_distance": _median_positive(dist),
+                                              "spot_diameter": spot_diameter})
         tree = cKDTree(xy)
         dist, idx = tree.query(xy, k=k + 1, workers=-1)  # (N, k+1), usually self first
         idx = idx.astype(np.int64, copy=False)
@@ -160,3 +169,37 @@ class KnnGraph(GraphBuilder):
             "spot_diameter": spot_diameter,
         }
         return _finish(np.concatenate([src, dst]), np.concatenate([dst, src]), xy, n, meta)
+
+
+def _argsort_neighbours(xy: np.ndarray, k: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Each spot's ``k`` nearest other spots ``(N, k)`` and their distances, in GraphST's order.
+
+    GraphST (``construct_interaction``) takes ``argsort(distance_row)[1:k+1]`` of the full distance matrix. On
+    integer coordinates every squared distance is an exact float64, so ``sqrt`` of it gives the package's values
+    and numpy's (introsort) ``argsort`` of the same row gives its order of tied spots. The spot itself is skipped
+    wherever it sorts (GraphST takes positions 1…k, the same when no two spots share coordinates).
+    """
+    n = xy.shape[0]
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(start + chunk, n))
+        d = np.sqrt(((xy[rows, None, :] - xy[None, :, :]) ** 2).sum(-1))
+        order = np.argsort(d, axis=1)[:, : k + 1]
+        not_self = order != rows[:, None]
+        keep = not_self & (np.cumsum(not_self, axis=1) <= k)
+        idx[rows] = order[keep].reshape(len(rows), k)
+        dist[rows] = np.take_along_axis(d, idx[rows], axis=1)
+    return idx, dist
+
+
+def _ranked(idx: np.ndarray, dist: np.ndarray, xy: np.ndarray, n: int, meta: dict) -> SpatialGraph:
+    """The symmetric union of the picks ``idx`` ``(N, k)``, with each edge's rank among its target's own picks."""
+    k = idx.shape[1]
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    graph = _finish(np.concatenate([rows, idx.ravel()]), np.concatenate([idx.ravel(), rows]), xy, n, meta)
+    # edge j -> i carries the position of j in i's own list (stored + 1 so that 0 means "not picked")
+    picked = sp.csr_matrix((np.tile(np.arange(1, k + 1, dtype=np.float64), n), (idx.ravel(), rows)), shape=(n, n))
+    src, dst = graph.edge_index
+    graph.rank = (np.asarray(picked[src, dst]).ravel() - 1).astype(np.int16)
+    return graph

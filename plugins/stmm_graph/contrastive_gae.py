@@ -49,8 +49,13 @@ def neighbourhood_mean(e: Tensor, ctx: GraphContext) -> Tensor:
 def nearest_edges(ctx: GraphContext, k: int) -> Tensor:
     """Mask ``(E,)`` of the edges ``j → i`` where ``j`` is one of the ``k`` nearest graph neighbours of ``i``.
 
-    Ties at equal distance go to the smaller source index. Needs ``ctx.distances``.
+    Where the graph builder ranked each node's own picks (``ctx.rank``, kNN ``ties="graphst"``) and ``k`` is at
+    most their number, those picks are taken (GraphST's read-out over ``graph_neigh``). Otherwise by distance,
+    ties at equal distance to the smaller source index; that needs ``ctx.distances``.
     """
+    rank = getattr(ctx, "rank", None)
+    if rank is not None and rank.numel() and k <= int(rank.max()) + 1:
+        return (rank >= 0) & (rank < k)
     if ctx.distances is None:
         raise DataError("graph.readout='nearest' needs the edge lengths of the spatial graph (GraphContext.distances),"
                         " which this training mode does not provide; use --set graph.readout=graph")

@@ -32,6 +32,20 @@ class KnnGraphParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(6, ge=1, le=1000, description="neighbours per spot before symmetrisation")
+    ties: Literal["kdtree", "graphst"] = Field(
+        "kdtree",
+        description="order of spots at equal distance: kdtree = the k-d tree's (O(N log N)); graphst = GraphST's "
+        "(numpy argsort of each spot's exact distance row, O(N^2): Visium-size sections), which also ranks each "
+        "spot's own k picks so a read-out over the nearest neighbours takes exactly them",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
+        # left out at its default, so specs published before the setting keep their hash
+        data = handler(self)
+        if data.get("ties") == "kdtree":
+            data.pop("ties")
+        return data
 
 
 class VGAEParams(BaseModel):

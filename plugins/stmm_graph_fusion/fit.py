@@ -132,7 +132,8 @@ def fit_graph_fusion(
         fusion.to(device)
         model.to(device)
         ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots,
-                           distances=None if graph.distances is None else torch.as_tensor(graph.distances, device=device))
+                           distances=None if graph.distances is None else torch.as_tensor(graph.distances, device=device),
+                           rank=None if graph.rank is None else torch.as_tensor(graph.rank, device=device))
         params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
         opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
         history: list[dict[str, float]] = []

@@ -45,8 +45,11 @@ def cluster_domains(section: "Section", n_domains: int, seed: int, task: Any, de
 
     adata = section_anndata(section)
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()
     with quiet():
         model = GraphST.GraphST(adata, device=torch.device(device), epochs=int(epochs), random_seed=int(seed))
+    torch.set_num_threads(threads)  # its preprocessing (scanpy/numba) resets torch's thread count
+    with quiet():
         if sparse_adj:
             model.adj = model.adj.to_sparse()
         adata = model.train()

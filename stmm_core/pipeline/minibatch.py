@@ -302,7 +302,7 @@ def fit_partitioned(
         log.warning("partition training only approximates full-batch training here: %s", "; ".join(plan.reasons))
     hops = plan.hops
     parts = make_partitions(section.coords, graph.edge_index, section.n_spots, tr.partition_size, hops,
-                            t_gene.device)
+                            t_gene.device, rank=graph.rank)
     sizes = np.array([pt.n_nodes for pt in parts])
     binfo.update(partitions=len(parts), **plan.describe(), partition_size=tr.partition_size,
                  accumulate=tr.accumulate, max_partition_nodes=int(sizes.max()),

@@ -211,10 +211,22 @@ def _edge_lengths(coords: np.ndarray, nodes: np.ndarray, edge_index: "torch.Tens
 
 
 def make_partitions(
-    coords: np.ndarray, edge_index: np.ndarray, n_nodes: int, partition_size: int, hops: int, device: Any = "cpu"
+    coords: np.ndarray, edge_index: np.ndarray, n_nodes: int, partition_size: int, hops: int, device: Any = "cpu",
+    rank: np.ndarray | None = None,
 ) -> list[Partition]:
-    """Cut the section into grid partitions of about ``partition_size`` core spots plus a ``hops``-hop halo."""
+    """Cut the section into grid partitions of about ``partition_size`` core spots plus a ``hops``-hop halo.
+
+    ``rank``: the graph's :attr:`SpatialGraph.rank` (or None), carried to each partition's edges.
+    """
     adj = normalised_adjacency(edge_index, n_nodes)
+    picked = None
+    if rank is not None:  # (source, target) -> rank + 1 of the ranked edges; 0 = not ranked
+        import scipy.sparse as sp
+
+        r = np.asarray(rank)
+        ok = r >= 0
+        picked = sp.csr_matrix((r[ok].astype(np.float64) + 1, (edge_index[0][ok], edge_index[1][ok])),
+                               shape=(n_nodes, n_nodes))
     ids = grid_partition(coords, partition_size)
     order = np.argsort(ids, kind="stable")
     bounds = np.flatnonzero(np.diff(ids[order])) + 1
@@ -224,6 +236,12 @@ def make_partitions(
         nodes = np.concatenate([core, halo(adj, core, hops)])
         ctx = sub_context(adj, nodes, device)
         ctx.distances = _edge_lengths(coords, nodes, ctx.edge_index)  # for read-outs over the nearest neighbours
+        if picked is not None:
+            import torch
+
+            ei = ctx.edge_index.cpu().numpy()
+            sub_rank = np.asarray(picked[nodes[ei[0]], nodes[ei[1]]]).ravel() - 1
+            ctx.rank = torch.from_numpy(sub_rank.astype(np.int16)).to(ctx.edge_index.device)
         parts.append(Partition(nodes=nodes, n_core=len(core), ctx=ctx, adj=adj))
     return parts
 
