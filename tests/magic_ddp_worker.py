@@ -59,3 +59,6 @@ def run(out: Path) -> None:
 
 if __name__ == "__main__":
     run(Path(sys.argv[1]))
+    from stmm_core.distributed.context import exit_now
+
+    exit_now(0)
