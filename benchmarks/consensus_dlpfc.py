@@ -80,6 +80,13 @@ def fit(args: argparse.Namespace) -> None:
             print(f"{name} seed {seed}: ARI {scores['ari']:.3f} ({sec:.0f} s)", flush=True)
 
 
+def _saved_runs(args: argparse.Namespace, name: str) -> tuple[list[int], dict]:
+    """The seeds saved by ``fit`` for one section, and their ``.npz`` files (labels, embedding, scores)."""
+    folder = args.work / args.recipe / name
+    seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
+    return seeds, {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+
+
 def table(args: argparse.Namespace) -> None:
     from stmm_core.metrics import clustering_scores
     from sklearn.metrics import adjusted_rand_score  # noqa: F401  (imported before the consensus step is timed)
@@ -88,9 +95,7 @@ def table(args: argparse.Namespace) -> None:
 
     rows = []
     for name in args.sections:
-        folder = args.work / args.recipe / name
-        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
-        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        seeds, runs = _saved_runs(args, name)
         truth = runs[seeds[0]]["truth"]
         single = np.array([float(runs[s]["ari"]) for s in seeds])
         secs = np.array([float(runs[s]["seconds"]) for s in seeds])
@@ -142,9 +147,7 @@ def bootstrap(args: argparse.Namespace) -> None:
 
     rows = []
     for name in args.sections:
-        folder = args.work / args.recipe / name
-        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
-        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        seeds, runs = _saved_runs(args, name)
         truth = runs[seeds[0]]["truth"]
         single = np.array([float(runs[s]["ari"]) for s in seeds])
         sd1 = float(single.std(ddof=1))
@@ -190,9 +193,7 @@ def pairs(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.run import load_section
 
     for name in args.sections:
-        folder = args.work / args.recipe / name
-        seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
-        runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+        seeds, runs = _saved_runs(args, name)
         coords = load_section(_section_path(name)).coords
         _, nb = cKDTree(coords).query(coords, k=7)
         ari = np.array([float(runs[s]["ari"]) for s in seeds])
