@@ -106,7 +106,8 @@ def source(args: argparse.Namespace) -> None:
 def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np.ndarray:
     """One combination rule on one seed set (``s``: the consensus seed).
 
-    ``vote``: the members' saved labels voted; ``embedding``: :func:`consensus_embedding` (the mixture of highest
+    ``vote``: the members' saved labels voted; ``coassoc``: :func:`consensus_coassoc` (spectral clustering of
+    the members' co-association, clustering seed s, then the recipe's refinement); ``embedding``: :func:`consensus_embedding` (the mixture of highest
     likelihood on the joint embedding among the task's restarts and starts from the members' labels and their
     vote; clustering seed s); ``embedding-plain``: the task on the joint embedding with its own restarts only; ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
     those R labellings voted; ``members-voteR``: every member's own embedding clustered with R clustering seeds,
@@ -119,6 +120,10 @@ def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np
         return consensus_labels([m["labels"] for m in members]).labels
     if mode == "embedding":
         return consensus_embedding(spec, embs, [m["labels"] for m in members], k, s, coords).labels
+    if mode == "coassoc":  # domains.consensus_mode=coassoc: spectral clustering of the members' co-association
+        from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
+
+        return consensus_coassoc([m["labels"] for m in members], k, s, coords, spec.domains.refine_neighbors).labels
     if mode == "embedding-plain":  # the task once on the joint embedding, its own restarts only
         return _cluster(spec, coords, joint_embedding(embs), k, s)[0]
     r = int(mode.rsplit("vote", 1)[1])

@@ -8,7 +8,7 @@
     .venv/bin/python benchmarks/consensus_dlpfc.py pairs --sections 151676 151675 --work W
     # 4. how the consensus spread falls with the number of seeds (bootstrap from the saved fits)
     .venv/bin/python benchmarks/consensus_dlpfc.py bootstrap --sections 151676 151675 --sizes 5 10 15 20 --work W
-    #    (--mode embedding: each drawn set combined as domains.consensus_mode=embedding)
+    #    (--mode embedding|coassoc: each drawn set combined with that domains.consensus_mode)
 
 Step 1 calls the same fit as ``stmm fit`` / the domains suite (:func:`fit_graph_fusion`, recipe defaults).
 Step 2 forms the consensus of seed set ``s`` from seeds ``s*n … s*n+n-1`` (disjoint sets; the same rule as
@@ -152,7 +152,8 @@ def bootstrap(args: argparse.Namespace) -> None:
         single = np.array([float(runs[s]["ari"]) for s in seeds])
         sd1 = float(single.std(ddof=1))
         rng = np.random.default_rng(args.draw_seed)
-        if args.mode == "embedding":
+        if args.mode in ("embedding", "coassoc"):
+            from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
             from stmm_core.pipeline.consensus_embed import consensus_embedding
             from stmm_core.pipeline.run import load_section
             from stmm_core.recipes import get_recipe
@@ -168,6 +169,9 @@ def bootstrap(args: argparse.Namespace) -> None:
                 if args.mode == "embedding":  # domains.consensus_mode=embedding on the same members
                     c = consensus_embedding(spec, [runs[int(m)]["embedding"] for m in members],
                                             [runs[int(m)]["labels"] for m in members], k, 0, coords)
+                elif args.mode == "coassoc":  # domains.consensus_mode=coassoc on the same members
+                    c = consensus_coassoc([runs[int(m)]["labels"] for m in members], k, 0, coords,
+                                          spec.domains.refine_neighbors)
                 else:
                     c = consensus_labels([runs[int(m)]["labels"] for m in members])
                 aris.append(clustering_scores(truth, c.labels)["ari"])
@@ -226,7 +230,7 @@ def main() -> None:
     sub.choices["bootstrap"].add_argument("--draws", type=int, default=200)
     sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
     sub.choices["bootstrap"].add_argument("--json", type=Path, default=None)
-    sub.choices["bootstrap"].add_argument("--mode", choices=["vote", "embedding"], default="vote",
+    sub.choices["bootstrap"].add_argument("--mode", choices=["vote", "embedding", "coassoc"], default="vote",
                                           help="how each drawn set is combined (domains.consensus_mode)")
     args = ap.parse_args()
     {"fit": fit, "table": table, "bootstrap": bootstrap, "pairs": pairs}[args.cmd](args)

@@ -71,10 +71,12 @@ class DomainSpec(_Frozen):
         description="fit this many seeds and keep their consensus domains with a per-spot confidence; 1 = off "
         "(stmm_core.pipeline.consensus)",
     )
-    consensus_mode: Literal["vote", "embedding"] = Field(
+    consensus_mode: Literal["vote", "embedding", "coassoc"] = Field(
         "vote",
         description="how the consensus seeds are combined: 'vote' = Hungarian-aligned majority vote of their labels; "
-        "'embedding' = the task + refinement on their embeddings side by side (stmm_core.pipeline.consensus_embed)",
+        "'embedding' = the task + refinement on their embeddings side by side (stmm_core.pipeline.consensus_embed); "
+        "'coassoc' = spectral clustering of how often the seeds put two spots together "
+        "(stmm_core.pipeline.consensus_coassoc)",
     )
 
     @model_serializer(mode="wrap")

@@ -147,8 +147,9 @@ def _annotate(pipe: BenchPipeline) -> None:
 
 
 #: ``RECIPE+consensusN`` in ``--pipelines``: the recipe with ``domains.consensus=N`` (seed s = seeds s*N … s*N+N-1);
-#: ``RECIPE+consensusN-embedding`` also sets ``domains.consensus_mode=embedding`` (cluster the seeds' embeddings).
-_CONSENSUS = re.compile(r"(.+)\+consensus(\d+)(?:-(vote|embedding))?")
+#: ``RECIPE+consensusN-embedding`` also sets ``domains.consensus_mode=embedding`` (cluster the seeds' embeddings),
+#: ``RECIPE+consensusN-coassoc`` sets ``coassoc`` (spectral clustering of the seeds' co-association).
+_CONSENSUS = re.compile(r"(.+)\+consensus(\d+)(?:-(vote|embedding|coassoc))?")
 
 
 def select(items: list[str] | None, default: list[str], rules: dict[str, dict[str, Any]] | None = None,

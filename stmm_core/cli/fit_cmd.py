@@ -95,7 +95,8 @@ CONSENSUS = typer.Option(None, "--consensus", min=1, max=100,
                          help="Fit N seeds (in parallel processes when cores allow) and keep their consensus domains "
                               "with a per-spot confidence (obs['stmm_domain_confidence']); --seed S uses seeds "
                               "S*N … S*N+N-1. Sets domains.consensus; --set domains.consensus_mode=embedding clusters "
-                              "the seeds' embeddings together (best-likelihood mixture) instead of voting their labels.")
+                              "the seeds' embeddings together (best-likelihood mixture), domains.consensus_mode=coassoc clusters how often the seeds put two "
+                              "spots together, instead of voting their labels.")
 MARKERS = typer.Option(50, "--markers", min=0, max=10_000,
                        help="Top marker genes per domain (scanpy rank_genes_groups on log-normalised counts) written "
                             "to markers.csv, markers.png and result.h5ad uns['stmm_markers']; 0 = none.")

@@ -137,6 +137,12 @@ def fit_consensus(spec: "PipelineSpec", section: "Section", *, n_domains: int | 
             k = n_domains if isinstance(n_domains, int) else max(int(m.labels.max()) + 1 for m in members)
             cons = consensus_embedding(spec, [m.obsm.get("X_stmm_corrected", m.embedding) for m in members],
                                        [m.labels for m in members], k, spec.train.seed, section.coords)
+        elif spec.domains.consensus_mode == "coassoc":  # spectral clustering of the seeds' co-association
+            from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
+
+            k = n_domains if isinstance(n_domains, int) else max(int(m.labels.max()) + 1 for m in members)
+            cons = consensus_coassoc([m.labels for m in members], k, spec.train.seed, section.coords,
+                                     spec.domains.refine_neighbors)
         else:
             cons = consensus_labels([m.labels for m in members])
     rep = members[cons.representative]
