@@ -103,10 +103,40 @@ def source(args: argparse.Namespace) -> None:
               f"/ min {np.min(top_pair):.2f} |", flush=True)
 
 
+def _joint_optima(spec, coords, members: list[dict], k: int, s: int, restarts: int = 40) -> tuple[list, np.ndarray]:
+    """Mixture optima on the members' joint embedding (the task's PCA, its covariance): *restarts* EM runs from
+    one k-means initialisation each (random_state ``s*1000+c``) and one EM from each member's labels and from
+    their vote; each refined as the recipe refines → (labellings, lower bounds)."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    from stmm_core.pipeline.consensus import consensus_labels
+    from stmm_core.pipeline.consensus_embed import joint_embedding
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_tasks.gmm_starts import mixture_start
+
+    params = spec.components["task"].params
+    cov = params.get("covariance", "tied")
+    x = PCA(params.get("pca", 20), random_state=s).fit_transform(
+        joint_embedding([m["embedding"] for m in members]).astype(np.float64))
+    common = {"n_components": k, "covariance_type": cov, "max_iter": 300, "reg_covar": 1e-6}
+    fits = [GaussianMixture(n_init=1, random_state=s * 1000 + c, **common).fit(x) for c in range(restarts)]
+    labs = [m["labels"] for m in members]
+    for start in labs + [consensus_labels(labs).labels]:
+        init = mixture_start(x, start, k, cov)
+        if init is not None:
+            fits.append(GaussianMixture(n_init=1, random_state=s, **common, **init).fit(x))
+    out = [refine_labels(coords, g.predict(x), spec.domains.refine_neighbors) for g in fits]
+    return out, np.array([g.lower_bound_ for g in fits])
+
+
 def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np.ndarray:
     """One combination rule on one seed set (``s``: the consensus seed).
 
-    ``vote``: the members' saved labels voted; ``coassoc``: :func:`consensus_coassoc` (spectral clustering of
+    ``agree-joint``: among the mixture optima on the joint embedding (40 single restarts + starts from each member
+    and the vote), the one with the highest mean ARI to the members; ``coassoc-jointW``: co-association of the
+    members (weight W) and those joint optima (1 − W), clustered spectrally; ``embedding-smoothR``: the embedding
+    mode on the joint embedding averaged R times over the 7 nearest spots; ``vote``: the members' saved labels voted; ``coassoc``: :func:`consensus_coassoc` (spectral clustering of
     the members' co-association, clustering seed s, then the recipe's refinement); ``embedding``: :func:`consensus_embedding` (the mixture of highest
     likelihood on the joint embedding among the task's restarts and starts from the members' labels and their
     vote; clustering seed s); ``embedding-plain``: the task on the joint embedding with its own restarts only; ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
@@ -124,6 +154,37 @@ def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np
         from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
 
         return consensus_coassoc([m["labels"] for m in members], k, s, coords, spec.domains.refine_neighbors).labels
+    if mode == "agree-joint":  # the joint-embedding optimum that agrees best (mean ARI) with the members' labels
+        from sklearn.metrics import adjusted_rand_score
+
+        cands, _ = _joint_optima(spec, coords, members, k, s)
+        score = [np.mean([adjusted_rand_score(c, m["labels"]) for m in members]) for c in cands]
+        return cands[int(np.argmax(score))]
+    if mode.startswith("coassoc-joint"):  # co-association of the members (share W) and the joint optima (1 - W)
+        from sklearn.cluster import KMeans
+
+        from stmm_core.pipeline.consensus_coassoc import coassociation_coordinates
+        from stmm_core.pipeline.refine import refine_labels
+
+        w = float(mode[len("coassoc-joint"):])
+        cands, _ = _joint_optima(spec, coords, members, k, s)
+        # weights through repetition: each member stands for w*len(cands)/((1-w)*len(members)) joint optima
+        reps = max(1, int(round(w * len(cands) / ((1 - w) * len(members)))))
+        x = coassociation_coordinates(cands + [m["labels"] for m in members] * reps, k)
+        lab = KMeans(n_clusters=k, n_init=20, random_state=s).fit_predict(x)
+        return refine_labels(coords, lab, spec.domains.refine_neighbors)
+    if mode.startswith("embedding-smooth"):  # joint embedding averaged over the 7 nearest spots R times, then as
+        from scipy.spatial import cKDTree  # the embedding mode (restarts + member/vote starts, best likelihood)
+
+        from stmm_core.pipeline.consensus import consensus_labels
+        from stmm_core.pipeline.consensus_embed import cluster_embedding, joint_embedding
+
+        j = joint_embedding(embs)
+        _, nb = cKDTree(coords).query(coords, k=7)
+        for _ in range(int(mode[len("embedding-smooth"):])):
+            j = j[nb].mean(axis=1)
+        labs = [m["labels"] for m in members]
+        return cluster_embedding(spec, j, k, s, coords, starts=labs + [consensus_labels(labs).labels])
     if mode == "embedding-plain":  # the task once on the joint embedding, its own restarts only
         return _cluster(spec, coords, joint_embedding(embs), k, s)[0]
     r = int(mode.rsplit("vote", 1)[1])
