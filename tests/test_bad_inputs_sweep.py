@@ -30,7 +30,7 @@ def _other_genes(a) -> None:
 
 FIT_CASES = [  # (extra arguments after 'fit SPEC --data GOOD -o OUT -q --no-cache', needle)
     (["--consensus", "2", "-k", "3", "--set", "domains.consensus_mode=bogus"], "consensus_mode"),
-    (["--set", "domains.consensus_mode=bogus"], "'vote' or 'embedding'"),
+    (["--set", "domains.consensus_mode=bogus"], "'vote', 'embedding' or 'coassoc'"),
     (["--consensus", "0"], "--consensus"),
     (["--consensus", "-1"], "--consensus"),
     (["--consensus", "2"], "--n-domains"),  # consensus votes domains: it needs K

@@ -138,8 +138,10 @@ def notes(ctx: Context) -> list[str]:
     out = ["K = number of distinct labels; unlabelled spots are excluded from ARI/NMI (they are still clustered)."]
     if any(p.spec is not None and p.spec.domains.consensus > 1 for p in ctx.pipelines):
         out.append("RECIPE+consensusN rows: each run is the consensus of N seeds (run seed s uses seeds s*N … "
-                   "s*N+N-1, so runs share no fit), labels aligned by Hungarian matching and voted per spot; its "
-                   "± is the spread over disjoint seed sets (details: seed-to-seed ARI and each member's ARI).")
+                   "s*N+N-1, so runs share no fit), labels aligned by Hungarian matching and voted per spot (-embedding: "
+                   "the seeds' embeddings clustered together; -coassoc: spectral clustering of how often the seeds "
+                   "put two spots together); its ± is the spread over disjoint seed sets (details: seed-to-seed ARI "
+                   "and each member's ARI).")
     if any(p.domains_method for p in ctx.pipelines):
         out.append("*-package rows run the peer package itself (pip install .[peers]) on the same section, seed and "
                    "K; its embedding is clustered by the same gmm task as stmm's recipes (tied covariance, the "
