@@ -139,7 +139,8 @@ def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np
     mode on the joint embedding averaged R times over the 7 nearest spots; ``vote``: the members' saved labels voted; ``coassoc``: :func:`consensus_coassoc` (spectral clustering of
     the members' co-association, clustering seed s, then the recipe's refinement); ``embedding``: :func:`consensus_embedding` (the mixture of highest
     likelihood on the joint embedding among the task's restarts and starts from the members' labels and their
-    vote; clustering seed s); ``embedding-plain``: the task on the joint embedding with its own restarts only; ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
+    vote; clustering seed s); ``embedding-plain``: the task on the joint embedding with its own restarts only; ``embedding-coassocR``: the joint embedding clustered with R clustering seeds and those R labellings with the
+    members' own, by co-association (``coassoc``); ``embedding-voteR``: the joint embedding clustered with R clustering seeds,
     those R labellings voted; ``members-voteR``: every member's own embedding clustered with R clustering seeds,
     the 5·R labellings voted."""
     from stmm_core.pipeline.consensus import consensus_labels
@@ -187,7 +188,14 @@ def _combine(mode: str, spec, coords, members: list[dict], k: int, s: int) -> np
         return cluster_embedding(spec, j, k, s, coords, starts=labs + [consensus_labels(labs).labels])
     if mode == "embedding-plain":  # the task once on the joint embedding, its own restarts only
         return _cluster(spec, coords, joint_embedding(embs), k, s)[0]
-    r = int(mode.rsplit("vote", 1)[1])
+    r = int(mode.rsplit("vote", 1)[1] if "vote" in mode else mode.rsplit("coassoc", 1)[1])
+    if mode.startswith("embedding-coassoc"):  # the joint embedding clustered with R clustering seeds (the task's
+        from stmm_core.pipeline.consensus_coassoc import consensus_coassoc  # own restarts each), + the members
+
+        j = joint_embedding(embs)
+        runs = [_cluster(spec, coords, j, k, s * 1000 + i)[0] for i in range(r)]
+        return consensus_coassoc(runs + [m["labels"] for m in members], k, s, coords,
+                                 spec.domains.refine_neighbors).labels
     if mode.startswith("embedding-vote"):
         j = joint_embedding(embs)
         return consensus_labels([_cluster(spec, coords, j, k, s * 1000 + i)[0] for i in range(r)]).labels
