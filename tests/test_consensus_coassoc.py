@@ -70,6 +70,21 @@ def test_coassoc_ignores_label_ids_and_member_order():
     assert np.array_equal(consensus_coassoc(members, 5, seed=3).labels, base)  # deterministic
 
 
+def test_coassoc_does_not_split_a_group_the_members_agree_on():
+    import warnings
+
+    from stmm_core.pipeline.consensus_coassoc import coassociation_coordinates, consensus_coassoc
+
+    m = np.repeat(np.arange(3), 20)
+    assert coassociation_coordinates([m, m], 4).shape == (60, 3)  # no null-space direction
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = consensus_coassoc([m, m], 4)  # asked for 4, the members hold 3 groups: 3 domains, no warning
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    assert len(np.unique(c.labels)) == 3 and ari(m, c.labels) == 1.0 and c.confidence.min() == 1.0
+
+
 def test_coassoc_refines_spatially_when_asked():
     from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
 

@@ -18,6 +18,7 @@ The per-spot confidence and the seed-to-seed agreement are those of the members'
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -48,11 +49,12 @@ def onehot_stack(members: Sequence[np.ndarray]) -> np.ndarray:
 
 def coassociation_coordinates(members: Sequence[np.ndarray], k: int) -> np.ndarray:
     """``(N, k)`` spectral coordinates of the co-association: the k leading eigenvectors of ``D^-1/2 C D^-1/2``
-    with unit-length rows (k is capped at the number of one-hot columns)."""
+    with unit-length rows. Eigenvectors of eigenvalue 0 are left out (fewer than k columns when the members hold
+    fewer than k groups of spots between them: no arbitrary split of a group)."""
     h = onehot_stack(members)
     degree = h @ h.sum(axis=0)  # row sums of C = H Hᵀ; > 0, every spot is with itself in every member
-    u, _, _ = np.linalg.svd(h / np.sqrt(degree)[:, None], full_matrices=False)
-    u = u[:, : min(k, u.shape[1])]
+    u, sv, _ = np.linalg.svd(h / np.sqrt(degree)[:, None], full_matrices=False)
+    u = u[:, sv > 1e-9 * sv[0]][:, :k]
     norm = np.linalg.norm(u, axis=1, keepdims=True)
     return u / np.where(norm > 0, norm, 1.0)
 
@@ -71,7 +73,10 @@ def consensus_coassoc(members: Sequence[np.ndarray], n_domains: int, seed: int =
     if int(n_domains) < 1:
         raise ValueError(f"the number of domains must be at least 1, got {n_domains}")
     x = coassociation_coordinates(members, int(n_domains))
-    labels = KMeans(n_clusters=int(n_domains), n_init=n_init, random_state=seed).fit_predict(x).astype(np.int64)
+    with warnings.catch_warnings():  # fewer distinct groups than K among the members: fewer domains, as in the vote
+        warnings.filterwarnings("ignore", message="Number of distinct clusters")
+        labels = KMeans(n_clusters=int(n_domains), n_init=n_init, random_state=seed).fit_predict(x)
+    labels = np.unique(labels, return_inverse=True)[1].reshape(-1).astype(np.int64)  # ids 0..K'-1
     if coords is not None and refine_neighbors > 1:
         labels = refine_labels(coords, labels, refine_neighbors)
     cons = agreement(labels, members)
