@@ -106,16 +106,26 @@ def table(args: argparse.Namespace) -> None:
             if not all(m in runs for m in members):
                 continue
             t0 = time.perf_counter()
-            c = consensus_labels([runs[m]["labels"] for m in members])
+            if args.mode == "coassoc":  # domains.consensus_mode=coassoc, consensus seed s
+                from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
+                from stmm_core.pipeline.run import load_section
+                from stmm_core.recipes import get_recipe
+                from stmm_core.spec import parse_spec
+
+                refine = parse_spec(get_recipe(args.recipe)["spec"]).domains.refine_neighbors
+                c = consensus_coassoc([runs[m]["labels"] for m in members], len(np.unique(runs[members[0]]["labels"])),
+                                      s, load_section(_section_path(name)).coords, refine)
+            else:
+                c = consensus_labels([runs[m]["labels"] for m in members])
             cost.append(time.perf_counter() - t0)
             cons.append(clustering_scores(truth, c.labels)["ari"])
-            if args.plots and s == 0:  # the confidence map of the first seed set, as `stmm fit --consensus` draws it
+            if args.plots and s == args.plot_set:  # the confidence map of the first seed set, as `stmm fit --consensus` draws it
                 from stmm_core.pipeline.run import load_section
                 from stmm_core.plots_confidence import plot_confidence
 
                 args.plots.mkdir(parents=True, exist_ok=True)
                 plot_confidence(load_section(_section_path(name)), c.labels, c.confidence,
-                                args.plots / f"confidence-{name}-set0.png", truth=truth,
+                                args.plots / f"confidence-{name}-{args.mode}-set{s}.png", truth=truth,
                                 title=f"{args.recipe} · {name} · seeds {members[0]}–{members[-1]}",
                                 summary=c.summary(members))
             agree.append((c.seed_ari_mean, c.seed_ari_min))
@@ -226,6 +236,9 @@ def main() -> None:
     sub.choices["table"].add_argument("--n", type=int, default=5)
     sub.choices["table"].add_argument("--json", type=Path, default=None)
     sub.choices["table"].add_argument("--plots", type=Path, default=None, help="write confidence maps here")
+    sub.choices["table"].add_argument("--plot-set", type=int, default=0, help="the seed set whose map is drawn")
+    sub.choices["table"].add_argument("--mode", choices=["vote", "coassoc"], default="vote",
+                                      help="how each set is combined (domains.consensus_mode)")
     sub.choices["bootstrap"].add_argument("--sizes", nargs="+", type=int, default=[5, 10, 15, 20])
     sub.choices["bootstrap"].add_argument("--draws", type=int, default=200)
     sub.choices["bootstrap"].add_argument("--draw-seed", type=int, default=0)
