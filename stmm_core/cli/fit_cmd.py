@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from stmm_core.cli import checks
-from stmm_core.cli.compose_cmd import parse_sets
+from stmm_core.cli.compose_cmd import with_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
@@ -176,8 +176,7 @@ def fit(
         spec = loaded.spec
     else:
         spec = load_spec(spec_path)
-    if sets:
-        spec = spec.with_overrides(parse_sets(sets))
+    spec = with_sets(lambda o: spec.with_overrides(o) if o else spec, sets)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
             stage, coords, counts_layer, bin_size, region, zarr, overwrite, consensus, markers, batch_correct)
 
@@ -214,8 +213,12 @@ def run(
     from stmm_core.cli.compose_cmd import compose_spec
 
     _relaunch(nproc)
-    spec = compose_spec(recipe, {"image": encoder} if encoder else None, parse_sets(sets),
-                        warn=lambda line: typer.echo(f"stmm: warning: {line}", err=True))
+
+    def warn(line: str) -> None:
+        typer.echo(f"stmm: warning: {line}", err=True)
+
+    spec = with_sets(lambda o: compose_spec(recipe, {"image": encoder} if encoder else None, o,
+                                            warn=warn if o or not sets else None), sets)
     if spec.note:
         typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
