@@ -30,9 +30,11 @@ def _blame_sets(message: str, sets: list[str]) -> str:
     keys = [item.partition("=")[0].strip() for item in sets]
     if any(k and message.startswith((f"{k}:", f"{k!r}:")) for k in keys):
         return f"--set {message}"
-    for where in (lambda k: message.find(f"'{k}'"), lambda k: message.find(k),
-                  lambda k: message.find(k.split(".")[0]) if k.rsplit(".", 1)[-1] in message else -1):
-        found = sorted((where(k), item) for item, k in zip(sets, keys) if k and where(k) >= 0)
+    values = [item.partition("=")[2].strip() for item in sets]
+    for where in (lambda k, v: message.find(f"'{k}'"), lambda k, v: message.find(k),
+                  lambda k, v: message.find(f"'{v}'") if v else -1,
+                  lambda k, v: message.find(k.split(".")[0]) if k.rsplit(".", 1)[-1] in message else -1):
+        found = sorted((where(k, v), item) for item, k, v in zip(sets, keys, values) if k and where(k, v) >= 0)
         if found:  # the item the message names first
             return f"--set {found[0][1]}: {message}"
     return f"--set {' --set '.join(sets)}: {message}"

@@ -161,6 +161,7 @@ def fit(
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
     batch_correct: Optional[str] = BATCH,
+    unique_ids: bool = checks.UNIQUE_IDS,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -206,6 +207,7 @@ def run(
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
     batch_correct: Optional[str] = BATCH,
+    unique_ids: bool = checks.UNIQUE_IDS,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Swap the recipe's image encoder: a component "
                                           "or a published encoder from 'stmm list --pretrained' (e.g. uni)."),
 ) -> None:

@@ -97,6 +97,7 @@ def embed(
     counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="layers[] name (or 'raw') holding "
                                                                             "the raw counts of an .h5ad."),
     device: str = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda"),
+    unique_ids: bool = checks.UNIQUE_IDS,
     offline: bool = OFFLINE,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

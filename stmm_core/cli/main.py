@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     from stmm_core.cli.help_format import plain_help
 
     command = plain_help(typer.main.get_command(app))
+    import os
+
+    unique_before = os.environ.get("STMM_UNIQUE_IDS")  # --unique-ids sets it for this command only
     try:
         from stmm_core.env import check_environment
 
@@ -162,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("stmm: interrupted", err=True)
         return 130
     except OSError as exc:  # the file system refused (disk full, permissions, a path that vanished…)
-        import os
-
         if os.environ.get("STMM_DEBUG"):
             raise
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
@@ -173,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3
+    finally:
+        if unique_before is None:
+            os.environ.pop("STMM_UNIQUE_IDS", None)
+        else:
+            os.environ["STMM_UNIQUE_IDS"] = unique_before
     return int(rv) if isinstance(rv, int) else 0
 
 

@@ -64,6 +64,7 @@ def predict(
     genes: Optional[list[str]] = typer.Option(None, "--gene", help="Gene to plot (repeatable; default 4 HVGs)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .h5ad (a .png with the same name is written)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    unique_ids: bool = checks.UNIQUE_IDS,
     offline: bool = OFFLINE,
 ) -> None:
     """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
@@ -92,6 +93,7 @@ def evaluate(
                                             "instead of stopping with an error."),
     itm_k: int = typer.Option(16, "--itm-k", min=0, help="Candidates re-ranked by the ITM head (0: off)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    unique_ids: bool = checks.UNIQUE_IDS,
     allow_training: bool = typer.Option(False, "--allow-training-section",
                                         help="Score a section the run was trained on (labelled 'training')."),
     offline: bool = OFFLINE,

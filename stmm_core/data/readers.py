@@ -446,6 +446,35 @@ def _coords_info(coords: Any) -> SpatialInfo:
     return SpatialInfo(positions=read_coords_table(p))
 
 
+#: ``STMM_UNIQUE_IDS=1`` (set by ``--unique-ids``): readers make repeated spot ids unique instead of refusing them.
+UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
+
+
+def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | None) -> "pd.Index":
+    """*ids* with repeats made unique (``--unique-ids``), or one :class:`DataError` saying how to fix them."""
+    import os
+
+    dup = ids[ids.duplicated(keep=False)]
+    what = f"{where}: {dup.nunique()} duplicate spot ids ({len(dup)} entries, e.g. {dup[0]!r})"
+    if joined:  # each id was looked up in a positions table: a repeated id got the first match's position
+        raise DataError(f"{what}; spots are joined to their positions by id, so the ids must be unique in the counts "
+                        "file (fix them there: --unique-ids cannot tell which position belongs to which repeat)")
+    if wanted is None:
+        wanted = os.environ.get(UNIQUE_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
+    if not wanted:
+        raise DataError(f"{what}; spot ids must be unique: pass --unique-ids to append -1, -2, … to the repeats "
+                        "(Python: unique_ids=True), or prefix them with the sample in the file")
+    from anndata.utils import make_index_unique
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's note on suffix collisions: they are resolved all the same
+        out = make_index_unique(ids.copy(), join="-")
+    first = int(np.flatnonzero(ids.duplicated())[0])
+    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated spot ids made unique (--unique-ids), e.g. "
+                  f"{ids[first]!r} -> {out[first]!r}", stacklevel=3)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- main
 @dataclass
 class _Loaded:
@@ -522,6 +551,7 @@ def read_section(
     validate: bool = True,
     bin_size: float | None = None,
     region: Any = None,
+    unique_ids: bool | None = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -541,6 +571,9 @@ def read_section(
             Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
         region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
             are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
+        unique_ids: make repeated spot ids unique (``-1``, ``-2``, … appended to the repeats, as anndata's
+            ``obs_names_make_unique``) instead of refusing them; default: ``$STMM_UNIQUE_IDS`` (``--unique-ids``).
+            Not for ids joined to positions by id (a counts table, ``coords=``): those must be unique in the file.
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
@@ -601,10 +634,14 @@ def read_section(
     diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
     obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))
+    adata = ld.adata
+    if obs_names.has_duplicates:
+        obs_names = _unique_ids(obs_names, p, joined=coords is not None or adata is None, wanted=unique_ids)
+        if adata is not None:
+            adata.obs_names = obs_names
     obs = ld.obs.copy()
     obs.index = obs_names
     var = ld.var
-    adata = ld.adata
     if adata is None:
         var = var.copy()
         var.index = var.index.astype(str)

@@ -118,7 +118,8 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
             f"{where}: {_n(int(bad.sum()), 'spot')} NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
             "remove those spots or fix obsm['spatial']"
         )
-    _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (e.g. prefix them with the sample)")
+    _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (prefix them with the sample, or "
+                "read the file with --unique-ids; Python: read_section(..., unique_ids=True))")
     _duplicates(section.gene_names, "gene names", where,
                 "gene names must be unique: use Ensembl ids or make them unique (var_names_make_unique)")
     data = counts.data

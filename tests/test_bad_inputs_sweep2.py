@@ -1,0 +1,116 @@
+"""Second sweep of bad input (after ``test_bad_inputs_sweep.py``): each case ends in exit code 2 and one
+``stmm: error: …`` line naming the flag (or the command) that fixes it, with no traceback and nothing written
+(:func:`bad_input_kit.refused`). Every case here failed that rule before its fix. No case reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bad_input_kit import FAST, _env, refused, world  # noqa: F401 (fixtures)
+from stmm_core.cli.main import main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _h5ad(world, tmp_path: Path, name: str, change) -> str:
+    a = world["adata"].copy()
+    change(a)
+    p = tmp_path / f"{name}.h5ad"
+    a.write_h5ad(p)
+    return str(p)
+
+
+# ------------------------------------------------------------------------------------ --set names the flag
+SET_CASES = [  # (command words before the --set, the --set value, what the message starts with)
+    ("fit", "domains.consensus_mode=bogus", "--set domains.consensus_mode: Input should be 'vote'"),
+    ("run", "train.epochs=0", "--set train.epochs: Input should be greater than or equal to 1"),
+    ("compose", "fusion.dim=abc", "--set fusion.dim=abc: invalid parameters for fusion 'attention'"),
+    ("compose", "image.name=nosuch", "--set image.name=nosuch: unknown image_encoder 'nosuch'"),
+    ("compose", "nosuch.x=3", "--set 'nosuch.x': this spec has no 'nosuch' component"),
+]
+
+
+@pytest.mark.parametrize("cmd,item,start", SET_CASES, ids=[f"{c[0]} {c[1]}" for c in SET_CASES])
+def test_set_errors_name_the_set_flag(world, capsys, tmp_path, cmd, item, start):
+    """Before: 'invalid pipeline spec: KEY: …' (or the component's message) without the word --set."""
+    if cmd == "compose":
+        args = ["compose", "--recipe", "stereomm", "-o", str(tmp_path / "s.json")]
+    else:
+        head = ["fit", str(world["spec"])] if cmd == "fit" else ["run", "stereomm-expression"]
+        args = [*head, *world["good"]["h5ad"], "-o", str(tmp_path / "o"), *FAST]
+    msg = refused(capsys, [*args, "--set", "train.seed=3", "--set", item], "--set")
+    assert msg.removeprefix("stmm: error: ").startswith(start), msg
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_bad_spec_file_is_not_blamed_on_set(world, capsys, tmp_path):
+    spec = json.loads(world["spec"].read_text())
+    spec["domains"]["consensus_mode"] = "bogus"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(spec))
+    msg = refused(capsys, ["fit", str(bad), *world["good"]["h5ad"], "-o", str(tmp_path / "o"), *FAST,
+                           "--set", "train.seed=3"], "consensus_mode")
+    assert "--set" not in msg
+
+
+# ------------------------------------------------------------------------ damaged run folders: what to do
+def test_damaged_run_folder_says_how_to_restore_it(world, capsys, tmp_path):
+    """Before: 'delete it … and pull again' even for a folder fitted here (nothing to pull)."""
+    local, pulled = tmp_path / "local", tmp_path / "pulled"
+    for folder in (local, pulled):
+        shutil.copytree(world["run"], folder)
+        with open(folder / "metrics.json", "a") as fh:
+            fh.write(" ")
+    commit = "a" * 40
+    (pulled / "pulled.json").write_text(json.dumps({"repo": "org/name", "commit": commit, "revision": "main"}))
+    out = ["-o", str(tmp_path / "e.h5ad")]
+    msg = refused(capsys, ["embed", str(local), *world["good"]["h5ad"], *out], "metrics.json is corrupted")
+    assert "fitted here" in msg and f"-o {local} --overwrite" in msg and "stmm pull" not in msg
+    msg = refused(capsys, ["embed", str(pulled), *world["good"]["h5ad"], *out], "metrics.json is corrupted")
+    assert f"stmm pull org/name@{commit} -o {pulled} --overwrite" in msg
+    (local / "loss.png").unlink()
+    refused(capsys, ["embed", str(local), *world["good"]["h5ad"], *out], "listed in manifest.json but missing; "
+            "it was fitted here")
+
+
+def test_restore_hint_for_a_hub_download(tmp_path):
+    from stmm_core.hub.manifest import restore_hint
+
+    assert "pull org/name@abc again" in restore_hint(tmp_path, "org/name@abc")
+    assert "HF_HUB_CACHE" in restore_hint(tmp_path, "org/name@abc")
+
+
+# --------------------------------------------------------------------------- duplicate spot ids: a flag
+def _dup_ids(a) -> None:
+    names = list(a.obs_names)
+    names[1] = names[5] = names[0]
+    a.obs_names = names
+
+
+def test_duplicate_spot_ids_name_the_unique_ids_flag(world, capsys, tmp_path, monkeypatch):
+    """Before: 'spot ids must be unique (e.g. prefix them with the sample)': no flag could fix it."""
+    monkeypatch.delenv("STMM_UNIQUE_IDS", raising=False)
+    dup = _h5ad(world, tmp_path, "dup", _dup_ids)
+    out = ["-o", str(tmp_path / "o"), *FAST]
+    refused(capsys, ["fit", str(world["spec"]), "--data", dup, *out], "pass --unique-ids")
+    # ids joined to a positions table by id cannot be told apart: refused even with the flag, and it says why
+    coords = world["good"]["table"][3]
+    refused(capsys, ["fit", str(world["spec"]), "--data", dup, "--coords", coords, *out, "--unique-ids"],
+            "joined to their positions by id")
+    assert "STMM_UNIQUE_IDS" not in os.environ  # the flag holds for one command only
+
+    emb = tmp_path / "e.h5ad"
+    assert main(["embed", str(world["run"]), "--data", dup, "-o", str(emb), "--unique-ids", "-q"]) == 0
+    import anndata
+
+    names = list(anndata.read_h5ad(emb).obs_names)
+    assert len(set(names)) == len(names) == world["adata"].n_obs
+    assert names[:2] == [names[0], f"{names[0]}-1"] and names[5] == f"{names[0]}-2"
+    assert "STMM_UNIQUE_IDS" not in os.environ
+    refused(capsys, ["embed", str(world["run"]), "--data", dup, "-o", str(tmp_path / "e2.h5ad")], "--unique-ids")
