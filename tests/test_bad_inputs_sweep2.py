@@ -114,3 +114,57 @@ def test_duplicate_spot_ids_name_the_unique_ids_flag(world, capsys, tmp_path, mo
     assert names[:2] == [names[0], f"{names[0]}-1"] and names[5] == f"{names[0]}-2"
     assert "STMM_UNIQUE_IDS" not in os.environ
     refused(capsys, ["embed", str(world["run"]), "--data", dup, "-o", str(tmp_path / "e2.h5ad")], "--unique-ids")
+
+
+# --------------------------------------------------------------------------------- one section given twice
+def test_the_same_section_twice_is_refused(world, capsys, tmp_path):
+    """Before: exit 0, one section fitted as two (its spots twice in the joint graph)."""
+    h5 = world["good"]["h5ad"]
+    out = ["-o", str(tmp_path / "o"), *FAST, "-k", "3"]
+    refused(capsys, ["fit", str(world["spec"]), *h5, h5[1], *out], "is given twice")
+    rel = os.path.relpath(h5[1])
+    msg = refused(capsys, ["fit", str(world["spec"]), *h5, rel, *out], "give each section once")
+    assert f"also as {h5[1]}" in msg
+
+
+# ------------------------------------------------------------------------- benchmark: refused before any run
+def test_benchmark_empty_names_are_refused(capsys, tmp_path):
+    """Before: '-d ""' (an unset shell variable) meant the suite's default datasets: a real DLPFC run, exit 0."""
+    out = ["-o", str(tmp_path / "bench")]
+    refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", "", *out], "--datasets '' names nothing")
+    refused(capsys, ["benchmark", "domains", "-p", ",", "-d", "dlpfc-151676", *out], "--pipelines ',' names nothing")
+    refused(capsys, ["benchmark", "expression", "-p", "train-mean", "--folds", "", *out], "--folds")
+    assert not (tmp_path / "bench").exists()
+
+
+BENCH_SETS = [  # (--set value, needle); before: the first and third ran with the setting applied to nothing
+    ("nosuch.x=1", "no pipeline of this benchmark has the setting 'nosuch.x'"),
+    ("task.n_initt=3", "no pipeline of this benchmark has the setting 'task.n_initt'"),
+    ("stereom:train.epochs=3", "no pipeline of this benchmark is named 'stereom'"),
+    ("train.epochs=abc", "--set train.epochs: Input should be a valid integer"),  # before: every row failed
+    ("expression-gmm:task.n_init=0", "--set task.n_init=0: invalid parameters for task 'gmm'"),
+]
+
+
+@pytest.mark.parametrize("item,needle", BENCH_SETS, ids=[c[0] for c in BENCH_SETS])
+def test_benchmark_set_is_checked_before_any_run(world, capsys, tmp_path, item, needle):
+    out = tmp_path / "bench"
+    refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
+                     "domain", "--seeds", "1", "--set", item, "-o", str(out)], needle)
+    assert not out.exists()
+
+
+def test_benchmark_label_column_is_checked_before_any_run(world, capsys, tmp_path):
+    """Before: every run failed on the missing column, after a results folder had been written (exit 2)."""
+    out = tmp_path / "bench"
+    msg = refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1],
+                           "--label", "layer", "-o", str(out)], "--label 'layer'")
+    assert "columns: domain, in_tissue" in msg
+    assert not out.exists()
+
+
+def test_benchmark_settings_that_apply_still_pass_the_checks():
+    from stmm_core.cli.benchmark_cmd import check_sets
+
+    check_sets("domains", ["stereomm", "stereomm-expression"], ["image.weights=random"])  # stereomm has it
+    check_sets("domains", ["expression-gmm"], ["expression-gmm:task.n_init=2", "train.seed=1"])

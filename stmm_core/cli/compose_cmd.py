@@ -22,7 +22,7 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _blame_sets(message: str, sets: list[str]) -> str:
+def blame_sets(message: str, sets: list[str]) -> str:
     """A spec error caused by ``--set`` values, reworded to name the flag: ``--set KEY: problem`` when the message
     starts with the key, else ``--set KEY=VALUE: problem`` for the item it is about (all when unclear)."""
     for prefix in ("invalid pipeline spec: ", "override "):
@@ -52,7 +52,7 @@ def with_sets(build: Callable[[dict[str, Any]], Any], sets: list[str] | None) ->
     try:
         return build(overrides)
     except (SpecError, ComponentNotFound) as exc:
-        raise SpecError(_blame_sets(str(exc), list(sets or []))) from None
+        raise SpecError(blame_sets(str(exc), list(sets or []))) from None
 
 
 def compose_spec(recipe: str | None = "stereomm", slots: dict[str, str | None] | None = None,

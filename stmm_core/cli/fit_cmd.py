@@ -132,7 +132,19 @@ def _relaunch(nproc: int) -> None:
 
 
 def _gather(data: list[Path], more: list[Path] | None) -> list[Path]:
-    return list(data) + list(more or [])
+    """Every ``--data`` section, each once: the same file twice would fit one section as two (its spots counted
+    twice in the joint graph-fusion fit, or in both magic's training set and itself)."""
+    from stmm_core.errors import StmmError
+
+    paths = list(data) + list(more or [])
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = Path(p).expanduser().resolve()
+        if key in seen:
+            same = "" if str(seen[key]) == str(p) else f" (also as {seen[key]})"
+            raise StmmError(f"--data {p} is given twice{same}; give each section once")
+        seen[key] = Path(p)
+    return paths
 
 
 def fit(
