@@ -168,3 +168,25 @@ def test_benchmark_settings_that_apply_still_pass_the_checks():
 
     check_sets("domains", ["stereomm", "stereomm-expression"], ["image.weights=random"])  # stereomm has it
     check_sets("domains", ["expression-gmm"], ["expression-gmm:task.n_init=2", "train.seed=1"])
+
+
+# ------------------------------------------------------------------------------ flags that did nothing, scale
+def test_bin_size_on_a_section_that_is_not_binned(world, capsys, tmp_path):
+    """Before: --bin-size on an .h5ad was ignored (exit 0, the spots as they were)."""
+    refused(capsys, ["fit", str(world["spec"]), *world["good"]["h5ad"], "-o", str(tmp_path / "o"), *FAST,
+                     "--bin-size", "8"], "leave --bin-size out")
+
+
+def test_an_image_scale_that_puts_every_spot_in_one_pixel(world, capsys, tmp_path):
+    """Before: exit 0 with a warning ('a spot spans 0.0 image pixels'); the image told no two spots apart."""
+    he = str(Path(world["good"]["table"][1]).parent / "he.png")
+    msg = refused(capsys, ["fit", str(world["spec"]), *world["good"]["h5ad"], "-o", str(tmp_path / "o"), *FAST,
+                           "-k", "3", "--image", he, "--scale", "1e-4"], "pass --scale 0.1")
+    assert "within 0.07 px" in msg
+
+
+def test_a_folder_that_is_no_pipeline_at_all(capsys, tmp_path):
+    """Before: the advice was to fit FOLDER/spec.json again, a file that did not exist."""
+    (tmp_path / "notes.txt").write_text("x")
+    msg = refused(capsys, ["push", str(tmp_path), "org/name"], "not a saved stmm pipeline")
+    assert "spec.json --data" not in msg

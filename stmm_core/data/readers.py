@@ -586,6 +586,9 @@ def read_section(
     p = _exists(Path(path).expanduser(), "data path")
     if region is not None and not is_visium_hd(p):
         raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
+    if bin_size is not None and not (p.name.lower().endswith((".gem", ".gem.gz")) or is_visium_hd(p)):
+        raise DataError(f"--bin-size applies to Visium HD folders (binned_outputs/) and Stereo-seq .gem files; {p} is "
+                        "neither, so its spots are used as they are: leave --bin-size out")
     if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
         from stmm_core.data.stereo import read_gem
 

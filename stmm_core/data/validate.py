@@ -45,6 +45,7 @@ def _check_inside_image(section: Section, where: str) -> None:
     c = section.coords
     inside = _fits(c * s, w, h)
     if inside.all():
+        _check_not_one_pixel(section, where)
         return
     sx, sy = c[:, 0] * s, c[:, 1] * s
     msg = (
@@ -73,6 +74,23 @@ def _check_inside_image(section: Section, where: str) -> None:
         else:
             hints.append("Some coordinates are negative; check the coordinate origin and the scale factor")
     raise DataError(msg + " " + hints[0])
+
+
+def _check_not_one_pixel(section: Section, where: str) -> None:
+    """Spots at distinct positions that all land within one image pixel: the scale factor is off by orders of
+    magnitude (the image cannot tell any two spots apart, and the fit would rest on expression alone)."""
+    c, s = np.asarray(section.coords, dtype=float), float(section.image_scale)
+    span = float(np.ptp(c, axis=0).max()) if len(c) > 1 else 0.0
+    if span <= 0 or span * s >= 1.0:
+        return
+    img = section.image
+    fits = [f"{k}={float(v):g}" for k, v in section.meta.get("scalefactors", {}).items()
+            if k.endswith("_scalef") and span * float(v) >= 1.0 and _fits(c * float(v), img.width, img.height).all()]
+    hint = f" (with {fits[0]} they fit the image: pass --scale {fits[0].split('=')[1]})" if fits else ""
+    raise DataError(f"{where}: after scaling full-res coordinates by {s:g}, all {len(c)} spots lie within "
+                    f"{span * s:.2g} px of the {img.width}×{img.height} px image, so its pixels cannot tell them apart; "
+                    f"the scale factor is wrong{hint}: --scale is image px per full-resolution px (1 for the "
+                    "full-resolution image)")
 
 
 def validate_section(section: Section, *, need_image: bool = False) -> Section:

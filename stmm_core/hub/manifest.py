@@ -155,6 +155,9 @@ def read_manifest(folder: str | Path, origin: str | None = None) -> dict[str, An
     """The manifest of *folder*, or a clear error when it is absent or unreadable (*origin*: the Hub repository
     it was downloaded from, for the advice)."""
     path = Path(folder) / MANIFEST
+    if not path.is_file() and not (Path(folder) / "spec.json").is_file():
+        raise HubIntegrityError(f"{folder} has no {MANIFEST} or spec.json: it is not a saved stmm pipeline; give a run "
+                                "folder written by 'stmm fit'/'stmm run' (or 'stmm pull -o')")
     if not path.is_file():
         raise HubIntegrityError(
             f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' or 'stmm run' "
