@@ -101,6 +101,25 @@ def is_stmm_output(folder: Path) -> bool:
     return any((folder / m).exists() for m in RUN_MARKERS)
 
 
+#: Files of a run folder that its manifest does not hash but the fit wrote (its results).
+_RUN_OUTPUTS = ("manifest.json", "pulled.json", "result.h5ad", "report.html", "markers.csv", "markers.png")
+
+
+def _listed_in_manifest(path: Path) -> bool:
+    """*path* is a file of a saved pipeline (its ``manifest.json`` is beside it): one the manifest lists with its
+    sha256, or one of the run's results."""
+    import json
+
+    manifest = path.parent / "manifest.json"
+    if not (path.exists() and manifest.is_file()):
+        return False
+    try:
+        files = json.loads(manifest.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(files, dict) and (path.name in files or path.name in _RUN_OUTPUTS)
+
+
 def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overwrite: bool = False,
                  resume: bool = False) -> Path:
     """Validate the target of a writer before any work (see the module docstring); returns the path.
@@ -115,6 +134,9 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
             raise StmmError(f"{what} is a folder; give a file name (e.g. {path / 'out.h5ad'})")
         if path.name in ("", ".", ".."):
             raise StmmError(f"{what} is not a file name")
+        if _listed_in_manifest(path):
+            raise StmmError(f"{what} is a file of the saved pipeline in {path.parent}: writing it would "
+                            "break or replace that run's own files; give another file name")
     elif path.exists() and not path.is_dir():
         raise StmmError(f"{what} exists and is not a folder; give a new folder name")
     elif not resume and path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):

@@ -190,3 +190,26 @@ def test_a_folder_that_is_no_pipeline_at_all(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     msg = refused(capsys, ["push", str(tmp_path), "org/name"], "not a saved stmm pipeline")
     assert "spec.json --data" not in msg
+
+
+# ----------------------------------------------------------------------- outputs that belong to a saved run
+def test_a_file_output_never_replaces_a_file_of_a_saved_run(world, capsys, tmp_path):
+    """Before: 'compose -o RUN/spec.json' and 'embed -o RUN/result.h5ad' replaced the run's own files (exit 0); the
+    run then failed its checksums or lost its result."""
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    refused(capsys, ["compose", "--recipe", "stereomm-expression", "-o", str(run / "spec.json")],
+            "is a file of the saved pipeline", untouched=[run, run / "spec.json"])
+    refused(capsys, ["embed", str(run), *world["good"]["h5ad"], "-o", str(run / "result.h5ad")],
+            "give another file name", untouched=[run, run / "result.h5ad"])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert main(["embed", str(run), *world["good"]["h5ad"], "-o", str(run / "embedding.h5ad"), "-q"]) == 0
+
+
+def test_run_and_predict_given_the_wrong_kind_of_path(world, capsys, tmp_path):
+    """Before: 'unknown recipe /path/run. Available: …' and '… is not a trained pipeline (no spec.json)' for a file."""
+    out = ["-o", str(tmp_path / "o"), *FAST]
+    refused(capsys, ["run", str(world["run"]), *world["good"]["h5ad"], *out], f"stmm fit {world['run']}")
+    refused(capsys, ["predict", str(world["spec"]), *world["good"]["h5ad"], "-o", str(tmp_path / "p.h5ad")],
+            "is a file, not a run folder")

@@ -227,6 +227,12 @@ def run(
     from stmm_core.cli.compose_cmd import compose_spec
 
     _relaunch(nproc)
+    if Path(recipe).exists():  # a spec file or a run folder: 'stmm fit' takes those
+        from stmm_core.errors import StmmError
+
+        kind = "run folder" if Path(recipe).is_dir() else "file"
+        raise StmmError(f"stmm run takes a recipe name ('stmm list --kind recipe'); {recipe} is a {kind}: fit its "
+                        f"spec with 'stmm fit {recipe} --data … -o …'")
 
     def warn(line: str) -> None:
         typer.echo(f"stmm: warning: {line}", err=True)

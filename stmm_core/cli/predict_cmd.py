@@ -46,8 +46,10 @@ def trained_pipeline(ref: str, needs: tuple[str, ...], what: str, *, offline: bo
     if not (folder / "spec.json").is_file():
         from stmm_core.errors import StmmError
 
-        raise StmmError(f"{ref} is not a trained pipeline (no spec.json): give a run folder written by 'stmm fit'/"
-                        "'stmm run', or hf:org/name@rev")
+        why = ("not found" if not folder.exists() else "is a file, not a run folder" if folder.is_file()
+               else "has no spec.json")
+        raise StmmError(f"{ref} {why}: give a run folder written by 'stmm fit'/'stmm run' (the trained pipeline), or "
+                        "hf:org/name@rev")
     check(folder)
     return load_trained(folder), str(ref)
 
