@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bad_input_kit import FAST, _env, refused, world  # noqa: F401 (fixtures)
@@ -213,3 +214,25 @@ def test_run_and_predict_given_the_wrong_kind_of_path(world, capsys, tmp_path):
     refused(capsys, ["run", str(world["run"]), *world["good"]["h5ad"], *out], f"stmm fit {world['run']}")
     refused(capsys, ["predict", str(world["spec"]), *world["good"]["h5ad"], "-o", str(tmp_path / "p.h5ad")],
             "is a file, not a run folder")
+
+
+# ------------------------------------------------------------------------------------------ label columns
+def test_label_column_that_holds_ids(world, capsys, tmp_path):
+    """Before: exit 0 with K = 64 domains for 64 spots (an id column taken for domains)."""
+    def ids(a):
+        a.obs["barcode"] = [str(i) for i in range(a.n_obs)]
+
+    data = _h5ad(world, tmp_path, "ids", ids)
+    refused(capsys, ["fit", str(world["spec"]), "--data", data, "-o", str(tmp_path / "o"), *FAST, "--labels",
+                     "barcode"], "looks like an id column")
+
+
+def test_label_column_missing_from_one_of_several_sections(world, capsys, tmp_path):
+    """Before: refused only after the joint fit, as 'the ground-truth labels has no labelled spots' (no flag)."""
+    def unlabelled(a):
+        a.obs["domain"] = np.nan
+
+    data = _h5ad(world, tmp_path, "unlabelled", unlabelled)
+    msg = refused(capsys, ["fit", str(world["spec"]), *world["good"]["h5ad"], data, "-o", str(tmp_path / "o"), *FAST,
+                           "--labels", "domain"], "--labels 'domain' in section 'synthetic_2'")
+    assert "has no labelled spots" in msg
