@@ -236,3 +236,18 @@ def test_label_column_missing_from_one_of_several_sections(world, capsys, tmp_pa
     msg = refused(capsys, ["fit", str(world["spec"]), *world["good"]["h5ad"], data, "-o", str(tmp_path / "o"), *FAST,
                            "--labels", "domain"], "--labels 'domain' in section 'synthetic_2'")
     assert "has no labelled spots" in msg
+
+
+def test_embed_says_when_spots_without_counts_are_left_out(world, capsys, tmp_path):
+    """Before: the .h5ad had 59 of 64 spots and nothing said so."""
+    import scipy.sparse as sp
+
+    def empty_spots(a):
+        x = np.asarray(a.X.todense(), dtype=float)
+        x[:5] = 0
+        a.X = sp.csr_matrix(x)
+
+    data = _h5ad(world, tmp_path, "empty_spots", empty_spots)
+    capsys.readouterr()
+    assert main(["embed", str(world["run"]), "--data", data, "-o", str(tmp_path / "e.h5ad"), "-q"]) == 0
+    assert "5 spots without counts left out (not in e.h5ad)" in capsys.readouterr().out

@@ -139,6 +139,9 @@ def embed(
     typer.echo(f"section {section.name}: {section.n_spots} spots; read {read_s:.2f} s, embed {embed_s:.2f} s; "
                f"embedding {emb.shape[0]}x{emb.shape[1]} float32, sha256 "
                f"{__import__('hashlib').sha256(np.ascontiguousarray(emb).tobytes()).hexdigest()[:16]}")
+    removed = (section.meta.get("filtered") or {}).get("spots_removed", 0)
+    if removed:  # said, so a shorter output is never a surprise
+        typer.echo(f"  {removed} spot{'s' if removed != 1 else ''} without counts left out (not in {output.name})")
     typer.echo(f"wrote {output}")
 
 
