@@ -160,6 +160,20 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
     return path
 
 
+def check_not_input(output: str | Path, inputs: dict[str, object], *, flag: str = "-o",
+                    also: tuple[str, ...] = ()) -> None:
+    """Refuse an output file that is one of the command's inputs (``{"--data": path, …}``): writing it would
+    replace the input. *also*: suffixes of files written beside the output (``.png``: predict's plot)."""
+    out = Path(output).expanduser()
+    for target in (out, *(out.with_suffix(sfx) for sfx in also)):
+        where = target.resolve()
+        for name, value in inputs.items():
+            if value is not None and Path(str(value)).expanduser().resolve() == where:
+                what = "" if target == out else f": it also writes {target.name}, which"
+                raise StmmError(f"{flag} {output}{what} is the {name} input; give another file name (an input is "
+                                "never overwritten)")
+
+
 def _stage_name(target: Path) -> str:
     return f"{PARTIAL}{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 

@@ -251,3 +251,26 @@ def test_embed_says_when_spots_without_counts_are_left_out(world, capsys, tmp_pa
     capsys.readouterr()
     assert main(["embed", str(world["run"]), "--data", data, "-o", str(tmp_path / "e.h5ad"), "-q"]) == 0
     assert "5 spots without counts left out (not in e.h5ad)" in capsys.readouterr().out
+
+
+def test_an_output_that_is_an_input_is_refused(world, capsys, tmp_path):
+    """Before: 'embed/predict --data X.h5ad -o X.h5ad' replaced the user's input file (exit 0)."""
+    data = tmp_path / "in.h5ad"
+    shutil.copy(world["good"]["h5ad"][1], data)
+    before = data.read_bytes()
+    for cmd in ("embed", "predict", "evaluate"):
+        refused(capsys, [cmd, str(world["run"]), "--data", str(data), "-o", str(data)], "is the --data input",
+                untouched=[data])
+    he = tmp_path / "he.png"  # predict writes a .png beside its .h5ad
+    shutil.copy(Path(world["good"]["table"][1]).parent / "he.png", he)
+    refused(capsys, ["predict", str(world["run"]), "--image", str(he), "-o", str(tmp_path / "he.h5ad")],
+            "it also writes he.png, which is the --image input")
+    assert data.read_bytes() == before
+
+
+def test_benchmark_output_that_is_a_run_folder(world, capsys, tmp_path):
+    """Before: benchmark results, plots and RESULTS.md were written into the run folder (exit 0)."""
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
+                     "domain", "-o", str(run)], "is a run folder", untouched=[run])

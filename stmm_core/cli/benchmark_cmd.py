@@ -180,6 +180,9 @@ def benchmark(
         from stmm_core.atomic import check_output
 
         check_output(output, kind="dir", resume=True)
+        if any((output / name).is_file() for name in ("manifest.json", "spec.json")):
+            raise StmmError(f"-o {output} is a run folder (it holds a saved pipeline), not a benchmark folder; give a "
+                            "new folder, or one of earlier benchmark results, with -o")
 
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
     outcome = run_benchmark(suite, pipelines=chosen, datasets=data, seeds=seeds,

@@ -105,12 +105,13 @@ def embed(
     """Run a trained pipeline on a section (no refitting) and write the embedding."""
     import numpy as np
 
-    from stmm_core.atomic import atomic_file, check_output
+    from stmm_core.atomic import atomic_file, check_not_input, check_output
     from stmm_core.pipeline.run import load_section
     from stmm_core.pipeline_base import embed as embed_with, family_of, implementation
     from stmm_core.seeding import configure_threads, resolve_device
 
     check_output(output, kind="file")  # before any work
+    check_not_input(output, {"--data": data, "--image": image, "--coords": coords})
     if output.suffix != ".h5ad":
         from stmm_core.errors import StmmError
 

@@ -70,9 +70,10 @@ def predict(
     offline: bool = OFFLINE,
 ) -> None:
     """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
-    from stmm_core.atomic import check_output
+    from stmm_core.atomic import check_not_input, check_output
 
     check_output(output, kind="file")
+    check_not_input(output, {"--data": data, "--image": image, "--coords": coords}, also=(".png",))
     pipe, source = trained_pipeline(run_dir, ("expression",), "stmm predict", offline=offline)
     options = {"image": image, "coords": coords, "scale": scale, "tile_px": tile_px, "genes": genes}
     if no_cache:
@@ -102,9 +103,10 @@ def evaluate(
 ) -> None:
     """Per-gene / per-spot Pearson and image → expression retrieval on a held-out section."""
     if output is not None:
-        from stmm_core.atomic import check_output
+        from stmm_core.atomic import check_not_input, check_output
 
         check_output(output, kind="file")
+        check_not_input(output, {"--data": data})
     pipe, _ = trained_pipeline(run_dir, ("scoring", "expression"), "stmm evaluate", offline=offline)
     res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
                                               "use_cache": not no_cache, "allow_training": allow_training}, log=_log)
