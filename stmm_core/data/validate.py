@@ -45,7 +45,6 @@ def _check_inside_image(section: Section, where: str) -> None:
     c = section.coords
     inside = _fits(c * s, w, h)
     if inside.all():
-        _check_not_one_pixel(section, where)
         return
     sx, sy = c[:, 0] * s, c[:, 1] * s
     msg = (
@@ -166,6 +165,8 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     from stmm_core.data.sanity import check_coordinate_units
 
     check_coordinate_units(section, where)
+    if section.image is not None:  # after the units check: positions that are not full-res px are said as such
+        _check_not_one_pixel(section, where)
     return section
 
 
