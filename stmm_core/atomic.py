@@ -155,6 +155,8 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
                 raise StmmError(f"{what} already holds an earlier result; give a new folder with {flag}, or add "
                                 "--overwrite to replace it whole")
     probe_writable(parent, what)  # the stage is created beside the target
+    if kind == "dir" and path.is_dir():  # an existing folder is written in (benchmark) or replaced whole (fit)
+        probe_writable(path, what)
     if path.parent.is_dir():
         remove_stale_partials(path)
     return path

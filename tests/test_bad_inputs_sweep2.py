@@ -274,3 +274,36 @@ def test_benchmark_output_that_is_a_run_folder(world, capsys, tmp_path):
     shutil.copytree(world["run"], run)
     refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
                      "domain", "-o", str(run)], "is a run folder", untouched=[run])
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """``lock(folder)``: make *folder* immutable (``chattr +i``: not writable even for root), undone afterwards."""
+    import subprocess
+
+    done: list[Path] = []
+
+    def lock(folder: Path) -> Path:
+        r = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("needs chattr +i (ext4 and root, or CAP_LINUX_IMMUTABLE)")
+        done.append(folder)
+        return folder
+
+    yield lock
+    for folder in done:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_the_work(world, capsys, tmp_path, locked):
+    """Before: the fit (or every benchmark run) ran, then 'Operation not permitted: DIR (file system error …)'."""
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    locked(run), locked(empty)
+    fit = ["fit", str(world["spec"]), *world["good"]["h5ad"], *FAST, "-k", "3"]
+    refused(capsys, [*fit, "-o", str(run), "--overwrite"], f"cannot write in {run}", untouched=[run])
+    refused(capsys, [*fit, "-o", str(empty)], f"cannot write in {empty}", untouched=[empty])
+    refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
+                     "domain", "-o", str(empty)], "cannot write in", untouched=[empty])
