@@ -307,3 +307,22 @@ def test_an_output_folder_that_cannot_be_written_fails_before_the_work(world, ca
     refused(capsys, [*fit, "-o", str(empty)], f"cannot write in {empty}", untouched=[empty])
     refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
                      "domain", "-o", str(empty)], "cannot write in", untouched=[empty])
+
+
+def test_evaluate_names_allow_missing_genes(world, capsys, tmp_path):
+    """Before: 'section … lacks 5 of the 12 target genes …' without the flag that scores the targets it has."""
+    from magic_tiny import TINY_MODEL
+
+    def other_library(a):
+        a.uns["spatial"] = {"other": a.uns["spatial"]["synthetic"]}
+
+    second = _h5ad(world, tmp_path, "second", other_library)
+    run = tmp_path / "magic"
+    assert main(["run", "magic", *world["good"]["h5ad"], second, "-o", str(run), *FAST, *TINY_MODEL,
+                 "--set", "train.stage1.epochs=1", "--set", "train.stage2.epochs=1"]) == 0
+    held = tmp_path / "held.h5ad"
+    world["adata"][4:, 10:].copy().write_h5ad(held)  # other spots, a quarter of the genes gone
+    refused(capsys, ["evaluate", str(run), "--data", str(held), "-o", str(tmp_path / "m.json")],
+            "pass --allow-missing-genes")
+    assert main(["evaluate", str(run), "--data", str(held), "--allow-missing-genes", "-o",
+                 str(tmp_path / "m.json")]) == 0

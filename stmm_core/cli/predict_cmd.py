@@ -108,8 +108,18 @@ def evaluate(
         check_output(output, kind="file")
         check_not_input(output, {"--data": data})
     pipe, _ = trained_pipeline(run_dir, ("scoring", "expression"), "stmm evaluate", offline=offline)
-    res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
-                                              "use_cache": not no_cache, "allow_training": allow_training}, log=_log)
+    from stmm_core.errors import DataError
+
+    try:
+        res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
+                                                  "use_cache": not no_cache, "allow_training": allow_training},
+                                   log=_log)
+    except DataError as exc:  # a family's message about missing target genes: this command has the flag for it
+        text = str(exc)
+        if allow_missing or " lacks " not in text or "target genes" not in text or "--allow-missing" in text:
+            raise
+        raise DataError(f"{text}; or pass --allow-missing-genes to score the targets it has (the missing ones are "
+                        "counted)") from None
     if output is not None:
         from stmm_core.pipeline.outputs import write_json
 
