@@ -155,6 +155,15 @@ def test_benchmark_set_is_checked_before_any_run(world, capsys, tmp_path, item, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("part", ["a/b", "../x", ""])
+def test_benchmark_part_name_is_a_plain_name(world, capsys, tmp_path, part):
+    """Before: '--part a/b' ran, then wrote results/domains.part-a/b.json, a shard 'benchmark report' never merges."""
+    out = tmp_path / "bench"
+    refused(capsys, ["benchmark", "domains", "-p", "expression-gmm", "-d", world["good"]["h5ad"][1], "--label",
+                     "domain", "--part", part, "-o", str(out)], "--part")
+    assert not out.exists()
+
+
 def test_benchmark_label_column_is_checked_before_any_run(world, capsys, tmp_path):
     """Before: every run failed on the missing column, after a results folder had been written (exit 2)."""
     out = tmp_path / "bench"

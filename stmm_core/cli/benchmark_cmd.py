@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -172,6 +173,9 @@ def benchmark(
         raise StmmError(f"--format {fmt!r}: use table, json or markdown")
     from stmm_core.benchmark.api import run_benchmark
 
+    if part is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*", part):
+        raise StmmError(f"--part {part!r}: a shard name is letters, digits, '-', '_' (and '.' inside), e.g. --part a1; "
+                        "it becomes results/<suite>.part-NAME.json, which 'stmm benchmark report' merges")
     chosen, data, held = _split(pipelines, "--pipelines"), _split(datasets, "--datasets"), _split(folds, "--folds")
     check_pipeline_names(chosen)
     check_sets(suite, chosen, sets)
