@@ -335,3 +335,21 @@ def test_evaluate_names_allow_missing_genes(world, capsys, tmp_path):
             "pass --allow-missing-genes")
     assert main(["evaluate", str(run), "--data", str(held), "--allow-missing-genes", "-o",
                  str(tmp_path / "m.json")]) == 0
+
+
+BENCH_IGNORED = [  # options a suite ignored (exit 0, a real run on the defaults or without the option)
+    (["domains", "-p", "expression-gmm", "-d", "dlpfc-151676", "--label", "nope"], "leave --label out"),
+    (["domains", "-p", "expression-gmm", "--folds", "x"], "leave --folds out"),
+    (["expression", "-p", "train-mean", "--label", "domain"], "--label applies to the domains suite"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BENCH_IGNORED, ids=[" ".join(c[0][2:]) for c in BENCH_IGNORED])
+def test_benchmark_options_the_suite_would_ignore(capsys, tmp_path, args, needle):
+    out = tmp_path / "bench"
+    refused(capsys, ["benchmark", *args, "-o", str(out)], needle)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused(capsys, ["benchmark", "expression", "-p", "train-mean", "--work", str(afile), "-o", str(out)],
+            "--work", untouched=[afile])
+    assert not out.exists()

@@ -75,6 +75,30 @@ def check_sets(suite: str, pipelines: Optional[list[str]], raw: Optional[list[st
             raise StmmError(f"{blame_sets(p.error, items)} (pipeline {p.name})")
 
 
+def check_suite_options(suite: str, label: Optional[str], datasets: Optional[list[str]],
+                        folds: Optional[list[str]], work: Optional[Path]) -> None:
+    """Options a suite would silently ignore are refused (the run would not be the one asked for): ``--folds``
+    outside the held-out suites, ``--label`` without a dataset given by path (registered ones carry their own
+    label column) or outside the domains suite, and a ``--work`` that is a file."""
+    from stmm_core.benchmark.api import load_config
+    from stmm_core.benchmark.datasets import BUILTIN
+    from stmm_core.errors import StmmError
+
+    cfg = load_config(suite)
+    name = cfg.suite
+    if folds and name not in ("expression", "retrieval"):
+        raise StmmError(f"--folds applies to the expression and retrieval suites (a held-out section each); the "
+                        f"{name} suite runs on every --datasets section: leave --folds out")
+    if label is not None:
+        if name != "domains":
+            raise StmmError(f"--label applies to the domains suite; leave it out for the {name} suite")
+        if not any(item not in BUILTIN and Path(item).exists() for item in datasets or cfg.datasets or []):
+            raise StmmError(f"--label {label!r} names the label column of datasets given by path (-d my.h5ad); the "
+                            "registered datasets carry their own ('stmm benchmark --list-datasets'): leave --label out")
+    if work is not None and work.exists() and not work.is_dir():
+        raise StmmError(f"--work {work} is a file; give a folder for the trained fold models")
+
+
 def check_label(label: Optional[str], datasets: Optional[list[str]]) -> None:
     """``--label COLUMN`` must be an obs column of each ``.h5ad`` given by path (read from the file's header, not
     its data): else every run failed, after writing a results folder."""
@@ -179,6 +203,7 @@ def benchmark(
     chosen, data, held = _split(pipelines, "--pipelines"), _split(datasets, "--datasets"), _split(folds, "--folds")
     check_pipeline_names(chosen)
     check_sets(suite, chosen, sets)
+    check_suite_options(suite, label, data, held, work)
     check_label(label, data)
     if output is not None:  # an accumulating results folder (suites and shards add up): writable, not a file
         from stmm_core.atomic import check_output
