@@ -353,3 +353,22 @@ def test_benchmark_options_the_suite_would_ignore(capsys, tmp_path, args, needle
     refused(capsys, ["benchmark", "expression", "-p", "train-mean", "--work", str(afile), "-o", str(out)],
             "--work", untouched=[afile])
     assert not out.exists()
+
+
+# -------------------------------------------------------------------- a damaged Space Ranger spatial/ folder
+def test_damaged_space_ranger_files_name_the_flag_that_works(world, capsys, tmp_path):
+    """Before: 'cannot read …/scalefactors_json.json: …' with no way round it (even --scale did not help), and an
+    unreadable positions file named no flag."""
+    sr = Path(world["good"]["spaceranger"][1])
+    bad_sf = tmp_path / "bad_sf"
+    shutil.copytree(sr, bad_sf)
+    (bad_sf / "spatial" / "scalefactors_json.json").write_text("{bad")
+    fit = ["fit", str(world["spec"]), *FAST, "-k", "3"]
+    refused(capsys, [*fit, "--data", str(bad_sf), "-o", str(tmp_path / "o")], "or pass --scale S")
+    assert main([*fit, "--data", str(bad_sf), "--scale", "0.1", "-o", str(tmp_path / "o")]) == 0
+    assert "its scale factors are left out" in capsys.readouterr().err
+
+    bad_pos = tmp_path / "bad_pos"
+    shutil.copytree(sr, bad_pos)
+    (bad_pos / "spatial" / "tissue_positions_list.csv").write_text("garbage\n1,2\n")
+    refused(capsys, [*fit, "--data", str(bad_pos), "-o", str(tmp_path / "o2")], "--coords")  # one line

@@ -55,6 +55,8 @@ def _error(message: str) -> None:
     """One line on stderr; in a process of a multi-process run, left to the launcher (or to process 0)."""
     from stmm_core.distributed.launch import report_worker_error
 
+    message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())  # a library's text
+
     if not report_worker_error(message):
         typer.echo(f"stmm: error: {message}", err=True)
 

@@ -164,8 +164,11 @@ def _build_adata(counts: Any, obs: "pd.DataFrame", var: "pd.DataFrame", coords: 
 
 
 # ------------------------------------------------------------------------------------- Space Ranger
-def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> SpatialInfo:
+def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True, scale_given: bool = False) -> SpatialInfo:
     """Read a Space Ranger ``spatial/`` folder: positions, scale factors and the hires (else lowres) image.
+
+    ``scale_given``: the caller has its own scale factor (``--scale``), so an unreadable ``scalefactors_json.json``
+    is a warning (its values are left out), not an error.
 
     Positions come from ``tissue_positions.parquet``/``.csv`` (header: columns read by name),
     ``tissue_positions_list.csv`` or ``.txt`` (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``
@@ -184,7 +187,11 @@ def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> Spati
         try:
             scalefactors = {k: float(v) for k, v in json.loads(sf_path.read_text()).items()}
         except (ValueError, TypeError) as exc:
-            raise DataError(f"cannot read {sf_path}: {exc}") from None
+            if not scale_given:
+                raise DataError(f"cannot read {sf_path}: {exc}; fix the file, or pass --scale S (full-resolution px → "
+                                "image px) to use the image without it") from None
+            warnings.warn(f"cannot read {sf_path} ({exc}); its scale factors are left out (--scale is given)",
+                          stacklevel=2)
     info = SpatialInfo(positions=pos, scalefactors=scalefactors,
                        spot_diameter=scalefactors.get("spot_diameter_fullres"))
     order = ("hires", "lowres") if hires else ("lowres", "hires")
@@ -431,7 +438,7 @@ def _join_positions(ids: "pd.Index", positions: "pd.DataFrame", where: str) -> n
     return positions[["x", "y"]].to_numpy(dtype=np.float64)[idx]
 
 
-def _coords_info(coords: Any) -> SpatialInfo:
+def _coords_info(coords: Any, scale_given: bool = False) -> SpatialInfo:
     import pandas as pd
 
     if isinstance(coords, pd.DataFrame):
@@ -442,7 +449,7 @@ def _coords_info(coords: Any) -> SpatialInfo:
         return SpatialInfo(positions=df)
     p = Path(coords)
     if p.is_dir():
-        return read_spaceranger_spatial(p)
+        return read_spaceranger_spatial(p, scale_given=scale_given)
     return SpatialInfo(positions=read_coords_table(p))
 
 
@@ -490,7 +497,7 @@ class _Loaded:
     adata: "anndata.AnnData | None" = None  # None: build one (non-h5ad formats)
 
 
-def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
+def _load_spaceranger(p: Path, coords: Any, library_id: str | None, scale_given: bool = False) -> _Loaded:
     h5 = _find_matrix_h5(p) if p.is_dir() else p
     counts, ids, var = read_10x_h5(h5)
     if coords is None:
@@ -498,7 +505,7 @@ def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
         if not coords.is_dir():
             raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass --coords <spatial folder or table> "
                             "(Python: coords=)")
-    info = _coords_info(coords)
+    info = _coords_info(coords, scale_given)
     xy = _join_positions(ids, info.positions, str(p))
     obs = info.positions.reindex(ids).drop(columns=["x", "y"])
     return _Loaded(library_id or (p.name if p.is_dir() else h5.parent.name), counts, ids, obs, var, xy, info)
@@ -608,7 +615,7 @@ def read_section(
         if image is not None and image is not False and scale is None:
             scale = 1.0  # HD positions are full-resolution px of the microscope image itself
     elif p.is_dir() or p.suffix.lower() == ".h5":
-        ld = _load_spaceranger(p, coords, library_id)
+        ld = _load_spaceranger(p, coords, library_id, scale_given=scale is not None)
     elif _is_table(p):
         ld = _load_table(p, coords, library_id)
     elif p.suffix.lower() == ".h5ad":
