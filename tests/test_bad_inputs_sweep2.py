@@ -372,3 +372,13 @@ def test_damaged_space_ranger_files_name_the_flag_that_works(world, capsys, tmp_
     shutil.copytree(sr, bad_pos)
     (bad_pos / "spatial" / "tissue_positions_list.csv").write_text("garbage\n1,2\n")
     refused(capsys, [*fit, "--data", str(bad_pos), "-o", str(tmp_path / "o2")], "--coords")  # one line
+
+
+def test_sections_sharing_few_genes_are_warned_about(world, capsys, tmp_path):
+    """Before: exit 0 with only 'gene.pca=10 is more than the 5 genes' (the overlap itself was never said)."""
+    few = tmp_path / "few.h5ad"
+    world["adata"][:, :5].copy().write_h5ad(few)
+    capsys.readouterr()
+    assert main(["fit", str(world["spec"]), *world["good"]["h5ad"], str(few), "-o", str(tmp_path / "o"), *FAST,
+                 "-k", "3"]) == 0
+    assert "the --data sections share only 5 gene names" in capsys.readouterr().err
