@@ -105,6 +105,26 @@ def is_stmm_output(folder: Path) -> bool:
 _RUN_OUTPUTS = ("manifest.json", "pulled.json", "result.h5ad", "report.html", "markers.csv", "markers.png")
 
 
+def _foreign(path: Path) -> bool:
+    """An existing output file that stmm did not write: an ``.h5ad`` without an ``uns['stmm…']`` entry (embed,
+    predict and fit results carry one), or any other file that is not a JSON object (specs and metrics are)."""
+    import json
+
+    if path.suffix.lower() == ".h5ad":
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                uns = fh.get("uns")
+                return uns is None or not any(k == "stmm" or k.startswith("stmm_") for k in uns.keys())
+        except (OSError, ValueError):
+            return True
+    try:  # specs and metrics (whatever the suffix); anything else (an image, a table, a data file) is not ours
+        return path.stat().st_size > 50_000_000 or not isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return True
+
+
 def _listed_in_manifest(path: Path) -> bool:
     """*path* is a file of a saved pipeline (its ``manifest.json`` is beside it): one the manifest lists with its
     sha256, or one of the run's results."""
@@ -134,6 +154,9 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
             raise StmmError(f"{what} is a folder; give a file name (e.g. {path / 'out.h5ad'})")
         if path.name in ("", ".", ".."):
             raise StmmError(f"{what} is not a file name")
+        if path.is_file() and _foreign(path):
+            raise StmmError(f"{what} exists and is not a file stmm wrote; give a new file name (stmm never replaces "
+                            "files it did not write)")
         if _listed_in_manifest(path):
             raise StmmError(f"{what} is a file of the saved pipeline in {path.parent}: writing it would "
                             "break or replace that run's own files; give another file name")

@@ -382,3 +382,20 @@ def test_sections_sharing_few_genes_are_warned_about(world, capsys, tmp_path):
     assert main(["fit", str(world["spec"]), *world["good"]["h5ad"], str(few), "-o", str(tmp_path / "o"), *FAST,
                  "-k", "3"]) == 0
     assert "the --data sections share only 5 gene names" in capsys.readouterr().err
+
+
+def test_a_file_output_never_replaces_a_file_stmm_did_not_write(world, capsys, tmp_path):
+    """Before: 'embed -o other_section.h5ad' or 'compose -o he.png' replaced the user's file (exit 0)."""
+    data = tmp_path / "other_section.h5ad"
+    shutil.copy(world["good"]["h5ad"][1], data)
+    image = tmp_path / "he.png"
+    shutil.copy(Path(world["good"]["table"][1]).parent / "he.png", image)
+    refused(capsys, ["embed", str(world["run"]), *world["good"]["h5ad"], "-o", str(data)], "not a file stmm wrote",
+            untouched=[data])
+    refused(capsys, ["compose", "--recipe", "stereomm-expression", "-o", str(image)], "give a new file name",
+            untouched=[image])
+    # its own earlier outputs are still replaced, as before
+    out, spec = tmp_path / "e.h5ad", tmp_path / "s.json"
+    for _ in range(2):
+        assert main(["embed", str(world["run"]), *world["good"]["h5ad"], "-o", str(out), "-q"]) == 0
+        assert main(["compose", "--recipe", "stereomm-expression", "-o", str(spec)]) == 0
