@@ -110,8 +110,8 @@ def embed(
     from stmm_core.pipeline_base import embed as embed_with, family_of, implementation
     from stmm_core.seeding import configure_threads, resolve_device
 
-    check_output(output, kind="file")  # before any work
-    check_not_input(output, {"--data": data, "--image": image, "--coords": coords})
+    check_not_input(output, {"--data": data, "--image": image, "--coords": coords})  # before any work
+    check_output(output, kind="file")
     if output.suffix != ".h5ad":
         from stmm_core.errors import StmmError
 

@@ -72,8 +72,8 @@ def predict(
     """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
     from stmm_core.atomic import check_not_input, check_output
 
-    check_output(output, kind="file")
     check_not_input(output, {"--data": data, "--image": image, "--coords": coords}, also=(".png",))
+    check_output(output, kind="file")
     pipe, source = trained_pipeline(run_dir, ("expression",), "stmm predict", offline=offline)
     options = {"image": image, "coords": coords, "scale": scale, "tile_px": tile_px, "genes": genes}
     if no_cache:
@@ -105,8 +105,8 @@ def evaluate(
     if output is not None:
         from stmm_core.atomic import check_not_input, check_output
 
-        check_output(output, kind="file")
         check_not_input(output, {"--data": data})
+        check_output(output, kind="file")
     pipe, _ = trained_pipeline(run_dir, ("scoring", "expression"), "stmm evaluate", offline=offline)
     from stmm_core.errors import DataError
 
