@@ -101,6 +101,45 @@ def is_stmm_output(folder: Path) -> bool:
     return any((folder / m).exists() for m in RUN_MARKERS)
 
 
+#: Files of a run folder that its manifest does not hash but the fit wrote (its results).
+_RUN_OUTPUTS = ("manifest.json", "pulled.json", "result.h5ad", "report.html", "markers.csv", "markers.png")
+
+
+def _foreign(path: Path) -> bool:
+    """An existing output file that stmm did not write: an ``.h5ad`` without an ``uns['stmm…']`` entry (embed,
+    predict and fit results carry one), or any other file that is not a JSON object (specs and metrics are)."""
+    import json
+
+    if path.suffix.lower() == ".h5ad":
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                uns = fh.get("uns")
+                return uns is None or not any(k == "stmm" or k.startswith("stmm_") for k in uns.keys())
+        except (OSError, ValueError):
+            return True
+    try:  # specs and metrics (whatever the suffix); anything else (an image, a table, a data file) is not ours
+        return path.stat().st_size > 50_000_000 or not isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return True
+
+
+def _listed_in_manifest(path: Path) -> bool:
+    """*path* is a file of a saved pipeline (its ``manifest.json`` is beside it): one the manifest lists with its
+    sha256, or one of the run's results."""
+    import json
+
+    manifest = path.parent / "manifest.json"
+    if not (path.exists() and manifest.is_file()):
+        return False
+    try:
+        files = json.loads(manifest.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(files, dict) and (path.name in files or path.name in _RUN_OUTPUTS)
+
+
 def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overwrite: bool = False,
                  resume: bool = False) -> Path:
     """Validate the target of a writer before any work (see the module docstring); returns the path.
@@ -115,6 +154,12 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
             raise StmmError(f"{what} is a folder; give a file name (e.g. {path / 'out.h5ad'})")
         if path.name in ("", ".", ".."):
             raise StmmError(f"{what} is not a file name")
+        if path.is_file() and _foreign(path):
+            raise StmmError(f"{what} exists and is not a file stmm wrote; give a new file name (stmm never replaces "
+                            "files it did not write)")
+        if _listed_in_manifest(path):
+            raise StmmError(f"{what} is a file of the saved pipeline in {path.parent}: writing it would "
+                            "break or replace that run's own files; give another file name")
     elif path.exists() and not path.is_dir():
         raise StmmError(f"{what} exists and is not a folder; give a new folder name")
     elif not resume and path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
@@ -133,9 +178,25 @@ def check_output(path: str | Path, *, flag: str = "-o", kind: str = "dir", overw
                 raise StmmError(f"{what} already holds an earlier result; give a new folder with {flag}, or add "
                                 "--overwrite to replace it whole")
     probe_writable(parent, what)  # the stage is created beside the target
+    if kind == "dir" and path.is_dir():  # an existing folder is written in (benchmark) or replaced whole (fit)
+        probe_writable(path, what)
     if path.parent.is_dir():
         remove_stale_partials(path)
     return path
+
+
+def check_not_input(output: str | Path, inputs: dict[str, object], *, flag: str = "-o",
+                    also: tuple[str, ...] = ()) -> None:
+    """Refuse an output file that is one of the command's inputs (``{"--data": path, …}``): writing it would
+    replace the input. *also*: suffixes of files written beside the output (``.png``: predict's plot)."""
+    out = Path(output).expanduser()
+    for target in (out, *(out.with_suffix(sfx) for sfx in also)):
+        where = target.resolve()
+        for name, value in inputs.items():
+            if value is not None and Path(str(value)).expanduser().resolve() == where:
+                what = "" if target == out else f": it also writes {target.name}, which"
+                raise StmmError(f"{flag} {output}{what} is the {name} input; give another file name (an input is "
+                                "never overwritten)")
 
 
 def _stage_name(target: Path) -> str:

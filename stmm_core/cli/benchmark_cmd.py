@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -9,11 +10,18 @@ from typing import Any, Optional
 import typer
 
 
-def _split(items: Optional[list[str]]) -> Optional[list[str]]:
-    """Repeated options and comma-separated lists both work: ``--pipelines a,b --pipelines c``."""
+def _split(items: Optional[list[str]], flag: str = "") -> Optional[list[str]]:
+    """Repeated options and comma-separated lists both work: ``--pipelines a,b --pipelines c``. An option given
+    with nothing in it (``-d ''``, an unset shell variable) is refused: it would silently mean the suite's defaults."""
     if not items:
         return None
-    return [x.strip() for item in items for x in item.split(",") if x.strip()]
+    out = [x.strip() for item in items for x in item.split(",") if x.strip()]
+    if not out and flag:
+        from stmm_core.errors import StmmError
+
+        raise StmmError(f"{flag} {','.join(items)!r} names nothing; give at least one name, or leave {flag} out for "
+                        "the suite's defaults")
+    return out or None
 
 
 def parse_pipeline_sets(sets: Optional[list[str]]) -> dict[str, dict[str, Any]]:
@@ -27,6 +35,90 @@ def parse_pipeline_sets(sets: Optional[list[str]]) -> dict[str, dict[str, Any]]:
             target, rest = "*", item
         out.setdefault(target, {}).update(parse_sets([rest]))
     return out
+
+
+def check_sets(suite: str, pipelines: Optional[list[str]], raw: Optional[list[str]]) -> None:
+    """``--set`` checked before any run: it must name a pipeline of this benchmark (``PIPELINE:``), be a setting at
+    least one of them has (a typo was silently applied to none), and leave their specs valid (else every row
+    failed, after the other pipelines had run)."""
+    import fnmatch
+
+    from stmm_core.benchmark import pipelines as pipes
+    from stmm_core.benchmark.api import load_config, suite_module
+    from stmm_core.cli.compose_cmd import blame_sets
+    from stmm_core.errors import StmmError
+
+    rules = parse_pipeline_sets(raw)
+    if not rules:
+        return
+    cfg = load_config(suite)
+    default = suite_module(cfg.suite).DEFAULT_PIPELINES
+    base = {k: dict(v) for k, v in cfg.overrides.items()}
+    merged = {k: dict(v) for k, v in base.items()}
+    for k, v in rules.items():
+        merged.setdefault(k, {}).update(v)
+    plain = {p.name: p for p in pipes.select(pipelines or cfg.pipelines, default, base, cfg.baselines)}
+    changed = pipes.select(pipelines or cfg.pipelines, default, merged, cfg.baselines)
+    names = ", ".join(p.name for p in changed)
+    for target, sets in rules.items():
+        hits = [p for p in changed if target == "*" or fnmatch.fnmatchcase(p.name, target)]
+        if not hits:
+            raise StmmError(f"--set {target}:…: no pipeline of this benchmark is named {target!r} (its pipelines: "
+                            f"{names})")
+        for key in sets:
+            if not any(key in p.overrides for p in hits):
+                raise StmmError(f"--set {key}: no pipeline of this benchmark has the setting {key!r} (pipelines: "
+                                f"{names}; their settings: 'stmm info RECIPE')")
+    items = [item.partition(":")[2] if ":" in item.partition("=")[0] else item for item in raw or []]
+    for p in changed:
+        if p.error and p.name in plain and not plain[p.name].error:
+            raise StmmError(f"{blame_sets(p.error, items)} (pipeline {p.name})")
+
+
+def check_suite_options(suite: str, label: Optional[str], datasets: Optional[list[str]],
+                        folds: Optional[list[str]], work: Optional[Path]) -> None:
+    """Options a suite would silently ignore are refused (the run would not be the one asked for): ``--folds``
+    outside the held-out suites, ``--label`` without a dataset given by path (registered ones carry their own
+    label column) or outside the domains suite, and a ``--work`` that is a file."""
+    from stmm_core.benchmark.api import load_config
+    from stmm_core.benchmark.datasets import BUILTIN
+    from stmm_core.errors import StmmError
+
+    cfg = load_config(suite)
+    name = cfg.suite
+    if folds and name not in ("expression", "retrieval"):
+        raise StmmError(f"--folds applies to the expression and retrieval suites (a held-out section each); the "
+                        f"{name} suite runs on every --datasets section: leave --folds out")
+    if label is not None:
+        if name != "domains":
+            raise StmmError(f"--label applies to the domains suite; leave it out for the {name} suite")
+        if not any(item not in BUILTIN and Path(item).exists() for item in datasets or cfg.datasets or []):
+            raise StmmError(f"--label {label!r} names the label column of datasets given by path (-d my.h5ad); the "
+                            "registered datasets carry their own ('stmm benchmark --list-datasets'): leave --label out")
+    if work is not None and work.exists() and not work.is_dir():
+        raise StmmError(f"--work {work} is a file; give a folder for the trained fold models")
+
+
+def check_label(label: Optional[str], datasets: Optional[list[str]]) -> None:
+    """``--label COLUMN`` must be an obs column of each ``.h5ad`` given by path (read from the file's header, not
+    its data): else every run failed, after writing a results folder."""
+    from stmm_core.errors import StmmError
+
+    for item in (datasets or []) if label else []:
+        path = Path(item)
+        if not (path.suffix == ".h5ad" and path.is_file()):
+            continue
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                obs = fh["obs"]
+                cols = [str(c) for c in obs.attrs.get("column-order", [k for k in obs.keys() if k != "_index"])]
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by its run
+            continue
+        if label not in cols:
+            raise StmmError(f"--label {label!r}: {path} has no obs column {label!r} (columns: "
+                            f"{', '.join(cols) or 'none'})")
 
 
 def check_pipeline_names(items: Optional[list[str]]) -> None:
@@ -105,16 +197,26 @@ def benchmark(
         raise StmmError(f"--format {fmt!r}: use table, json or markdown")
     from stmm_core.benchmark.api import run_benchmark
 
-    check_pipeline_names(_split(pipelines))
+    if part is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*", part):
+        raise StmmError(f"--part {part!r}: a shard name is letters, digits, '-', '_' (and '.' inside), e.g. --part a1; "
+                        "it becomes results/<suite>.part-NAME.json, which 'stmm benchmark report' merges")
+    chosen, data, held = _split(pipelines, "--pipelines"), _split(datasets, "--datasets"), _split(folds, "--folds")
+    check_pipeline_names(chosen)
+    check_sets(suite, chosen, sets)
+    check_suite_options(suite, label, data, held, work)
+    check_label(label, data)
     if output is not None:  # an accumulating results folder (suites and shards add up): writable, not a file
         from stmm_core.atomic import check_output
 
         check_output(output, kind="dir", resume=True)
+        if any((output / name).is_file() for name in ("manifest.json", "spec.json")):
+            raise StmmError(f"-o {output} is a run folder (it holds a saved pipeline), not a benchmark folder; give a "
+                            "new folder, or one of earlier benchmark results, with -o")
 
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
-    outcome = run_benchmark(suite, pipelines=_split(pipelines), datasets=_split(datasets), seeds=seeds,
+    outcome = run_benchmark(suite, pipelines=chosen, datasets=data, seeds=seeds,
                             seed_start=seed_start, label=label,
-                            folds=_split(folds), part=part, sets=parse_pipeline_sets(sets), out_dir=output,
+                            folds=held, part=part, sets=parse_pipeline_sets(sets), out_dir=output,
                             work_dir=work, device=device, command=command)
     res = outcome.result
     if fmt == "json":

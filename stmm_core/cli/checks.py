@@ -44,3 +44,18 @@ def device(value: Any) -> Any:
     if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise typer.BadParameter(f"{value!r}: use auto, cpu, cuda or cuda:N")
+
+
+def unique_ids(value: bool) -> bool:
+    """``--unique-ids``: the data readers make repeated spot ids unique (``STMM_UNIQUE_IDS=1`` for this command and
+    the processes it starts; :func:`stmm_core.cli.main.main` restores the variable afterwards)."""
+    import os
+
+    if value:
+        os.environ["STMM_UNIQUE_IDS"] = "1"
+    return value
+
+
+UNIQUE_IDS = typer.Option(False, "--unique-ids", callback=unique_ids,
+                          help="Make repeated spot ids unique (-1, -2, … appended to the repeats) instead of refusing "
+                               "them; not for ids joined to --coords by id.")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
-
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -21,6 +20,39 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
             raise SpecError(f"--set {item!r} must look like component.param=value (e.g. --set fusion.dim=32)")
         out[key.strip()] = parse_override_value(value.strip())
     return out
+
+
+def blame_sets(message: str, sets: list[str]) -> str:
+    """A spec error caused by ``--set`` values, reworded to name the flag: ``--set KEY: problem`` when the message
+    starts with the key, else ``--set KEY=VALUE: problem`` for the item it is about (all when unclear)."""
+    for prefix in ("invalid pipeline spec: ", "override "):
+        message = message.removeprefix(prefix)
+    keys = [item.partition("=")[0].strip() for item in sets]
+    if any(k and message.startswith((f"{k}:", f"{k!r}:")) for k in keys):
+        return f"--set {message}"
+    values = [item.partition("=")[2].strip() for item in sets]
+    for where in (lambda k, v: message.find(f"'{k}'"), lambda k, v: message.find(k),
+                  lambda k, v: message.find(f"'{v}'") if v else -1,
+                  lambda k, v: message.find(k.split(".")[0]) if k.rsplit(".", 1)[-1] in message else -1):
+        found = sorted((where(k, v), item) for item, k, v in zip(sets, keys, values) if k and where(k, v) >= 0)
+        if found:  # the item the message names first
+            return f"--set {found[0][1]}: {message}"
+    return f"--set {' --set '.join(sets)}: {message}"
+
+
+def with_sets(build: Callable[[dict[str, Any]], Any], sets: list[str] | None) -> Any:
+    """``build(overrides)`` for the parsed ``--set`` values. ``build({})`` is checked first, so a spec error that
+    appears only with the overrides is theirs: its message then names ``--set`` (the flag that fixes it)."""
+    from stmm_core.errors import ComponentNotFound, SpecError
+
+    overrides = parse_sets(sets)
+    if not overrides:
+        return build({})
+    build({})  # the spec, recipe or encoder without --set: its own errors are reported as they are
+    try:
+        return build(overrides)
+    except (SpecError, ComponentNotFound) as exc:
+        raise SpecError(blame_sets(str(exc), list(sets or []))) from None
 
 
 def compose_spec(recipe: str | None = "stereomm", slots: dict[str, str | None] | None = None,
@@ -65,7 +97,7 @@ def compose(
     def warn(line: str) -> None:
         typer.echo(f"stmm: warning: {line}", err=True)
 
-    spec = compose_spec(recipe, slots, parse_sets(sets), warn=warn)
+    spec = with_sets(lambda o: compose_spec(recipe, slots, o, warn=warn if o or not sets else None), sets)
     text = spec.pretty_json()
     if spec.note:
         typer.echo(f"note: {spec.note}", err=True)

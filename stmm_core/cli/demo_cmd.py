@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from stmm_core.cli import checks
-from stmm_core.cli.compose_cmd import parse_sets
+from stmm_core.cli.compose_cmd import with_sets
 
 
 def demo_path() -> Path:
@@ -41,8 +41,7 @@ def demo(
         overrides["image.weights"] = "random"
         typer.echo("note: demo uses a randomly initialised image encoder (offline; pretrained weights are "
                    "used with --set image.weights=pretrained when the Hub is reachable)", err=True)
-    overrides.update(parse_sets(sets))
-    spec = spec.with_overrides(overrides)
+    spec = with_sets(lambda o: spec.with_overrides({**overrides, **o}), sets)
     typer.echo(f"demo data: {demo_path().name} (DLPFC 151676, 10x Visium, layer labels)", err=True)
     # re-running the demo replaces its own earlier run (never other files)
     outcome = fit_spec(spec, FitRequest(data=[demo_path()], out_dir=output, device=device, progress=not quiet,

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from stmm_core.cli import checks
-from stmm_core.cli.compose_cmd import parse_sets
+from stmm_core.cli.compose_cmd import with_sets
 
 
 def _common(spec, data, output, n_domains, labels, seed, device, image, scale, no_cache, quiet, stage=None,
@@ -133,7 +133,19 @@ def _relaunch(nproc: int) -> None:
 
 
 def _gather(data: list[Path], more: list[Path] | None) -> list[Path]:
-    return list(data) + list(more or [])
+    """Every ``--data`` section, each once: the same file twice would fit one section as two (its spots counted
+    twice in the joint graph-fusion fit, or in both magic's training set and itself)."""
+    from stmm_core.errors import StmmError
+
+    paths = list(data) + list(more or [])
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = Path(p).expanduser().resolve()
+        if key in seen:
+            same = "" if str(seen[key]) == str(p) else f" (also as {seen[key]})"
+            raise StmmError(f"--data {p} is given twice{same}; give each section once")
+        seen[key] = Path(p)
+    return paths
 
 
 def fit(
@@ -162,6 +174,7 @@ def fit(
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
     batch_correct: Optional[str] = BATCH,
+    unique_ids: bool = checks.UNIQUE_IDS,
 ) -> None:
     """Fit a pipeline spec on a section (or sections); write the model, metrics and plots to a folder."""
     from stmm_core.hub.settings import looks_like_hub_ref
@@ -177,8 +190,7 @@ def fit(
         spec = loaded.spec
     else:
         spec = load_spec(spec_path)
-    if sets:
-        spec = spec.with_overrides(parse_sets(sets))
+    spec = with_sets(lambda o: spec.with_overrides(o) if o else spec, sets)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,
             stage, coords, counts_layer, bin_size, region, zarr, overwrite, consensus, markers, batch_correct)
 
@@ -208,6 +220,7 @@ def run(
     consensus: Optional[int] = CONSENSUS,
     markers: int = MARKERS,
     batch_correct: Optional[str] = BATCH,
+    unique_ids: bool = checks.UNIQUE_IDS,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Swap the recipe's image encoder: a component "
                                           "or a published encoder from 'stmm list --pretrained' (e.g. uni)."),
 ) -> None:
@@ -215,8 +228,18 @@ def run(
     from stmm_core.cli.compose_cmd import compose_spec
 
     _relaunch(nproc)
-    spec = compose_spec(recipe, {"image": encoder} if encoder else None, parse_sets(sets),
-                        warn=lambda line: typer.echo(f"stmm: warning: {line}", err=True))
+    if Path(recipe).exists():  # a spec file or a run folder: 'stmm fit' takes those
+        from stmm_core.errors import StmmError
+
+        kind = "run folder" if Path(recipe).is_dir() else "file"
+        raise StmmError(f"stmm run takes a recipe name ('stmm list --kind recipe'); {recipe} is a {kind}: fit its "
+                        f"spec with 'stmm fit {recipe} --data … -o …'")
+
+    def warn(line: str) -> None:
+        typer.echo(f"stmm: warning: {line}", err=True)
+
+    spec = with_sets(lambda o: compose_spec(recipe, {"image": encoder} if encoder else None, o,
+                                            warn=warn if o or not sets else None), sets)
     if spec.note:
         typer.echo(f"note: {spec.note}", err=True)
     _common(spec, _gather(data, more), output, n_domains, labels, seed, device, image, scale, no_cache, quiet,

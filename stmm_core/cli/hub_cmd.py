@@ -97,6 +97,7 @@ def embed(
     counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="layers[] name (or 'raw') holding "
                                                                             "the raw counts of an .h5ad."),
     device: str = typer.Option("auto", "--device", callback=checks.device, help="auto | cpu | cuda"),
+    unique_ids: bool = checks.UNIQUE_IDS,
     offline: bool = OFFLINE,
     allow_pickle: bool = ALLOW_PICKLE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -104,12 +105,13 @@ def embed(
     """Run a trained pipeline on a section (no refitting) and write the embedding."""
     import numpy as np
 
-    from stmm_core.atomic import atomic_file, check_output
+    from stmm_core.atomic import atomic_file, check_not_input, check_output
     from stmm_core.pipeline.run import load_section
     from stmm_core.pipeline_base import embed as embed_with, family_of, implementation
     from stmm_core.seeding import configure_threads, resolve_device
 
-    check_output(output, kind="file")  # before any work
+    check_not_input(output, {"--data": data, "--image": image, "--coords": coords})  # before any work
+    check_output(output, kind="file")
     if output.suffix != ".h5ad":
         from stmm_core.errors import StmmError
 
@@ -138,6 +140,9 @@ def embed(
     typer.echo(f"section {section.name}: {section.n_spots} spots; read {read_s:.2f} s, embed {embed_s:.2f} s; "
                f"embedding {emb.shape[0]}x{emb.shape[1]} float32, sha256 "
                f"{__import__('hashlib').sha256(np.ascontiguousarray(emb).tobytes()).hexdigest()[:16]}")
+    removed = (section.meta.get("filtered") or {}).get("spots_removed", 0)
+    if removed:  # said, so a shorter output is never a surprise
+        typer.echo(f"  {removed} spot{'s' if removed != 1 else ''} without counts left out (not in {output.name})")
     typer.echo(f"wrote {output}")
 
 

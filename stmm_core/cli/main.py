@@ -55,6 +55,8 @@ def _error(message: str) -> None:
     """One line on stderr; in a process of a multi-process run, left to the launcher (or to process 0)."""
     from stmm_core.distributed.launch import report_worker_error
 
+    message = " ".join(part.strip() for part in str(message).splitlines() if part.strip())  # a library's text
+
     if not report_worker_error(message):
         typer.echo(f"stmm: error: {message}", err=True)
 
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from stmm_core.cli.help_format import plain_help
 
     command = plain_help(typer.main.get_command(app))
+    import os
+
+    unique_before = os.environ.get("STMM_UNIQUE_IDS")  # --unique-ids sets it for this command only
     try:
         from stmm_core.env import check_environment
 
@@ -162,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("stmm: interrupted", err=True)
         return 130
     except OSError as exc:  # the file system refused (disk full, permissions, a path that vanished…)
-        import os
-
         if os.environ.get("STMM_DEBUG"):
             raise
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
@@ -173,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3
+    finally:
+        if unique_before is None:
+            os.environ.pop("STMM_UNIQUE_IDS", None)
+        else:
+            os.environ["STMM_UNIQUE_IDS"] = unique_before
     return int(rv) if isinstance(rv, int) else 0
 
 

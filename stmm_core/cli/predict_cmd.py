@@ -46,8 +46,10 @@ def trained_pipeline(ref: str, needs: tuple[str, ...], what: str, *, offline: bo
     if not (folder / "spec.json").is_file():
         from stmm_core.errors import StmmError
 
-        raise StmmError(f"{ref} is not a trained pipeline (no spec.json): give a run folder written by 'stmm fit'/"
-                        "'stmm run', or hf:org/name@rev")
+        why = ("not found" if not folder.exists() else "is a file, not a run folder" if folder.is_file()
+               else "has no spec.json")
+        raise StmmError(f"{ref} {why}: give a run folder written by 'stmm fit'/'stmm run' (the trained pipeline), or "
+                        "hf:org/name@rev")
     check(folder)
     return load_trained(folder), str(ref)
 
@@ -64,11 +66,13 @@ def predict(
     genes: Optional[list[str]] = typer.Option(None, "--gene", help="Gene to plot (repeatable; default 4 HVGs)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output .h5ad (a .png with the same name is written)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    unique_ids: bool = checks.UNIQUE_IDS,
     offline: bool = OFFLINE,
 ) -> None:
     """Predict expression of the pipeline's genes for every spot (or a grid over the tissue)."""
-    from stmm_core.atomic import check_output
+    from stmm_core.atomic import check_not_input, check_output
 
+    check_not_input(output, {"--data": data, "--image": image, "--coords": coords}, also=(".png",))
     check_output(output, kind="file")
     pipe, source = trained_pipeline(run_dir, ("expression",), "stmm predict", offline=offline)
     options = {"image": image, "coords": coords, "scale": scale, "tile_px": tile_px, "genes": genes}
@@ -92,18 +96,30 @@ def evaluate(
                                             "instead of stopping with an error."),
     itm_k: int = typer.Option(16, "--itm-k", min=0, help="Candidates re-ranked by the ITM head (0: off)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the tile cache."),
+    unique_ids: bool = checks.UNIQUE_IDS,
     allow_training: bool = typer.Option(False, "--allow-training-section",
                                         help="Score a section the run was trained on (labelled 'training')."),
     offline: bool = OFFLINE,
 ) -> None:
     """Per-gene / per-spot Pearson and image → expression retrieval on a held-out section."""
     if output is not None:
-        from stmm_core.atomic import check_output
+        from stmm_core.atomic import check_not_input, check_output
 
+        check_not_input(output, {"--data": data})
         check_output(output, kind="file")
     pipe, _ = trained_pipeline(run_dir, ("scoring", "expression"), "stmm evaluate", offline=offline)
-    res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
-                                              "use_cache": not no_cache, "allow_training": allow_training}, log=_log)
+    from stmm_core.errors import DataError
+
+    try:
+        res, lines = pipe.evaluate(data, options={"allow_missing_genes": allow_missing, "itm_k": itm_k,
+                                                  "use_cache": not no_cache, "allow_training": allow_training},
+                                   log=_log)
+    except DataError as exc:  # a family's message about missing target genes: this command has the flag for it
+        text = str(exc)
+        if allow_missing or " lacks " not in text or "target genes" not in text or "--allow-missing" in text:
+            raise
+        raise DataError(f"{text}; or pass --allow-missing-genes to score the targets it has (the missing ones are "
+                        "counted)") from None
     if output is not None:
         from stmm_core.pipeline.outputs import write_json
 

@@ -80,7 +80,8 @@ def read_positions(path: str | Path) -> "pd.DataFrame":
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"cannot read positions {path}: {exc}") from None
+        raise DataError(f"cannot read positions {path}: {' '.join(str(exc).split())}; fix the file, or give the positions as a table with "
+                        "--coords (columns id, x, y in full-res px; then the image with --image FILE --scale S)") from None
     pos.index = pos.index.astype(str)
     pos.index.name = "barcode"
     try:

@@ -164,8 +164,11 @@ def _build_adata(counts: Any, obs: "pd.DataFrame", var: "pd.DataFrame", coords: 
 
 
 # ------------------------------------------------------------------------------------- Space Ranger
-def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> SpatialInfo:
+def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True, scale_given: bool = False) -> SpatialInfo:
     """Read a Space Ranger ``spatial/`` folder: positions, scale factors and the hires (else lowres) image.
+
+    ``scale_given``: the caller has its own scale factor (``--scale``), so an unreadable ``scalefactors_json.json``
+    is a warning (its values are left out), not an error.
 
     Positions come from ``tissue_positions.parquet``/``.csv`` (header: columns read by name),
     ``tissue_positions_list.csv`` or ``.txt`` (no header); x = ``pxl_col_in_fullres``, y = ``pxl_row_in_fullres``
@@ -184,7 +187,11 @@ def read_spaceranger_spatial(folder: str | Path, *, hires: bool = True) -> Spati
         try:
             scalefactors = {k: float(v) for k, v in json.loads(sf_path.read_text()).items()}
         except (ValueError, TypeError) as exc:
-            raise DataError(f"cannot read {sf_path}: {exc}") from None
+            if not scale_given:
+                raise DataError(f"cannot read {sf_path}: {exc}; fix the file, or pass --scale S (full-resolution px → "
+                                "image px) to use the image without it") from None
+            warnings.warn(f"cannot read {sf_path} ({exc}); its scale factors are left out (--scale is given)",
+                          stacklevel=2)
     info = SpatialInfo(positions=pos, scalefactors=scalefactors,
                        spot_diameter=scalefactors.get("spot_diameter_fullres"))
     order = ("hires", "lowres") if hires else ("lowres", "hires")
@@ -431,7 +438,7 @@ def _join_positions(ids: "pd.Index", positions: "pd.DataFrame", where: str) -> n
     return positions[["x", "y"]].to_numpy(dtype=np.float64)[idx]
 
 
-def _coords_info(coords: Any) -> SpatialInfo:
+def _coords_info(coords: Any, scale_given: bool = False) -> SpatialInfo:
     import pandas as pd
 
     if isinstance(coords, pd.DataFrame):
@@ -442,8 +449,37 @@ def _coords_info(coords: Any) -> SpatialInfo:
         return SpatialInfo(positions=df)
     p = Path(coords)
     if p.is_dir():
-        return read_spaceranger_spatial(p)
+        return read_spaceranger_spatial(p, scale_given=scale_given)
     return SpatialInfo(positions=read_coords_table(p))
+
+
+#: ``STMM_UNIQUE_IDS=1`` (set by ``--unique-ids``): readers make repeated spot ids unique instead of refusing them.
+UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
+
+
+def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | None) -> "pd.Index":
+    """*ids* with repeats made unique (``--unique-ids``), or one :class:`DataError` saying how to fix them."""
+    import os
+
+    dup = ids[ids.duplicated(keep=False)]
+    what = f"{where}: {dup.nunique()} duplicate spot ids ({len(dup)} entries, e.g. {dup[0]!r})"
+    if joined:  # each id was looked up in a positions table: a repeated id got the first match's position
+        raise DataError(f"{what}; spots are joined to their positions by id, so the ids must be unique in the counts "
+                        "file (fix them there: --unique-ids cannot tell which position belongs to which repeat)")
+    if wanted is None:
+        wanted = os.environ.get(UNIQUE_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
+    if not wanted:
+        raise DataError(f"{what}; spot ids must be unique: pass --unique-ids to append -1, -2, … to the repeats "
+                        "(Python: unique_ids=True), or prefix them with the sample in the file")
+    from anndata.utils import make_index_unique
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's note on suffix collisions: they are resolved all the same
+        out = make_index_unique(ids.copy(), join="-")
+    first = int(np.flatnonzero(ids.duplicated())[0])
+    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated spot ids made unique (--unique-ids), e.g. "
+                  f"{ids[first]!r} -> {out[first]!r}", stacklevel=3)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -461,7 +497,7 @@ class _Loaded:
     adata: "anndata.AnnData | None" = None  # None: build one (non-h5ad formats)
 
 
-def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
+def _load_spaceranger(p: Path, coords: Any, library_id: str | None, scale_given: bool = False) -> _Loaded:
     h5 = _find_matrix_h5(p) if p.is_dir() else p
     counts, ids, var = read_10x_h5(h5)
     if coords is None:
@@ -469,7 +505,7 @@ def _load_spaceranger(p: Path, coords: Any, library_id: str | None) -> _Loaded:
         if not coords.is_dir():
             raise DataError(f"{h5}: no 'spatial/' folder beside the matrix; pass --coords <spatial folder or table> "
                             "(Python: coords=)")
-    info = _coords_info(coords)
+    info = _coords_info(coords, scale_given)
     xy = _join_positions(ids, info.positions, str(p))
     obs = info.positions.reindex(ids).drop(columns=["x", "y"])
     return _Loaded(library_id or (p.name if p.is_dir() else h5.parent.name), counts, ids, obs, var, xy, info)
@@ -522,6 +558,7 @@ def read_section(
     validate: bool = True,
     bin_size: float | None = None,
     region: Any = None,
+    unique_ids: bool | None = None,
 ) -> Section:
     """Read a section from an ``.h5ad``, a Space Ranger folder/``.h5``, or a counts table + ``coords=``.
 
@@ -541,6 +578,9 @@ def read_section(
             Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
         region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
             are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
+        unique_ids: make repeated spot ids unique (``-1``, ``-2``, … appended to the repeats, as anndata's
+            ``obs_names_make_unique``) instead of refusing them; default: ``$STMM_UNIQUE_IDS`` (``--unique-ids``).
+            Not for ids joined to positions by id (a counts table, ``coords=``): those must be unique in the file.
 
     Returns:
         A :class:`Section` whose ``adata`` carries ``obsm["spatial"]`` and ``uns["spatial"]``.
@@ -553,6 +593,9 @@ def read_section(
     p = _exists(Path(path).expanduser(), "data path")
     if region is not None and not is_visium_hd(p):
         raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
+    if bin_size is not None and not (p.name.lower().endswith((".gem", ".gem.gz")) or is_visium_hd(p)):
+        raise DataError(f"--bin-size applies to Visium HD folders (binned_outputs/) and Stereo-seq .gem files; {p} is "
+                        "neither, so its spots are used as they are: leave --bin-size out")
     if p.name.lower().endswith((".gem", ".gem.gz")):  # Stereo-seq DNB-level expression, binned here
         from stmm_core.data.stereo import read_gem
 
@@ -572,7 +615,7 @@ def read_section(
         if image is not None and image is not False and scale is None:
             scale = 1.0  # HD positions are full-resolution px of the microscope image itself
     elif p.is_dir() or p.suffix.lower() == ".h5":
-        ld = _load_spaceranger(p, coords, library_id)
+        ld = _load_spaceranger(p, coords, library_id, scale_given=scale is not None)
     elif _is_table(p):
         ld = _load_table(p, coords, library_id)
     elif p.suffix.lower() == ".h5ad":
@@ -601,10 +644,14 @@ def read_section(
     diameter = float(spot_diameter) if spot_diameter is not None else info.spot_diameter
 
     obs_names = pd.Index(np.asarray(ld.ids, dtype=object).astype(str))
+    adata = ld.adata
+    if obs_names.has_duplicates:
+        obs_names = _unique_ids(obs_names, p, joined=coords is not None or adata is None, wanted=unique_ids)
+        if adata is not None:
+            adata.obs_names = obs_names
     obs = ld.obs.copy()
     obs.index = obs_names
     var = ld.var
-    adata = ld.adata
     if adata is None:
         var = var.copy()
         var.index = var.index.astype(str)

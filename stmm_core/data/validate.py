@@ -75,6 +75,23 @@ def _check_inside_image(section: Section, where: str) -> None:
     raise DataError(msg + " " + hints[0])
 
 
+def _check_not_one_pixel(section: Section, where: str) -> None:
+    """Spots at distinct positions that all land within one image pixel: the scale factor is off by orders of
+    magnitude (the image cannot tell any two spots apart, and the fit would rest on expression alone)."""
+    c, s = np.asarray(section.coords, dtype=float), float(section.image_scale)
+    span = float(np.ptp(c, axis=0).max()) if len(c) > 1 else 0.0
+    if span <= 0 or span * s >= 1.0:
+        return
+    img = section.image
+    fits = [f"{k}={float(v):g}" for k, v in section.meta.get("scalefactors", {}).items()
+            if k.endswith("_scalef") and span * float(v) >= 1.0 and _fits(c * float(v), img.width, img.height).all()]
+    hint = f" (with {fits[0]} they fit the image: pass --scale {fits[0].split('=')[1]})" if fits else ""
+    raise DataError(f"{where}: after scaling full-res coordinates by {s:g}, all {len(c)} spots lie within "
+                    f"{span * s:.2g} px of the {img.width}×{img.height} px image, so its pixels cannot tell them apart; "
+                    f"the scale factor is wrong{hint}: --scale is image px per full-resolution px (1 for the "
+                    "full-resolution image)")
+
+
 def validate_section(section: Section, *, need_image: bool = False) -> Section:
     """Check a section and return it (counts converted to CSR float32 if needed).
 
@@ -118,7 +135,8 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
             f"{where}: {_n(int(bad.sum()), 'spot')} NaN/inf coordinates (e.g. {_example(section.obs_names, bad)}); "
             "remove those spots or fix obsm['spatial']"
         )
-    _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (e.g. prefix them with the sample)")
+    _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (prefix them with the sample, or "
+                "read the file with --unique-ids; Python: read_section(..., unique_ids=True))")
     _duplicates(section.gene_names, "gene names", where,
                 "gene names must be unique: use Ensembl ids or make them unique (var_names_make_unique)")
     data = counts.data
@@ -147,6 +165,8 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     from stmm_core.data.sanity import check_coordinate_units
 
     check_coordinate_units(section, where)
+    if section.image is not None:  # after the units check: positions that are not full-res px are said as such
+        _check_not_one_pixel(section, where)
     return section
 
 

@@ -133,9 +133,31 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     return write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of *folder*, or a clear error when it is absent or unreadable."""
+def restore_hint(folder: str | Path, origin: str | None = None) -> str:
+    """How to get a damaged saved pipeline back, by where it came from: a Hub download in the local cache (*origin*
+    ``org/name@commit``), a copy made by ``stmm pull -o`` (it holds ``pulled.json``), or a run fitted here."""
+    folder = Path(folder)
+    if origin and origin != str(folder):
+        return f"delete the cached copy under HF_HUB_CACHE and pull {origin} again"
+    record = folder / "pulled.json"
+    if record.is_file():
+        try:
+            pulled = json.loads(record.read_text())
+            ref = f"{pulled['repo']}@{pulled['commit']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            ref = "ORG/NAME@COMMIT"
+        return f"it was pulled from the Hub: pull it again (stmm pull {ref} -o {folder} --overwrite)"
+    return (f"it was fitted here, not pulled: re-run the 'stmm fit'/'stmm run' command that wrote it, with -o {folder} "
+            "--overwrite (or a new -o folder)")
+
+
+def read_manifest(folder: str | Path, origin: str | None = None) -> dict[str, Any]:
+    """The manifest of *folder*, or a clear error when it is absent or unreadable (*origin*: the Hub repository
+    it was downloaded from, for the advice)."""
     path = Path(folder) / MANIFEST
+    if not path.is_file() and not (Path(folder) / "spec.json").is_file():
+        raise HubIntegrityError(f"{folder} has no {MANIFEST} or spec.json: it is not a saved stmm pipeline; give a run "
+                                "folder written by 'stmm fit'/'stmm run' (or 'stmm pull -o')")
     if not path.is_file():
         raise HubIntegrityError(
             f"{folder} has no {MANIFEST}: it is not a saved stmm pipeline (a run folder from 'stmm fit' or 'stmm run' "
@@ -146,7 +168,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise HubIntegrityError(f"{path} is not valid JSON ({exc}); pull the pipeline again") from None
+        raise HubIntegrityError(f"{path} is not valid JSON ({exc}); {restore_hint(folder, origin)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise HubIntegrityError(f"{path}: unknown manifest format {found!r} (this stmm reads {FORMAT!r}); "
@@ -158,17 +180,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 
 def verify_files(folder: str | Path, manifest: dict[str, Any], origin: str | None = None) -> None:
-    """Re-hash every file the manifest lists; raise on the first one missing or different."""
+    """Re-hash every file the manifest lists; raise on the first one missing or different (*origin*: the Hub
+    repository the folder was downloaded from, named in the message and the advice)."""
     folder = Path(folder)
     where = origin or str(folder)
     for name, entry in sorted(manifest["files"].items()):
         path = folder / name
         if not path.is_file():
-            raise HubIntegrityError(f"{where}: {name} is listed in {MANIFEST} but missing; pull the pipeline again")
+            raise HubIntegrityError(f"{where}: {name} is listed in {MANIFEST} but missing; "
+                                    f"{restore_hint(folder, origin)}")
         actual = sha256_file(path)
         if actual != entry.get("sha256"):
             raise HubIntegrityError(
                 f"{where}: {name} is corrupted or was modified (sha256 {actual[:12]}…, manifest says "
-                f"{str(entry.get('sha256'))[:12]}…); delete it (for a Hub download: the cached copy under "
-                "HF_HUB_CACHE) and pull again"
+                f"{str(entry.get('sha256'))[:12]}…); {restore_hint(folder, origin)}"
             )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stmm_core.errors import ComponentNotFound, SpecError, StmmError
 from stmm_core.hub.card import CARD, render_card
 from stmm_core.hub.manifest import (MANIFEST, HubIntegrityError, build_manifest, is_pickle, read_manifest,
-                                    sources_from_info, verify_files, write_manifest)
+                                    restore_hint, sources_from_info, verify_files, write_manifest)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -161,14 +161,14 @@ def load_pipeline(folder: str | Path, *, allow_pickle: bool = False, origin: str
     where = origin or str(folder)
     if not folder.is_dir():
         raise StmmError(f"{folder} is not a folder; give a saved pipeline folder or a Hub name (hf:org/name@rev)")
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, origin)
     pickles = sorted(n for n in manifest["files"] if is_pickle(n))
     pickles += sorted(p.name for p in folder.iterdir() if is_pickle(p.name) and p.name not in pickles)
     if pickles and not allow_pickle:
         raise StmmError(f"{where} contains pickle files ({', '.join(pickles)}), which can execute code when "
                         "loaded; stmm refuses them. Pass --allow-pickle to accept the folder anyway (stmm still "
                         "never unpickles them; it loads safetensors only)")
-    verify_files(folder, manifest, origin=where)
+    verify_files(folder, manifest, origin=origin)
     if "spec.json" not in manifest["files"]:
         raise HubIntegrityError(f"{where}: the manifest must list spec.json")
     try:
@@ -208,7 +208,8 @@ def _read_weights(folder: Path, spec: "PipelineSpec", where: str) -> dict[str, A
             meta = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HubIntegrityError(f"{where}/{WEIGHTS} cannot be read as safetensors ({exc})") from None
+        raise HubIntegrityError(f"{where}/{WEIGHTS} cannot be read as safetensors ({exc}); "
+                                f"{restore_hint(folder, None if where == str(folder) else where)}") from None
     if meta.get("spec_hash") != spec.hash():
         raise HubIntegrityError(f"{where}/{WEIGHTS} was trained for spec {str(meta.get('spec_hash'))[:12]}…, not "
                                 f"for this spec.json ({spec.hash()[:12]}…)")

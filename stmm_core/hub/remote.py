@@ -190,7 +190,7 @@ def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = 
                                  "pull it once without --offline / HF_HUB_OFFLINE")
     if snap is not None:
         commit = snap.name
-        manifest = read_manifest(snap)
+        manifest = read_manifest(snap, f"{repo_id}@{snap.name[:12]}")
         missing = [f for f in manifest["files"] if not (snap / f).exists()]
         if missing and s.offline:
             raise HubAccessError(f"{repo_id}@{commit}: {', '.join(missing)} not in the local cache; pull it once "
@@ -203,7 +203,7 @@ def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = 
             commit = _resolve_commit(s, repo_id, revision)
             mpath = Path(hf_hub_download(repo_id, MANIFEST, revision=commit, cache_dir=s.cache_dir,
                                          endpoint=s.endpoint, token=s.token))
-            manifest = read_manifest(mpath.parent)
+            manifest = read_manifest(mpath.parent, f"{repo_id}@{commit[:12]}")
             names = sorted(manifest["files"])
             pickles = [n for n in names if is_pickle(n)]
             if pickles and not allow_pickle:

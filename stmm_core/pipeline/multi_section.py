@@ -58,6 +58,13 @@ def combine_sections(sections: Sequence["Section"]) -> "Section":
     if not genes:
         raise DataError("the sections given with --data share no gene names; give sections measured with the same "
                         "gene identifiers (e.g. all Ensembl ids or all symbols)")
+    most = max(len(s.gene_names) for s in sections)
+    if len(genes) < 0.5 * most:  # e.g. a gene subset, or symbols in one section and Ensembl ids in another
+        import warnings
+
+        sizes = ", ".join(f"{n}: {len(s.gene_names)}" for n, s in zip(names, sections))
+        warnings.warn(f"the --data sections share only {len(genes)} gene names ({sizes}); the joint fit uses those "
+                      f"{len(genes)} (files holding different gene subsets, or different identifiers?)", stacklevel=2)
     counts, coords, obs_names, obs, adatas, offset = [], [], [], [], [], 0.0
     widths = [float(np.ptp(np.asarray(s.coords)[:, 0])) + (s.spot_diameter or 0.0) for s in sections]
     gap = max(widths) + 1.0

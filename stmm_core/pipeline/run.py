@@ -48,6 +48,8 @@ def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: s
     A ``--labels`` column with no labelled spots, or with a single labelled class, is refused: ARI/NMI against it
     would be meaningless (a single class scores 1.0 for any clustering)."""
     if labels is not None:
+        import numpy as np
+
         if section.obs is None or labels not in section.obs:
             cols = ", ".join(map(str, section.obs.columns)) if section.obs is not None else "none"
             raise DataError(f"{flag} {labels!r}: no such column in obs (columns: {cols})")
@@ -55,7 +57,18 @@ def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: s
 
         fix = ("drop --labels and give --n-domains K to cluster without scores" if flag == "--labels" else
                f"give {flag} a column with at least two labelled classes")
-        check_truth(section.obs[labels].to_numpy(), f"{flag} {labels!r}", fix)
+        truth = section.obs[labels].to_numpy()
+        mask = check_truth(truth, f"{flag} {labels!r}", fix)
+        n_classes = len({str(c) for c in truth[mask]})
+        if n_classes > 2 and 2 * n_classes > int(mask.sum()):  # about one spot per class: ids, not domains
+            raise DataError(f"{flag} {labels!r} has {n_classes} classes for {int(mask.sum())} labelled spots (fewer "
+                            f"than two spots per class), so it looks like an id column, not domains; give the column "
+                            f"of domain labels to {flag}")
+        ids = section.meta.get("section_ids")
+        if ids is not None and "section" in section.obs:  # several --data sections: each is scored on its own
+            for i, name in enumerate(section.obs["section"].cat.categories):
+                check_truth(truth[np.asarray(ids) == i], f"{flag} {labels!r} in section {name!r}",
+                            "give sections that all carry that column, or " + fix)
     if n_domains is not None:
         if n_domains == "auto":
             return n_domains
