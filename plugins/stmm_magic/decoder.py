@@ -4,6 +4,10 @@ One learned query per target gene attends (cross-attention) to the expanded imag
 gene queries (self-attention), so the decoder is a real sequence model (G queries × T image tokens), not the
 length-1 "transformer" of the published code. A shared linear read-out plus a per-gene bias (initialised to
 the training mean) gives ``log1p(counts / total · target_sum)`` for every target gene.
+
+With ``ridge_readout = w > 0`` the decoder also holds a linear read-out of the mean image token fitted by
+cross-validated ridge before stage 2 (:mod:`stmm_magic.readout`; buffers, saved with the run, never trained);
+in eval mode the prediction is ``(1 - w) · decoder + w · ridge``. Training optimises the decoder's own output.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class GeneQueryDecoder(nn.Module, Decoder):
             self.linear = nn.Linear(d_img, g, bias=False)
             nn.init.zeros_(self.linear.weight)
         self.gene_bias = nn.Parameter(torch.zeros(g))
+        if p.ridge_readout > 0:
+            self.register_buffer("ridge_weight", torch.zeros(g, d_img))
+            self.register_buffer("ridge_bias", torch.zeros(g))
+            self.register_buffer("ridge_fitted", torch.zeros((), dtype=torch.long))
         if gene_mean is not None:
             with torch.no_grad():
                 self.gene_bias.copy_(torch.as_tensor(np.asarray(gene_mean, dtype=np.float32)))
@@ -69,4 +77,17 @@ class GeneQueryDecoder(nn.Module, Decoder):
         out = self.readout(h).squeeze(-1) + self.gene_bias
         if self.linear is not None:
             out = out + self.linear(tokens.mean(1))
+        w = float(self.params.ridge_readout)
+        if w > 0 and not self.training and bool(self.ridge_fitted):
+            ridge = tokens.mean(1) @ self.ridge_weight.T + self.ridge_bias
+            out = (1.0 - w) * out + w * ridge
         return out
+
+    @torch.no_grad()
+    def set_ridge(self, weight: np.ndarray | torch.Tensor, bias: np.ndarray | torch.Tensor) -> None:
+        """Store the ridge read-out ``(G, D_img)`` / ``(G,)`` (only with ``ridge_readout > 0``)."""
+        if not self.params.ridge_readout > 0:
+            raise RuntimeError("this decoder has no ridge read-out (decoder.ridge_readout = 0)")
+        self.ridge_weight.copy_(torch.as_tensor(np.asarray(weight, dtype=np.float32)))
+        self.ridge_bias.copy_(torch.as_tensor(np.asarray(bias, dtype=np.float32)))
+        self.ridge_fitted.fill_(1)

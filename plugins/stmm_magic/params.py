@@ -165,13 +165,20 @@ class QueryDecoderParams(_Params):
         False, description="add a per-gene linear read-out of the mean image token (zero-initialised) to the "
                            "transformer's output: with a single image token cross-attention is the same for every "
                            "gene query, so gene-specific directions need this path")
+    ridge_readout: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="weight of a ridge read-out of the (frozen) image embedding in the prediction: "
+                    "(1 - w) * decoder + w * ridge, the ridge penalty chosen by leave-one-training-section-out "
+                    "cross-validation on the stage-2 training spots and saved with the run (0: decoder only)")
 
     @model_serializer(mode="wrap")
-    def _drop_linear_head_when_off(self, handler: Any) -> dict[str, Any]:
-        # off (the default) is left out, so specs written before the setting existed keep their hash
+    def _drop_options_when_off(self, handler: Any) -> dict[str, Any]:
+        # off (the default) is left out, so specs written before the settings existed keep their hash
         data = handler(self)
         if not self.linear_head:
             data.pop("linear_head", None)
+        if not self.ridge_readout:
+            data.pop("ridge_readout", None)
         return data
 
     @model_validator(mode="after")

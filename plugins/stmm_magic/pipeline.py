@@ -323,6 +323,12 @@ def fit_magic(
             freeze([model2.image])
         meta["stage2_image"] = {"loaded_from_stage1": "image" in cfg.stage2.load,
                                 "frozen": "image" in cfg.stage2.freeze}
+        from stmm_magic.readout import fit_ridge_readout
+
+        groups = np.repeat(np.arange(len(arrays)), [a.n for a in arrays])
+        readout = fit_ridge_readout(model2, tiles, targets, train_idx, groups)
+        if readout is not None:
+            meta["ridge_readout"] = readout
         model2 = model2.to(dev)
         t0 = time.perf_counter()
         hist2 = train_stage2(model2, tiles, targets, train_idx, val_idx, cfg.stage2, cfg.augment, seed, log=log,
