@@ -165,11 +165,13 @@ class QueryDecoderParams(_Params):
         False, description="add a per-gene linear read-out of the mean image token (zero-initialised) to the "
                            "transformer's output: with a single image token cross-attention is the same for every "
                            "gene query, so gene-specific directions need this path")
-    ridge_readout: float = Field(
-        0.0, ge=0.0, le=1.0,
-        description="weight of a ridge read-out of the (frozen) image embedding in the prediction: "
-                    "(1 - w) * decoder + w * ridge, the ridge penalty chosen by leave-one-training-section-out "
-                    "cross-validation on the stage-2 training spots and saved with the run (0: decoder only)")
+    ensemble: list[Literal["ridge", "retrieval"]] = Field(
+        default_factory=list,
+        description="read-outs of the frozen stage-1 image embedding averaged with the decoder's prediction (equal "
+                    "weights, eval mode): 'ridge' (penalty chosen by leave-one-training-section-out CV) and "
+                    "'retrieval' (BLEEP-style: mean expression of the k training spots whose stage-1 gene "
+                    "embeddings are nearest to the spot's image embedding, k chosen by the same CV); fitted on the "
+                    "stage-2 training spots before the decoder and saved with the run (empty: the decoder alone)")
 
     @model_serializer(mode="wrap")
     def _drop_options_when_off(self, handler: Any) -> dict[str, Any]:
@@ -177,8 +179,8 @@ class QueryDecoderParams(_Params):
         data = handler(self)
         if not self.linear_head:
             data.pop("linear_head", None)
-        if not self.ridge_readout:
-            data.pop("ridge_readout", None)
+        if not self.ensemble:
+            data.pop("ensemble", None)
         return data
 
     @model_validator(mode="after")
@@ -187,4 +189,6 @@ class QueryDecoderParams(_Params):
             raise ValueError("dim must be divisible by heads")
         if self.targets is not None and len(set(self.targets)) != len(self.targets):
             raise ValueError("targets must be unique")
+        if len(set(self.ensemble)) != len(self.ensemble):
+            raise ValueError("ensemble: each read-out at most once")
         return self
