@@ -1,5 +1,6 @@
 """How Magic's read-out ensemble (``decoder.ensemble``) was chosen: read-outs of one finished Magic run, scored on
-its held-out section (the declared tuning fold HER2ST C2; nothing else was looked at).
+its held-out section (the declared tuning fold HER2ST C2 chose the ensemble; the same script decomposes the confirmation folds' runs
+afterwards, which chose nothing).
 
 Given a Magic run folder trained on the other C sections, prints per-gene Pearson r (50 training HVGs / all
 targets) of: the decoder alone; ridge-cv on the stage-1 embedding (``stage1-ridge``); ridge-cv on the frozen bank
@@ -21,7 +22,8 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="Magic run folder (stage 1 + stage 2)")
-    ap.add_argument("--held-out", default="C2", help="held-out HER2ST C section (the others trained the run)")
+    ap.add_argument("--held-out", default="C2", help="held-out HER2ST section: a C section (the other C sections "
+                                                     "trained the run) or A1 (C2-C6 trained it)")
     ap.add_argument("--data", default=os.environ.get("STMM_DATA", "../shared/data"), help="data folder")
     a = ap.parse_args()
 
