@@ -165,13 +165,22 @@ class QueryDecoderParams(_Params):
         False, description="add a per-gene linear read-out of the mean image token (zero-initialised) to the "
                            "transformer's output: with a single image token cross-attention is the same for every "
                            "gene query, so gene-specific directions need this path")
+    ensemble: list[Literal["ridge", "retrieval"]] = Field(
+        default_factory=list,
+        description="read-outs of the frozen stage-1 image embedding averaged with the decoder's prediction (equal "
+                    "weights, eval mode): 'ridge' (penalty chosen by leave-one-training-section-out CV) and "
+                    "'retrieval' (BLEEP-style: mean expression of the k training spots whose stage-1 gene "
+                    "embeddings are nearest to the spot's image embedding, k chosen by the same CV); fitted on the "
+                    "stage-2 training spots before the decoder and saved with the run (empty: the decoder alone)")
 
     @model_serializer(mode="wrap")
-    def _drop_linear_head_when_off(self, handler: Any) -> dict[str, Any]:
-        # off (the default) is left out, so specs written before the setting existed keep their hash
+    def _drop_options_when_off(self, handler: Any) -> dict[str, Any]:
+        # off (the default) is left out, so specs written before the settings existed keep their hash
         data = handler(self)
         if not self.linear_head:
             data.pop("linear_head", None)
+        if not self.ensemble:
+            data.pop("ensemble", None)
         return data
 
     @model_validator(mode="after")
@@ -180,4 +189,6 @@ class QueryDecoderParams(_Params):
             raise ValueError("dim must be divisible by heads")
         if self.targets is not None and len(set(self.targets)) != len(self.targets):
             raise ValueError("targets must be unique")
+        if len(set(self.ensemble)) != len(self.ensemble):
+            raise ValueError("ensemble: each read-out at most once")
         return self

@@ -323,6 +323,14 @@ def fit_magic(
             freeze([model2.image])
         meta["stage2_image"] = {"loaded_from_stage1": "image" in cfg.stage2.load,
                                 "frozen": "image" in cfg.stage2.freeze}
+        if spec.components["decoder"].params.get("ensemble"):
+            from stmm_magic.readout import fit_readouts
+
+            if stage == 2:  # the stage-1 model was built, not trained, in this invocation
+                model1.load_state_dict(stage1_state, strict=False)
+            groups = np.repeat(np.arange(len(arrays)), [a.n for a in arrays])
+            meta["readout_ensemble"] = fit_readouts(model2, model1.to("cpu"), tiles, tokens, targets, train_idx,
+                                                    groups)
         model2 = model2.to(dev)
         t0 = time.perf_counter()
         hist2 = train_stage2(model2, tiles, targets, train_idx, val_idx, cfg.stage2, cfg.augment, seed, log=log,
