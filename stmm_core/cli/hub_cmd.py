@@ -123,11 +123,11 @@ def embed(
     dev = resolve_device(device)
     threads = _fit_threads(loaded.metrics)
     used = configure_threads(threads)
-    if not quiet and threads is not None:
-        typer.echo(f"using {used} threads, as the fit did (bit-for-bit reproduction; STMM_THREADS overrides)", err=True)
     t0 = time.perf_counter()
     section = load_section(data, image=image, scale=scale, coords=coords, counts_layer=counts_layer)
     read_s = time.perf_counter() - t0
+    if not quiet and threads is not None:  # after the input is read, so a bad input stays one error line
+        typer.echo(f"using {used} threads, as the fit did (bit-for-bit reproduction; STMM_THREADS overrides)", err=True)
     t1 = time.perf_counter()
     emb, info = embed_with(trained, section, device=dev, progress=not quiet)
     embed_s = time.perf_counter() - t1
