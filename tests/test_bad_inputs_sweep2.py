@@ -399,3 +399,14 @@ def test_a_file_output_never_replaces_a_file_stmm_did_not_write(world, capsys, t
     for _ in range(2):
         assert main(["embed", str(world["run"]), *world["good"]["h5ad"], "-o", str(out), "-q"]) == 0
         assert main(["compose", "--recipe", "stereomm-expression", "-o", str(spec)]) == 0
+
+
+def test_magic_stage2_without_stage1_says_to_train_stage1(world, capsys, tmp_path):
+    """Before: 'run folder not found: NEW' — nothing said that --stage 2 continues a stage-1 folder."""
+    from magic_tiny import TINY_MODEL
+
+    new = tmp_path / "new"
+    msg = refused(capsys, ["run", "magic", *world["good"]["h5ad"], "-o", str(new), "--stage", "2", *FAST,
+                           *TINY_MODEL], "--stage 1")
+    assert "leave out --stage" in msg
+    assert not new.exists() or not any(new.iterdir())  # nothing half-written

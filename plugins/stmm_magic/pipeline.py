@@ -209,6 +209,10 @@ def fit_magic(
 
     prev_meta: dict[str, Any] | None = None
     if stage == 2:
+        if not (Path(out_dir) / SPEC_FILE).is_file():
+            raise StmmError(f"--stage 2 continues a run folder that holds stage 1, and {out_dir} has none: train "
+                            f"stage 1 first ('stmm run magic … -o {out_dir} --stage 1'), or leave out --stage to "
+                            "train both stages")
         old_spec, prev_meta = read_run_spec(out_dir)
         if stage1_parts(old_spec) != stage1_parts(spec):
             raise StmmError(f"{out_dir} holds a stage 1 trained with a different spec (components, tiles, seed or "
