@@ -18,6 +18,10 @@ class DataError(StmmError):
     """Input data is unreadable, inconsistent or out of range."""
 
 
+class MissingGenesError(DataError):
+    """A section lacks genes a trained model needs (``stmm evaluate`` offers ``--allow-missing-genes``)."""
+
+
 class SpecError(StmmError):
     """A pipeline spec is invalid (unknown key, bad parameter, newer format)."""
 

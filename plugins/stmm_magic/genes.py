@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from stmm_core.errors import DataError
+from stmm_core.errors import DataError, MissingGenesError
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -53,14 +53,14 @@ def normalise_counts(counts: "sp.csr_matrix", target_sum: float) -> "sp.csr_matr
 def gene_columns(section: "Section", genes: Sequence[str], what: str, allow_missing: bool = False) -> np.ndarray:
     """Column of each gene in ``section`` (by name); -1 for a missing gene when *allow_missing*.
 
-    Raises :class:`DataError` naming the missing genes otherwise.
+    Raises :class:`~stmm_core.errors.MissingGenesError` naming the missing genes otherwise.
     """
     import pandas as pd
 
     idx = pd.Index(map(str, section.gene_names)).get_indexer(list(genes))
     missing = [g for g, i in zip(genes, idx) if i < 0]
     if missing and not allow_missing:
-        raise DataError(
+        raise MissingGenesError(
             f"section {section.name!r} lacks {len(missing)} of the {len(genes)} {what} (e.g. "
             f"{', '.join(repr(g) for g in missing[:3])}); genes are matched by name: use a section measured on "
             "the same genes, or re-run on sections that include it"
