@@ -13,3 +13,15 @@ _SHARED = [
 ]
 TINY_MODEL = ["--set", "image.img_size=32", "--set", "image.hidden=[16]", "--set", "image.out_dim=16"] + _SHARED
 TINY_VIT_MODEL = ["--set", "image.model=test_vit", "--set", "image.img_size=32"] + _SHARED
+
+
+def write_sections(root, n: int = 3) -> list:
+    """Write *n* small synthetic sections with an image (36 spots, 40 genes, seeds 1..n) under *root*; their paths."""
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    paths = []
+    for i in range(1, n + 1):
+        p = root / f"s{i}.h5ad"
+        make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=i, image_scale=0.5).write_h5ad(p)
+        paths.append(p)
+    return paths

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_stmm
-from magic_tiny import TINY_MODEL
+from magic_tiny import TINY_MODEL, write_sections
 
 pytest.importorskip("torch")
 
@@ -22,14 +22,9 @@ TINY = TINY_MODEL + ["--set", "train.stage1.epochs=1", "--set", "train.stage1.ba
 @pytest.fixture(scope="module")
 def magic_run(tmp_path_factory):
     from stmm_core.cli.compose_cmd import compose_spec
-    from stmm_core.testing.synthetic import make_synthetic_adata
 
     root = tmp_path_factory.mktemp("magic-hub")
-    paths = []
-    for i in (1, 2, 3):
-        p = root / f"s{i}.h5ad"
-        make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=i, image_scale=0.5).write_h5ad(p)
-        paths.append(p)
+    paths = write_sections(root)
     spec = root / "magic.json"
     spec.write_text(compose_spec("magic", None, {}).pretty_json())
     env = {"STMM_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1", "STMM_THREADS": "1"}

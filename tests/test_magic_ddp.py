@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magic_tiny import TINY_VIT_MODEL as TINY_MODEL
+from magic_tiny import TINY_VIT_MODEL as TINY_MODEL, write_sections
 
 pytest.importorskip("torch")
 
@@ -81,14 +81,9 @@ TINY = TINY_MODEL + [
 
 
 def test_run_magic_nproc_2_and_user_error_as_one_line(tmp_path):
-    from stmm_core.testing.synthetic import make_synthetic_adata
 
     env = _env(tmp_path)
-    paths = []
-    for i in (1, 2):
-        p = tmp_path / f"s{i}.h5ad"
-        make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=i, image_scale=0.5).write_h5ad(p)
-        paths.append(str(p))
+    paths = [str(p) for p in write_sections(tmp_path, 2)]
     stmm = [sys.executable, "-m", "stmm_core"]
     run = subprocess.run([*stmm, "run", "magic-vit", "--data", *paths, "-o", str(tmp_path / "run"), "--stage", "1",
                           *TINY, "--nproc", "2"], env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)

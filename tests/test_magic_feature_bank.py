@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import run_stmm  # noqa: E402
-from magic_tiny import TINY_MODEL  # noqa: E402
+from magic_tiny import TINY_MODEL, write_sections  # noqa: E402
 
 TINY = TINY_MODEL + ["--set", "train.stage1.epochs=2", "--set", "train.stage1.batch_size=16",
                      "--set", "train.stage2.epochs=1", "--set", "train.stage2.batch_size=16", "-q"]
@@ -70,14 +70,9 @@ def test_fit_inputs_zscores_the_bank_and_leaves_the_mlp_alone():
 @pytest.fixture(scope="module")
 def bank_run(tmp_path_factory):
     from stmm_core.cli.main import main
-    from stmm_core.testing.synthetic import make_synthetic_adata
 
     root = tmp_path_factory.mktemp("magic-bank")
-    paths = []
-    for i in (1, 2, 3):
-        p = root / f"s{i}.h5ad"
-        make_synthetic_adata(n_spots=36, n_genes=40, n_domains=3, seed=i, image_scale=0.5).write_h5ad(p)
-        paths.append(p)
+    paths = write_sections(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
