@@ -78,19 +78,28 @@ def _standard_pca(x_train: np.ndarray, x_test: np.ndarray, n_components: int | N
     return pipe.fit_transform(x_train.astype(np.float64)), pipe.transform(x_test.astype(np.float64))
 
 
+def cv_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_components: int | None = None,
+             seed: int = 0) -> float:
+    """The ridge penalty among :data:`RIDGE_ALPHAS` with the least leave-one-training-section-out squared error
+    (over all targets), on standardised (+ PCA to *n_components*) features fitted inside each split."""
+    from sklearn.linear_model import Ridge
+
+    errs = np.zeros(len(RIDGE_ALPHAS))
+    for tr, va in _group_folds(groups):
+        z_tr, z_va = _standard_pca(x[tr], x[va], n_components, seed)
+        for i, a in enumerate(RIDGE_ALPHAS):
+            pred = Ridge(alpha=a).fit(z_tr, y[tr]).predict(z_va)
+            errs[i] += float(((pred - y[va]) ** 2).sum())
+    return RIDGE_ALPHAS[int(np.argmin(errs))]
+
+
 def ridge_cv(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, groups: np.ndarray,
              n_components: int | None = 256, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Scaler (+ PCA) + ridge whose penalty is chosen by leave-one-training-section-out CV (mean-squared error
     over all targets) among :data:`RIDGE_ALPHAS`; the held-out section is never seen by the choice."""
     from sklearn.linear_model import Ridge
 
-    errs = np.zeros(len(RIDGE_ALPHAS))
-    for tr, va in _group_folds(groups):
-        z_tr, z_va = _standard_pca(x_train[tr], x_train[va], n_components, seed)
-        for i, a in enumerate(RIDGE_ALPHAS):
-            pred = Ridge(alpha=a).fit(z_tr, y_train[tr]).predict(z_va)
-            errs[i] += float(((pred - y_train[va]) ** 2).sum())
-    alpha = RIDGE_ALPHAS[int(np.argmin(errs))]
+    alpha = cv_alpha(x_train, y_train, groups, n_components, seed)
     z_train, z_test = _standard_pca(x_train, x_test, n_components, seed)
     pred = Ridge(alpha=alpha).fit(z_train, y_train.astype(np.float64)).predict(z_test)
     return pred.astype(np.float32), {"alpha": alpha, "alphas_searched": [RIDGE_ALPHAS[0], RIDGE_ALPHAS[-1]],

@@ -45,18 +45,9 @@ def ridge_coefficients(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tupl
     leave-one-group-out CV (one group: 5 contiguous blocks), as the ``ridge-cv`` baseline chooses it."""
     from sklearn.linear_model import Ridge
 
-    from stmm_magic.baseline import RIDGE_ALPHAS, _group_folds
+    from stmm_magic.baseline import cv_alpha
 
-    def scaled(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        return (a - ref.mean(0)) / np.where(ref.std(0) > 0, ref.std(0), 1.0)
-
-    errs = np.zeros(len(RIDGE_ALPHAS))
-    for tr, va in _group_folds(groups):
-        z_tr, z_va = scaled(x[tr], x[tr]), scaled(x[va], x[tr])
-        for i, a in enumerate(RIDGE_ALPHAS):
-            pred = Ridge(alpha=a).fit(z_tr, y[tr]).predict(z_va)
-            errs[i] += float(((pred - y[va]) ** 2).sum())
-    alpha = RIDGE_ALPHAS[int(np.argmin(errs))]
+    alpha = cv_alpha(x, y, groups)  # standardised features, no PCA
     mean, std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
     reg = Ridge(alpha=alpha).fit((x - mean) / std, y)
     weight = reg.coef_ / std  # (G, D): standardisation folded in
