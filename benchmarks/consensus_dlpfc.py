@@ -48,21 +48,40 @@ def _label_column(section: str) -> str:
     return "annotation" if section == "151510" else "layer"
 
 
+def _spec(args: argparse.Namespace):
+    """The recipe's spec with ``--set key=value`` overrides (values parsed as JSON where they parse)."""
+    from stmm_core.recipes import get_recipe
+    from stmm_core.spec import parse_spec
+
+    spec = parse_spec(get_recipe(args.recipe)["spec"])
+    overrides = {}
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return spec.with_overrides(overrides) if overrides else spec
+
+
+def _folder(args: argparse.Namespace) -> str:
+    """``RECIPE`` for the recipe's own spec, ``RECIPE@HASH8`` when ``--set`` changed it (saved fits never mix)."""
+    return args.recipe + (f"@{_spec(args).hash()[:8]}" if args.set else "")
+
+
 def fit(args: argparse.Namespace) -> None:
     from stmm_core.metrics import clustering_scores
     from stmm_graph_fusion.fit import fit_graph_fusion
     from stmm_core.pipeline.run import load_section, resolve_n_domains
-    from stmm_core.recipes import get_recipe
     from stmm_core.seeding import configure_threads
-    from stmm_core.spec import parse_spec
 
     configure_threads()
-    base = parse_spec(get_recipe(args.recipe)["spec"])
+    base = _spec(args)
     sections = {s: load_section(_section_path(s)) for s in args.sections}
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     for seed in (seeds[::-1] if args.reverse else seeds):  # a second process can work from the other end
         for name, section in sections.items():
-            out = args.work / args.recipe / name / f"seed{seed}.npz"
+            out = args.work / _folder(args) / name / f"seed{seed}.npz"
             if out.exists():
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +101,7 @@ def fit(args: argparse.Namespace) -> None:
 
 def _saved_runs(args: argparse.Namespace, name: str) -> tuple[list[int], dict]:
     """The seeds saved by ``fit`` for one section, and their ``.npz`` files (labels, embedding, scores)."""
-    folder = args.work / args.recipe / name
+    folder = args.work / _folder(args) / name
     seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
     return seeds, {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
 
@@ -109,10 +128,8 @@ def table(args: argparse.Namespace) -> None:
             if args.mode == "coassoc":  # domains.consensus_mode=coassoc, consensus seed s
                 from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
                 from stmm_core.pipeline.run import load_section
-                from stmm_core.recipes import get_recipe
-                from stmm_core.spec import parse_spec
 
-                refine = parse_spec(get_recipe(args.recipe)["spec"]).domains.refine_neighbors
+                refine = _spec(args).domains.refine_neighbors
                 c = consensus_coassoc([runs[m]["labels"] for m in members], len(np.unique(runs[members[0]]["labels"])),
                                       s, load_section(_section_path(name)).coords, refine)
             else:
@@ -166,10 +183,8 @@ def bootstrap(args: argparse.Namespace) -> None:
             from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
             from stmm_core.pipeline.consensus_embed import consensus_embedding
             from stmm_core.pipeline.run import load_section
-            from stmm_core.recipes import get_recipe
-            from stmm_core.spec import parse_spec
 
-            spec = parse_spec(get_recipe(args.recipe)["spec"])
+            spec = _spec(args)
             coords = load_section(_section_path(name)).coords
             k = max(len(np.unique(r["labels"])) for r in runs.values())
         for n in args.sizes:
@@ -230,6 +245,8 @@ def main() -> None:
         p.add_argument("--sections", nargs="+", default=["151675", "151676"])
         p.add_argument("--recipe", default="stereomm-expression")
         p.add_argument("--work", type=Path, required=True)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="spec override, as `stmm fit --set` (repeatable); fits go to RECIPE@HASH8")
     sub.choices["fit"].add_argument("--seeds", type=int, default=15)
     sub.choices["fit"].add_argument("--seed-start", type=int, default=0)
     sub.choices["fit"].add_argument("--reverse", action="store_true", help="last seed first")

@@ -174,8 +174,13 @@ def plot_loss(history: list[dict[str, float]], path: Path, weights: dict[str, fl
         if stack:
             ax.stackplot(epochs, *stack, labels=labels, alpha=0.55)
         ax.plot(epochs, total, color="black", lw=1.2, label="loss (total)")
-        ax.set_ylim(0, float(np.nanmax(total[len(total) // 20:])) * 1.15 if np.isfinite(total).any() else 1)
-        ax.set_xlim(epochs.min(), epochs.max())
+        top = float(np.nanmax(total[len(total) // 20:])) * 1.15 if np.isfinite(total).any() else 1.0
+        ax.set_ylim(0, top if top > 0 else 1.0)
+        lo, hi = float(epochs.min()), float(epochs.max())
+        ax.set_xlim(lo, hi) if hi > lo else ax.set_xlim(lo - 0.5, hi + 0.5)
+        if not np.nan_to_num(total).any():  # e.g. the identity / propagate baselines: nothing is learnt
+            ax.text(0.5, 0.5, "nothing trained: the loss is identically 0", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="0.3")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (weighted terms, stacked)")
     ax.legend(loc="upper right", fontsize=8)

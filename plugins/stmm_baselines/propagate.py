@@ -1,0 +1,84 @@
+"""Training-free spatial smoothing: the "neighbourhood average, then cluster" baseline.
+
+:class:`PropagateGraphModel` returns the fused features averaged over the spatial graph ``hops`` times,
+``z = (D + I)^-1 (A + I) … (D + I)^-1 (A + I) x`` (each spot and its graph neighbours, equal weights: the
+propagation of SGC, Wu et al. 2019, with the row-normalised adjacency; BANKSY's neighbourhood mean without its own
+expression beside it). No parameters are learnt: the embedding, and so the domains, depend on the seed only
+through the clustering. It is the simplest model that uses position, the baseline a graph model has to beat.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput, PartitionSupport
+
+from .params import PropagateGraphParams
+
+
+def mean_adjacency(ctx: GraphContext) -> Tensor:
+    """``(D + I)^-1 (A + I)`` as sparse CSR ``(N, N)`` float32 (row = spot, columns = itself and its neighbours).
+
+    The degree is :attr:`GraphContext.degree` where set (a partition's subgraph, whose halo spots lost their outer
+    edges, is averaged as in the whole graph), else counted in ``edge_index``. Cached in ``ctx.cache``.
+    """
+    cached = ctx.cache.get("propagate.mean_adj")
+    if cached is not None:
+        return cached
+    n = ctx.n_nodes
+    ei = ctx.edge_index.to(dtype=torch.long)
+    keep = ei[0] != ei[1]
+    loops = torch.arange(n, device=ei.device, dtype=torch.long)
+    row = torch.cat([ei[1][keep], loops])
+    col = torch.cat([ei[0][keep], loops])
+    key = torch.unique(row * n + col)  # coalesced, sorted by (row, col)
+    row, col = key // n, key % n
+    if ctx.degree is not None:
+        deg = ctx.degree.to(device=ei.device, dtype=torch.float32).reshape(-1)
+    else:
+        deg = (torch.bincount(row, minlength=n) - 1).to(torch.float32)
+    crow = torch.zeros(n + 1, dtype=torch.long, device=ei.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
+        adj = torch.sparse_csr_tensor(crow, col, (1.0 / (deg + 1.0))[row], (n, n), dtype=torch.float32,
+                                      device=ei.device, check_invariants=False)
+    ctx.cache["propagate.mean_adj"] = adj
+    return adj
+
+
+class PropagateGraphModel(nn.Module, GraphModel):
+    """``x (N, D)`` → ``x`` averaged over each spot and its graph neighbours, ``hops`` times ``(N, D)``."""
+
+    shapes = {"x": "(N, D_in)", "z": "(N, D_in)", "recon": "(N, D_in)"}
+
+    def __init__(self, params: PropagateGraphParams) -> None:
+        nn.Module.__init__(self)
+        GraphModel.__init__(self, params)
+        self.inert = nn.Parameter(torch.zeros(()))  # the runner's optimiser needs one parameter
+        self.latent_dim = 0
+
+    @classmethod
+    def partition_support(cls, params: PropagateGraphParams) -> PartitionSupport:
+        """``hops`` hops; exact (no randomness, degrees taken from the whole graph)."""
+        return PartitionSupport(hops=params.hops)
+
+    def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
+        """Record the width; nothing to size."""
+        self.latent_dim = int(d_in)
+
+    def forward(self, x: Tensor, graph: GraphContext | None = None) -> GraphModelOutput:
+        """The averaged features as mean, sample and reconstruction (zero log-variance)."""
+        h = x.float()
+        if graph is not None and self.params.hops > 0:
+            adj = mean_adjacency(graph).to(h.device)
+            for _ in range(self.params.hops):
+                h = adj @ h
+        return GraphModelOutput(z=h, mu=h, logvar=torch.zeros_like(h), recon=h)
+
+    def loss(self, out: GraphModelOutput, target: Tensor) -> dict[str, Tensor]:
+        """Identically zero (kept differentiable through the inert scalar)."""
+        return {"loss": self.inert * 0.0}
