@@ -70,13 +70,14 @@ def list_components(
         raise ComponentNotFound(f"no component or recipe matches {pattern!r}"
                                 f"{f' of kind {kind}' if kind else ''}; run 'stmm list' to see them all "
                                 "('stmm list --pretrained': the published encoders)")
+    w = max([20, *(len(x.name) + 1 for x in (*families, *items)), *(len(r["name"]) + 1 for r in recipes)])
     for f in families:
-        typer.echo(f"{'pipeline':<14} {f.name:<20} {f.package:<12} {f.summary} [{', '.join(f.capabilities)}]")
+        typer.echo(f"{'pipeline':<14} {f.name:<{w}} {f.package:<12} {f.summary} [{', '.join(f.capabilities)}]")
     for i in items:
         alias = f" (alias: {', '.join(i.aliases)})" if i.aliases else ""
-        typer.echo(f"{i.kind:<14} {i.name:<20} {i.package:<12} {i.summary}{alias}")
+        typer.echo(f"{i.kind:<14} {i.name:<{w}} {i.package:<12} {i.summary}{alias}")
     for r in recipes:
-        typer.echo(f"{'recipe':<14} {r['name']:<20} {r.get('package', ''):<12} {r.get('summary', '')}")
+        typer.echo(f"{'recipe':<14} {r['name']:<{w}} {r.get('package', ''):<12} {r.get('summary', '')}")
 
 
 def _matches(name: str, pattern: str | None) -> bool:
