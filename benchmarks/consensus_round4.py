@@ -1,0 +1,226 @@
+"""Fourth round on the seed lottery of ``stereomm-expression`` (issue 13 item 1): analyses of saved fits.
+
+Needs the 15 saved single fits of both recipes per section (``consensus_dlpfc.py fit``)::
+
+    W=/path/to/work
+    .venv/bin/python benchmarks/consensus_dlpfc.py fit --sections 151675 151676 151510 --seeds 15 --work $W
+    .venv/bin/python benchmarks/consensus_dlpfc.py fit --recipe expression-smooth-gmm --sections 151675 151676 151510 --seeds 15 --work $W
+    .venv/bin/python benchmarks/consensus_round4.py hcinit   --work $W --sections 151675 151676 151510
+    .venv/bin/python benchmarks/consensus_round4.py refstart --work $W --sections 151676 151510 151675
+    .venv/bin/python benchmarks/consensus_round4.py anchor   --work $W --sections 151676 151510 151675
+    .venv/bin/python benchmarks/consensus_round4.py depth    --work $W --sections 151675 151676 151510 --seeds 3 0
+
+* ``hcinit``: every saved embedding re-clustered by the recipe's mixture (PCA 20 → tied GMM) started from a
+  hierarchical (Ward) partition of mclust's "SVD" transform of the data (mclust's default ``hcUse``; mclust
+  itself agglomerates with its VVV criterion, not reproduced here) instead of 20 k-means restarts; per seed and
+  for the joint embedding of 5 seeds (3 disjoint sets).
+* ``refstart``: EM on each embedding (and on each set's joint embedding) started from the labels of the
+  training-free ``expression-smooth-gmm`` fit (seed 0 for single seeds, seed s for set s).
+* ``anchor``: label-level consensus rules that use the training-free fit as an anchor (seed s for set s; seed 0
+  for 50 bootstrap draws of 5 seeds).
+* ``depth``: how the recipe's gene features carry sequencing depth (|correlation| of each PC with log library
+  size), the median library size of every domain of the given seeds, and the training-free baseline on features
+  with log library size regressed out, or on scanpy's analytic Pearson residuals, against its own features.
+
+All rules: the recipe's refinement (7 neighbours) after clustering; sd ratio = spread / single-seed spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+RECIPE, BASELINE = "stereomm-expression", "expression-smooth-gmm"
+
+
+def _load(work: Path, recipe: str, section: str) -> dict[int, dict]:
+    folder = work / recipe / section
+    return {int(p.stem[4:]): dict(np.load(p, allow_pickle=True)) for p in sorted(folder.glob("seed*.npz"))}
+
+
+def _coords(section: str) -> np.ndarray:
+    from consensus_dlpfc import _section_path
+    from stmm_core.pipeline.run import load_section
+
+    return load_section(_section_path(section)).coords
+
+
+def _joint(embeddings: list[np.ndarray]) -> np.ndarray:
+    """Members side by side, each centred and scaled to unit mean squared row norm."""
+    parts = []
+    for e in embeddings:
+        e = e.astype(np.float64) - e.mean(0)
+        parts.append(e / np.sqrt((e ** 2).sum(1).mean()))
+    return np.concatenate(parts, 1)
+
+
+def _mixture(emb: np.ndarray, k: int, seed: int, start: np.ndarray | str | None) -> np.ndarray:
+    """The recipe's mixture (PCA 20 → tied GMM): k-means restarts (None), a Ward start ("svd"), or a labelling."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    from stmm_tasks.gmm_starts import mixture_start
+
+    x = PCA(20, random_state=seed).fit_transform(emb.astype(np.float64))
+    common = dict(n_components=k, covariance_type="tied", reg_covar=1e-6, max_iter=300, random_state=seed)
+    if start is None:
+        return GaussianMixture(n_init=20, **common).fit(x).predict(x)
+    if isinstance(start, str):  # mclust's hcUse = "SVD": standardise, rotate, scale by 1/sqrt(singular values)
+        z = (x - x.mean(0)) / x.std(0, ddof=1)
+        _, s, vt = np.linalg.svd(z, full_matrices=False)
+        start = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(z @ vt.T / np.sqrt(s))
+    return GaussianMixture(n_init=1, **common, **mixture_start(x, start, k, "tied")).fit(x).predict(x)
+
+
+def _line(name: str, single: np.ndarray, sets: np.ndarray, saved_sd: float) -> str:
+    return (f"| {name} | {single.mean():.3f} ± {single.std(ddof=1):.3f} | {' / '.join(f'{v:.3f}' for v in sets)} = "
+            f"{sets.mean():.3f} ± {sets.std(ddof=1):.3f} | {sets.std(ddof=1) / saved_sd:.2f} |")
+
+
+def hcinit(args: argparse.Namespace) -> None:
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_core.pipeline.refine import refine_labels
+
+    for sec in args.sections:
+        runs, coords = _load(args.work, RECIPE, sec), _coords(sec)
+        truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
+        saved = np.array([float(r["ari"]) for r in runs.values()])
+        print(f"## {sec}: saved single seeds {saved.mean():.3f} ± {saved.std(ddof=1):.3f}")
+        print("| start | single seeds (clustering seed 1000) | joint 5-seed sets | sd ratio vs saved |")
+        for name, start in (("20 k-means restarts", None), ("Ward on mclust's SVD transform", "svd")):
+            single = np.array([ari(truth, refine_labels(coords, _mixture(r["embedding"], k, 1000, start), 7))
+                               for r in runs.values()])
+            sets = np.array([ari(truth, refine_labels(coords, _mixture(
+                _joint([runs[m]["embedding"] for m in range(5 * j, 5 * j + 5)]), k, j, start), 7)) for j in range(3)])
+            print(_line(name, single, sets, saved.std(ddof=1)), flush=True)
+
+
+def refstart(args: argparse.Namespace) -> None:
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_core.pipeline.refine import refine_labels
+
+    for sec in args.sections:
+        runs, base, coords = _load(args.work, RECIPE, sec), _load(args.work, BASELINE, sec), _coords(sec)
+        truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
+        saved = np.array([float(r["ari"]) for r in runs.values()])
+        single = np.array([ari(truth, refine_labels(coords, _mixture(r["embedding"], k, 0, base[0]["labels"]), 7))
+                           for r in runs.values()])
+        sets = np.array([ari(truth, refine_labels(coords, _mixture(
+            _joint([runs[m]["embedding"] for m in range(5 * j, 5 * j + 5)]), k, j, base[j]["labels"]), 7))
+            for j in range(3)])
+        starts = " / ".join(f"{float(base[j]['ari']):.3f}" for j in range(3))
+        print(f"## {sec}: saved single seeds {saved.mean():.3f} ± {saved.std(ddof=1):.3f}; the starts "
+              f"(training-free fits, seeds 0/1/2): {starts}")
+        print(_line("EM from the training-free labels", single, sets, saved.std(ddof=1)), flush=True)
+
+
+def anchor(args: argparse.Namespace) -> None:
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_core.pipeline.consensus import consensus_labels
+    from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
+
+    for sec in args.sections:
+        runs, base, coords = _load(args.work, RECIPE, sec), _load(args.work, BASELINE, sec), _coords(sec)
+        truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
+        single = np.array([float(r["ari"]) for r in runs.values()])
+
+        def rules(members: list[int], s: int) -> dict[str, np.ndarray]:
+            labs, ref = [runs[m]["labels"] for m in members], base[s]["labels"]
+            sims = np.array([ari(ref, lab) for lab in labs])
+            return {"the member closest to the anchor": labs[int(np.argmax(sims))],
+                    "vote of the 3 members closest to the anchor": consensus_labels(
+                        [labs[i] for i in np.argsort(-sims)[:3]]).labels,
+                    "co-association of the 5 members + the anchor": consensus_coassoc(labs + [ref], k, s, coords, 7).labels}
+
+        sets: dict[str, list[float]] = {}
+        boot: dict[str, list[float]] = {}
+        for s in range(3):
+            for name, lab in rules(list(range(5 * s, 5 * s + 5)), s).items():
+                sets.setdefault(name, []).append(ari(truth, lab))
+        rng = np.random.default_rng(0)
+        for _ in range(50):
+            for name, lab in rules([int(m) for m in rng.choice(15, size=5, replace=True)], 0).items():
+                boot.setdefault(name, []).append(ari(truth, lab))
+        sd = single.std(ddof=1)
+        print(f"## {sec}: single seeds {single.mean():.3f} ± {sd:.3f}")
+        print("| rule | sets 0 / 1 / 2 = mean ± sd (ratio) | bootstrap mean ± sd (ratio) |")
+        for name in sets:
+            a, b = np.array(sets[name]), np.array(boot[name])
+            print(f"| {name} | {' / '.join(f'{v:.3f}' for v in a)} = {a.mean():.3f} ± {a.std(ddof=1):.3f} "
+                  f"({a.std(ddof=1) / sd:.2f}) | {b.mean():.3f} ± {b.std(ddof=1):.3f} ({b.std(ddof=1) / sd:.2f}) |",
+                  flush=True)
+
+
+def depth(args: argparse.Namespace) -> None:
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+    import torch
+
+    from consensus_dlpfc import _label_column, _section_path
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.pipeline.run import load_section, resolve_n_domains
+    from stmm_core.pipeline_base import build_component
+    from stmm_core.recipes import get_recipe
+    from stmm_core.spec import parse_spec
+    from stmm_genes.hvg import _counts
+    from stmm_graph.layers import graph_context
+
+    spec = parse_spec(get_recipe(BASELINE)["spec"])
+    for sec in args.sections:
+        section = load_section(_section_path(sec))
+        col = _label_column(sec)
+        k, truth = resolve_n_domains(section, None, col), section.obs[col].to_numpy()
+        counts = _counts(section)
+        lib = np.log(np.asarray(counts.sum(1)).ravel())
+        x = np.asarray(build_component(spec, "gene").fit(section).transform(section), dtype=np.float64)
+        corr = sorted((abs(np.corrcoef(x[:, i], lib)[0, 1]) for i in range(x.shape[1])), reverse=True)
+        print(f"## {sec}: median library size {np.exp(np.median(lib)):.0f}; |corr(PC, log library)|, largest 3: "
+              f"{' '.join(f'{c:.2f}' for c in corr[:3])}")
+        runs = _load(args.work, RECIPE, sec)
+        for s in args.seeds:
+            lab = runs[s]["labels"]
+            print(f"seed {s} (ARI {float(runs[s]['ari']):.3f}), per domain: spots, median library, top layers: " + "; ".join(
+                f"{int((lab == d).sum())}, {np.exp(np.median(lib[lab == d])):.0f}, "
+                + ",".join(f"{t} {n}" for t, n in zip(*np.unique(runs[s]['truth'][lab == d], return_counts=True)) if n >= 30)
+                for d in range(lab.max() + 1)))
+        design = np.stack([np.ones_like(lib), lib], 1)
+        adata = ad.AnnData(sp.csr_matrix(counts, dtype=np.float32))
+        sc.experimental.pp.highly_variable_genes(adata, flavor="pearson_residuals", n_top_genes=min(3000, adata.n_vars))
+        adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+        sc.experimental.pp.normalize_pearson_residuals(adata)
+        sc.pp.pca(adata, n_comps=30, random_state=0)
+        ctx = graph_context(build_component(spec, "builder").build(section.coords), adj=False)
+        for name, feats in (("recipe's features", x),
+                            ("log library regressed out", x - design @ np.linalg.lstsq(design, x, rcond=None)[0]),
+                            ("analytic Pearson residuals (scanpy)", adata.obsm["X_pca"])):
+            model = build_component(spec, "graph")
+            model.setup(feats.shape[1], feats.shape[1], len(feats))
+            emb = model(torch.from_numpy(np.asarray(feats, dtype=np.float32)), ctx).clustered().numpy()
+            task = build_component(spec, "task")
+            a = [clustering_scores(truth, refine_labels(section.coords, task.run(emb, k, s), 7))["ari"] for s in range(4)]
+            print(f"| {sec} | {BASELINE} on {name} | {np.mean(a):.3f} ± {np.std(a, ddof=1):.3f} (clustering seeds 0-3) |",
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("hcinit", "refstart", "anchor", "depth"):
+        p = sub.add_parser(name)
+        p.add_argument("--sections", nargs="+", default=["151676", "151510", "151675"])
+        p.add_argument("--work", type=Path, required=True)
+    sub.choices["depth"].add_argument("--seeds", nargs="+", type=int, default=[3, 0])
+    args = ap.parse_args()
+    {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
