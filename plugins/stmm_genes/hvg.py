@@ -123,6 +123,13 @@ def _column_mean_var(Y: "sp.csr_matrix") -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(var, 0.0)
 
 
+def _regress_out_depth(features: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """``features`` ``(N, D)`` minus their least-squares fit on ``[1, log library]`` (float32, same shape)."""
+    design = np.stack([np.ones(len(library)), np.log(np.maximum(library, 1.0))], 1)
+    coef, *_ = np.linalg.lstsq(design, features.astype(np.float64), rcond=None)
+    return (features - design @ coef).astype(np.float32)
+
+
 def _top_k(score: np.ndarray, k: int) -> np.ndarray:
     """Indices of the *k* highest scores (NaN lowest, ties by position), returned in ascending order."""
     s = np.where(np.isfinite(score), score, -np.inf)
@@ -314,14 +321,17 @@ class HVGGeneEncoder(GeneEncoder):
         scale = _library_scale(X, float(self.target_sum))  # library size over all genes of this section
         Y = _normalise(X[:, idx], scale, log1p=self.params.log1p)
         if self.pca_components is None:
-            return np.ascontiguousarray(self._scaled(Y), dtype=np.float32)
-        comps_t = self.pca_components.T.astype(np.float32)
-        pmean = self.pca_mean.astype(np.float32)
-        out = np.empty((Y.shape[0], comps_t.shape[1]), dtype=np.float32)
-        lo = 0
-        for Z in self._scaled_blocks(Y, 4):  # never the whole (N, genes) matrix
-            out[lo: lo + len(Z)] = (Z - pmean) @ comps_t
-            lo += len(Z)
+            out = np.ascontiguousarray(self._scaled(Y), dtype=np.float32)
+        else:
+            comps_t = self.pca_components.T.astype(np.float32)
+            pmean = self.pca_mean.astype(np.float32)
+            out = np.empty((Y.shape[0], comps_t.shape[1]), dtype=np.float32)
+            lo = 0
+            for Z in self._scaled_blocks(Y, 4):  # never the whole (N, genes) matrix
+                out[lo: lo + len(Z)] = (Z - pmean) @ comps_t
+                lo += len(Z)
+        if self.params.regress_depth:
+            out = _regress_out_depth(out, np.asarray(X.sum(axis=1, dtype=np.float64)).ravel())
         return out
 
     def _scaled_blocks(self, Y: "sp.csr_matrix", itemsize: int):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class HVGParams(BaseModel):
@@ -38,6 +38,19 @@ class HVGParams(BaseModel):
     pca: int | None = Field(
         None, ge=1, le=10_000, description="PCA components after scaling (None = keep the genes)"
     )
+    regress_depth: bool = Field(
+        False, description="remove from every output feature its least-squares fit on log library size (per "
+        "section, at transform time): sequencing depth no longer drives a component; depth that differs "
+        "between tissue layers goes with it"
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
+        # left out at its default, so specs published before the setting keep their hash
+        data = handler(self)
+        if data.get("regress_depth") is False:
+            data.pop("regress_depth")
+        return data
 
 
 class PCAGeneParams(HVGParams):
