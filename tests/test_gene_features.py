@@ -242,3 +242,30 @@ def test_real_dlpfc_section(shared_data):
     markers = {"MBP", "PCP4", "SNAP25", "MOBP", "NEFL", "HPCAL1"} & set(symbols)
     if markers:
         assert markers & chosen
+
+
+def test_regress_depth_removes_depth_and_keeps_the_groups():
+    """Spots sequenced 1×–8× deep: without the option the leading component follows depth; with it no output
+    feature correlates with log library size, and the two expression groups still separate."""
+    rng = np.random.default_rng(3)
+    n, g = 800, 300
+    groups = rng.integers(0, 2, size=n)
+    base = rng.uniform(0.02, 0.3, size=g)
+    rate = np.tile(base, (n, 1))
+    rate[:, :20] *= np.where(groups[:, None] == 1, 4.0, 0.25)
+    depth = np.exp(rng.uniform(0.0, np.log(8.0), size=n))
+    counts = rng.poisson(rate * depth[:, None]).astype(np.float32)
+    section = make_section(counts, [f"G{i}" for i in range(g)])
+    log_lib = np.log(counts.sum(1))
+    out = {}
+    for regress in (False, True):
+        enc = HVGGeneEncoder(PCAGeneParams(n_top_genes=g, pca=10, regress_depth=regress)).fit(section)
+        out[regress] = enc.transform(section)
+    corr = {r: np.array([abs(np.corrcoef(x, log_lib)[0, 1]) for x in out[r].T]) for r in out}
+    assert corr[False].max() > 0.5  # depth drives a component of the plain features
+    assert corr[True].max() < 1e-3
+    from sklearn.metrics import roc_auc_score
+
+    best = max(max(roc_auc_score(groups, x), 1 - roc_auc_score(groups, x)) for x in out[True].T)
+    assert best > 0.95
+    assert "regress_depth" not in PCAGeneParams().model_dump()  # off: published specs keep their hash
