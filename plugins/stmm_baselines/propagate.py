@@ -12,10 +12,11 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from stmm_core.interfaces import GraphContext, GraphModel, GraphModelOutput, PartitionSupport
+from stmm_core.interfaces import GraphContext, GraphModelOutput, PartitionSupport
 
+from .identity import IdentityGraphModel
 from .params import PropagateGraphParams
 
 
@@ -50,25 +51,18 @@ def mean_adjacency(ctx: GraphContext) -> Tensor:
     return adj
 
 
-class PropagateGraphModel(nn.Module, GraphModel):
-    """``x (N, D)`` → ``x`` averaged over each spot and its graph neighbours, ``hops`` times ``(N, D)``."""
+class PropagateGraphModel(IdentityGraphModel):
+    """``x (N, D)`` → ``x`` averaged over each spot and its graph neighbours, ``hops`` times ``(N, D)``.
 
-    shapes = {"x": "(N, D_in)", "z": "(N, D_in)", "recon": "(N, D_in)"}
+    As :class:`IdentityGraphModel` (one inert parameter, a loss identically zero) apart from the averaging."""
 
     def __init__(self, params: PropagateGraphParams) -> None:
-        nn.Module.__init__(self)
-        GraphModel.__init__(self, params)
-        self.inert = nn.Parameter(torch.zeros(()))  # the runner's optimiser needs one parameter
-        self.latent_dim = 0
+        super().__init__(params)  # type: ignore[arg-type]
 
     @classmethod
-    def partition_support(cls, params: PropagateGraphParams) -> PartitionSupport:
-        """``hops`` hops; exact (no randomness, degrees taken from the whole graph)."""
+    def partition_support(cls, params: PropagateGraphParams) -> PartitionSupport:  # type: ignore[override]
+        """``hops`` hops; exact (no randomness)."""
         return PartitionSupport(hops=params.hops)
-
-    def setup(self, d_in: int, d_target: int, n_nodes: int) -> None:
-        """Record the width; nothing to size."""
-        self.latent_dim = int(d_in)
 
     def forward(self, x: Tensor, graph: GraphContext | None = None) -> GraphModelOutput:
         """The averaged features as mean, sample and reconstruction (zero log-variance)."""
@@ -78,7 +72,3 @@ class PropagateGraphModel(nn.Module, GraphModel):
             for _ in range(self.params.hops):
                 h = adj @ h
         return GraphModelOutput(z=h, mu=h, logvar=torch.zeros_like(h), recon=h)
-
-    def loss(self, out: GraphModelOutput, target: Tensor) -> dict[str, Tensor]:
-        """Identically zero (kept differentiable through the inert scalar)."""
-        return {"loss": self.inert * 0.0}
