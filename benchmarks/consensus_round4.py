@@ -9,6 +9,7 @@ Needs the 15 saved single fits of both recipes per section (``consensus_dlpfc.py
     .venv/bin/python benchmarks/consensus_round4.py refstart --work $W --sections 151676 151510 151675
     .venv/bin/python benchmarks/consensus_round4.py anchor   --work $W --sections 151676 151510 151675
     .venv/bin/python benchmarks/consensus_round4.py depth    --work $W --sections 151675 151676 151510 --seeds 3 0
+    .venv/bin/python benchmarks/consensus_round4.py posthoc  --work $W --sections 151676 151510 151675
 
 * ``hcinit``: every saved embedding re-clustered by the recipe's mixture (PCA 20 → tied GMM) started from a
   hierarchical (Ward) partition of mclust's "SVD" transform of the data (mclust's default ``hcUse``; mclust
@@ -21,6 +22,7 @@ Needs the 15 saved single fits of both recipes per section (``consensus_dlpfc.py
 * ``depth``: how the recipe's gene features carry sequencing depth (|correlation| of each PC with log library
   size), the median library size of every domain of the given seeds, and the training-free baseline on features
   with log library size regressed out, or on scanpy's analytic Pearson residuals, against its own features.
+* ``posthoc``: the saved embeddings with log library size regressed out after training, then clustered.
 
 All rules: the recipe's refinement (7 neighbours) after clustering; sd ratio = spread / single-seed spread.
 """
@@ -210,16 +212,39 @@ def depth(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+def posthoc(args: argparse.Namespace) -> None:
+    """Every saved embedding with its fit on [1, log library size] removed, then the recipe's mixture (clustering
+    seed = the training seed) and refinement: depth taken out after training instead of before."""
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_genes.hvg import _counts, _regress_out_depth
+
+    from consensus_dlpfc import _section_path
+    from stmm_core.pipeline.run import load_section
+
+    for sec in args.sections:
+        section = load_section(_section_path(sec))
+        library = np.asarray(_counts(section).sum(1)).ravel()
+        runs = _load(args.work, RECIPE, sec)
+        truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
+        a = np.array([ari(truth, refine_labels(section.coords, _mixture(
+            _regress_out_depth(r["embedding"], library), k, s, None), 7)) for s, r in runs.items()])
+        saved = np.array([float(r["ari"]) for r in runs.values()])
+        print(f"| {sec} | {saved.mean():.3f} ± {saved.std(ddof=1):.3f} | {a.mean():.3f} ± {a.std(ddof=1):.3f} "
+              f"({a.min():.3f}–{a.max():.3f}) |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("hcinit", "refstart", "anchor", "depth"):
+    for name in ("hcinit", "refstart", "anchor", "depth", "posthoc"):
         p = sub.add_parser(name)
         p.add_argument("--sections", nargs="+", default=["151676", "151510", "151675"])
         p.add_argument("--work", type=Path, required=True)
     sub.choices["depth"].add_argument("--seeds", nargs="+", type=int, default=[3, 0])
     args = ap.parse_args()
-    {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth}[args.cmd](args)
+    {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc}[args.cmd](args)
 
 
 if __name__ == "__main__":
