@@ -82,8 +82,9 @@ def test_propagate_on_a_subgraph_with_its_halo_equals_the_whole_graph():
 
 def test_smoothing_baseline_beats_no_smoothing_and_ignores_the_training_seed(tmp_path):
     """On a noisy synthetic section (low counts) averaging over neighbours recovers the domains that per-spot
-    expression cannot, even with the recipe's label refinement (measured: ARI 0.94 vs 0.52 with hops = 0); the
-    embedding is the same for every seed (only the clustering is seeded)."""
+    expression cannot, even with the recipe's label refinement and the same clustering seeds (measured: ARI 0.86
+    for seeds 0 and 1 vs 0.00 with hops = 0); the embedding is the same for every seed (only the clustering is
+    seeded)."""
     from stmm_core.metrics import clustering_scores
     from stmm_core.pipeline.run import load_section
     from stmm_core.recipes import get_recipe
@@ -92,17 +93,20 @@ def test_smoothing_baseline_beats_no_smoothing_and_ignores_the_training_seed(tmp
     from stmm_graph_fusion.fit import fit_graph_fusion
 
     path = tmp_path / "noisy.h5ad"
-    make_synthetic_adata(n_spots=900, n_genes=150, n_domains=4, seed=4, image=False, mean_counts=0.1).write_h5ad(path)
+    make_synthetic_adata(n_spots=900, n_genes=150, n_domains=4, seed=4, image=False, mean_counts=0.05).write_h5ad(path)
     section = load_section(path)
     truth = section.obs["domain"].to_numpy()
     base = parse_spec(get_recipe("expression-smooth-gmm")["spec"])
     small = {"gene.n_top_genes": 150, "gene.pca": 10, "task.n_init": 5}
-    scores, embeddings = {}, []
-    for hops, seed in ((0, 0), (2, 0), (2, 1)):
-        spec = base.with_overrides({**small, "graph.hops": hops, "train.seed": seed})
-        res = fit_graph_fusion(spec, section, n_domains=4, progress=False)
-        scores[hops] = clustering_scores(truth, res.labels)["ari"]
-        if hops:
-            embeddings.append(res.embedding)
-    assert scores[2] > 0.8 and scores[2] > scores[0] + 0.2, scores
+    scores: dict[tuple[int, int], float] = {}
+    embeddings = []
+    for hops in (0, 2):
+        for seed in (0, 1):
+            spec = base.with_overrides({**small, "graph.hops": hops, "train.seed": seed})
+            res = fit_graph_fusion(spec, section, n_domains=4, progress=False)
+            scores[hops, seed] = clustering_scores(truth, res.labels)["ari"]
+            if hops:
+                embeddings.append(res.embedding)
+    for seed in (0, 1):
+        assert scores[2, seed] > 0.8 and scores[2, seed] > scores[0, seed] + 0.3, scores
     np.testing.assert_array_equal(embeddings[0], embeddings[1])
