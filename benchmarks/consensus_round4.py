@@ -24,6 +24,17 @@ Needs the 15 saved single fits of both recipes per section (``consensus_dlpfc.py
   with log library size regressed out, or on scanpy's analytic Pearson residuals, against its own features.
 * ``posthoc``: the saved embeddings with log library size regressed out after training, then clustered.
 
+Fifth round (the same saved-fit layout; ``--set 'graph.decoder_covariates=["log_library"]'`` fits go to
+``stereomm-expression@HASH8``)::
+
+    .venv/bin/python benchmarks/consensus_round4.py embdepth   --work $W --sections 151676 151510
+    .venv/bin/python benchmarks/consensus_round4.py localdepth --work $W --sections 151510 151676
+
+* ``embdepth``: for every saved-fit folder of the recipe (``RECIPE`` and ``RECIPE@HASH8``), how much of the log
+  library size a linear map of each saved embedding explains (R²), beside the fit's ARI.
+* ``localdepth``: the training-free baseline on features with only the *local* part of depth regressed out (log
+  library minus its mean over 1, 3 or 8 hops of the graph), against no removal and the total.
+
 All rules: the recipe's refinement (7 neighbours) after clustering; sd ratio = spread / single-seed spread.
 """
 
@@ -235,16 +246,82 @@ def posthoc(args: argparse.Namespace) -> None:
               f"({a.min():.3f}–{a.max():.3f}) |", flush=True)
 
 
+def embdepth(args: argparse.Namespace) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from consensus_dlpfc import _section_path
+    from stmm_core.pipeline.run import load_section
+    from stmm_genes.hvg import _counts
+
+    for sec in args.sections:
+        loglib = np.log1p(np.asarray(_counts(load_section(_section_path(sec))).sum(1)).ravel())
+        for folder in sorted(args.work.glob(f"{RECIPE}*/{sec}")):
+            runs = _load(args.work, folder.parent.name, sec)
+            if not runs:
+                continue
+            r2 = np.array([LinearRegression().fit(r["embedding"], loglib).score(r["embedding"], loglib)
+                           for r in runs.values()])
+            aris = " ".join(f"{s}:{float(r['ari']):.3f}" for s, r in sorted(runs.items()))
+            print(f"| {sec} | {folder.parent.name} | {len(runs)} | R² {r2.mean():.2f} ± {r2.std():.2f} | {aris} |",
+                  flush=True)
+
+
+def localdepth(args: argparse.Namespace) -> None:
+    import scipy.sparse as sp
+    import torch
+
+    from consensus_dlpfc import _label_column, _section_path
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.pipeline.run import load_section, resolve_n_domains
+    from stmm_core.pipeline_base import build_component
+    from stmm_core.recipes import get_recipe
+    from stmm_core.spec import parse_spec
+    from stmm_genes.hvg import _counts
+    from stmm_graph.layers import graph_context
+
+    spec = parse_spec(get_recipe(BASELINE)["spec"])
+    for sec in args.sections:
+        section = load_section(_section_path(sec))
+        col = _label_column(sec)
+        k, truth = resolve_n_domains(section, None, col), section.obs[col].to_numpy()
+        lib = np.log(np.asarray(_counts(section).sum(1)).ravel())
+        x = np.asarray(build_component(spec, "gene").fit(section).transform(section), dtype=np.float64)
+        graph = build_component(spec, "builder").build(section.coords)
+        n, ei = len(lib), graph.edge_index
+        adj = sp.csr_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(n, n)) + sp.eye(n)
+        mean_op = sp.diags(1.0 / np.asarray(adj.sum(1)).ravel()) @ adj  # row-normalised (A + I)
+        ctx = graph_context(graph, adj=False)
+        variants: list[tuple[str, np.ndarray | None]] = [("none", None), ("total log library", lib)]
+        for hops in (1, 3, 8):
+            smooth = lib
+            for _ in range(hops):
+                smooth = mean_op @ smooth
+            variants.append((f"local: log library minus its {hops}-hop mean", lib - smooth))
+        for name, cov in variants:
+            feats = x
+            if cov is not None:
+                design = np.stack([np.ones_like(cov), cov], 1)
+                feats = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+            model = build_component(spec, "graph")
+            model.setup(feats.shape[1], feats.shape[1], n)
+            emb = model(torch.from_numpy(feats.astype(np.float32)), ctx).clustered().numpy()
+            task = build_component(spec, "task")
+            a = [clustering_scores(truth, refine_labels(section.coords, task.run(emb, k, s), 7))["ari"] for s in range(3)]
+            print(f"| {sec} | {name} | {np.mean(a):.3f} ± {np.std(a, ddof=1):.3f} (clustering seeds 0-2) |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("hcinit", "refstart", "anchor", "depth", "posthoc"):
+    for name in ("hcinit", "refstart", "anchor", "depth", "posthoc", "embdepth", "localdepth"):
         p = sub.add_parser(name)
         p.add_argument("--sections", nargs="+", default=["151676", "151510", "151675"])
         p.add_argument("--work", type=Path, required=True)
     sub.choices["depth"].add_argument("--seeds", nargs="+", type=int, default=[3, 0])
     args = ap.parse_args()
-    {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc}[args.cmd](args)
+    {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc,
+     "embdepth": embdepth, "localdepth": localdepth}[args.cmd](args)
 
 
 if __name__ == "__main__":

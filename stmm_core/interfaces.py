@@ -206,6 +206,10 @@ class GraphContext:
     distances: "torch.Tensor | None" = None
     # (E,) int16 SpatialGraph.rank of each edge of edge_index (full-batch training only); None where not ranked
     rank: "torch.Tensor | None" = None
+    # (N, C) float32 per-spot covariates a model's decoder receives beside its latent code (e.g. the standardised
+    # log library size: ``VGAEParams.decoder_covariates``); None where the model asks for none. Partition training
+    # gives each partition its rows, like ``noise``
+    covariates: "torch.Tensor | None" = None
 
 
 @dataclass

@@ -22,7 +22,8 @@ TOL = 1e-5  # relative, loss and gradient (measured: ~1e-7, float summation orde
 MODEL_CASES: dict[str, list[dict]] = {
     "vgae": [{"hidden": [16], "latent": 4, "kl_weight": 0.1},
              {"hidden": [16, 8], "latent": 4, "conv": "sage"},
-             {"hidden": [8], "latent": 4, "conv": "gat"}],
+             {"hidden": [8], "latent": 4, "conv": "gat"},
+             {"hidden": [16], "latent": 4, "decoder_covariates": ["log_library"]}],  # per-spot decoder input
     "contrastive-gae": [{"latent": 8},
                         {"latent": 8, "adjacency": "graphst", "bias": False},  # GraphST's own matrix
                         {"latent": 8, "corruption": "fixed", "embedding": "latent"},
@@ -168,6 +169,8 @@ def test_fit_refuses_an_undeclared_model_before_training(tmp_path, monkeypatch):
 @pytest.mark.parametrize("recipe,sets", [
     ("graphst", {"gene.n_top_genes": 40}),  # contrastive-gae, GraphST's propagation matrix, global negatives
     ("stereomm-expression", {"gene.n_top_genes": 40, "gene.pca": 8, "graph.hidden": [16], "graph.latent": 4}),
+    ("stereomm-expression", {"gene.n_top_genes": 40, "gene.pca": 8, "graph.hidden": [16], "graph.latent": 4,
+                             "graph.decoder_covariates": ["log_library"]}),  # each partition reads its rows
 ])
 def test_fits_over_partitions_follow_full_batch_training(tmp_path, recipe, sets):
     """Several Adam steps through the pipeline: the partition fit's embedding equals the full-batch fit's (float

@@ -71,6 +71,20 @@ class VGAEParams(BaseModel):
     dec_tol: float = Field(
         1e-3, ge=0.0, le=1.0, description="stop DEC when fewer than this fraction of labels change"
     )
+    decoder_covariates: list[Literal["log_library"]] = Field(
+        [],
+        max_length=1,
+        description="per-spot covariates the decoder receives beside the latent code, so the latent need not "
+        "encode them (scVI-style); log_library = the spot's standardised log total counts",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
+        # left out at its default, so specs published before the setting keep their hash
+        data = handler(self)
+        if not data.get("decoder_covariates"):
+            data.pop("decoder_covariates", None)
+        return data
 
     @field_validator("hidden")
     @classmethod

@@ -80,6 +80,7 @@ class VGAE(nn.Module, GraphModel):
         self.register_parameter("dec_centres", None)  # (K, L) DEC centres, created by start_refinement
         self.register_buffer("dec_p", None, persistent=False)  # (N, K) DEC target, training-only state
         self._dec_labels: np.ndarray | None = None
+        self.decoder_cov: nn.ModuleList | None = None  # per-layer covariate maps (decoder_covariates), set up later
         self._ready = False
 
     # ------------------------------------------------------------------ construction
@@ -103,6 +104,11 @@ class VGAE(nn.Module, GraphModel):
         self.logvar_head = make_conv(p.conv, p.hidden[-1], p.latent)
         dec_widths = [p.latent, *reversed(p.hidden), d_target]
         self.decoder = nn.ModuleList(make_conv(p.conv, a, b) for a, b in zip(dec_widths[:-1], dec_widths[1:]))
+        n_cov = len(p.decoder_covariates)
+        # scVI-style conditioning: the covariates enter every decoder layer through a per-spot linear map (not
+        # through the graph layer, which would average them over neighbours and lose their per-spot part)
+        self.decoder_cov = (nn.ModuleList(nn.Linear(n_cov, b, bias=False) for b in dec_widths[1:])
+                            if n_cov else None)
         self.act = nn.ELU() if p.activation == "elu" else nn.ReLU()
         self.drop = nn.Dropout(p.dropout)
         self._ready = True
@@ -127,11 +133,26 @@ class VGAE(nn.Module, GraphModel):
         return mu, logvar
 
     def decode(self, z: Tensor, ctx: GraphContext) -> Tensor:
-        """``z`` ``(N, L)`` → reconstruction ``(N, D_target)``; the last layer has no activation."""
+        """``z`` ``(N, L)`` → reconstruction ``(N, D_target)``; the last layer has no activation.
+
+        With ``decoder_covariates`` every decoder layer adds a per-spot linear map of ``ctx.covariates`` ``(N, C)``
+        to its graph layer's output: ``h ← act(conv(h) + W_c·c)``.
+        """
         h = z
+        cov = None
+        if self.decoder_cov is not None:
+            n_cov = len(self.params.decoder_covariates)
+            cov = ctx.covariates
+            if cov is None or tuple(cov.shape) != (z.shape[0], n_cov):
+                got = None if cov is None else tuple(cov.shape)
+                raise DataError(f"the decoder needs covariates of shape ({z.shape[0]}, {n_cov}) in the graph "
+                                f"context ({', '.join(self.params.decoder_covariates)}), got {got}")
+            cov = cov.to(z.dtype)
         last = len(self.decoder) - 1
         for i, conv in enumerate(self.decoder):
             h = conv(h, ctx)
+            if cov is not None:
+                h = h + self.decoder_cov[i](cov)
             if i < last:
                 h = self.act(h)
         return h

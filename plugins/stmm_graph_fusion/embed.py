@@ -87,7 +87,10 @@ def embed_section(pipeline: "LoadedPipeline", section: "Section", *, device: str
             ) from None
     fusion.to(device)
     model.to(device)
-    ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots)
+    from stmm_core.pipeline.covariates import context_covariates
+
+    ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots,
+                       covariates=context_covariates(section, model, device))
     embedding = _embed(fusion, model, t_img, t_gene, ctx).cpu().numpy().astype(np.float32)
     if not np.isfinite(embedding).all():
         raise StmmError("the embedding contains NaN/inf; check the input features")

@@ -134,6 +134,9 @@ def fit_graph_fusion(
         ctx = GraphContext(edge_index=graph.torch_edge_index(device), n_nodes=section.n_spots,
                            distances=None if graph.distances is None else torch.as_tensor(graph.distances, device=device),
                            rank=None if graph.rank is None else torch.as_tensor(graph.rank, device=device))
+        from stmm_core.pipeline.covariates import context_covariates
+
+        ctx.covariates = context_covariates(section, model, device)
         params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
         opt = torch.optim.Adam(params, lr=spec.train.lr, weight_decay=spec.train.weight_decay)
         history: list[dict[str, float]] = []

@@ -279,6 +279,8 @@ def fit_partitioned(
     Resolves ``train.batch``; returns ``(None, [])`` when the run should stay full batch, else trains over
     partitions and returns the embedding ``(N, L)`` float32 and the per-epoch history. Fills ``info["batch"]``.
     """
+    import torch
+
     from stmm_core.progress import progress_bar
 
     tr = spec.train
@@ -303,6 +305,12 @@ def fit_partitioned(
     hops = plan.hops
     parts = make_partitions(section.coords, graph.edge_index, section.n_spots, tr.partition_size, hops,
                             t_gene.device, rank=graph.rank)
+    from stmm_core.pipeline.covariates import context_covariates
+
+    cov = context_covariates(section, model, str(t_gene.device))
+    if cov is not None:  # static per spot: each partition (core + halo) reads its rows once
+        for pt in parts:
+            pt.ctx.covariates = cov.index_select(0, torch.from_numpy(pt.nodes).to(cov.device))
     sizes = np.array([pt.n_nodes for pt in parts])
     binfo.update(partitions=len(parts), **plan.describe(), partition_size=tr.partition_size,
                  accumulate=tr.accumulate, max_partition_nodes=int(sizes.max()),

@@ -41,7 +41,7 @@ def _grads(params: list[Any]) -> list[Any]:
 
 def compare_partition_step(
     fusion: Any, model: Any, img: Any, gene: Any, target: Any, coords: np.ndarray, edge_index: np.ndarray, *,
-    partition_size: int, hops: int | None = None, seed: int = 0,
+    partition_size: int, hops: int | None = None, seed: int = 0, covariates: Any = None,
 ) -> dict[str, Any]:
     """Loss and gradient of one training step, full batch vs accumulated over partitions.
 
@@ -51,16 +51,21 @@ def compare_partition_step(
     (relative difference), ``grad_rel`` (L2 norm of the gradient difference over all parameters / the full-batch
     gradient norm), ``grad_rel_tensor`` (the largest such ratio of one parameter tensor, among tensors whose
     gradient is not negligible: above 1e-6 of the global norm), ``grad_abs`` (largest absolute entry difference), ``grad_norm`` (full-batch global
-    norm), ``partitions`` and ``hops``.
+    norm), ``partitions`` and ``hops``. ``covariates`` ``(N, C)``: the decoder covariates of a model that asks for
+    them (default: standard-normal draws from ``seed``), given to the full graph and to each partition's rows.
     """
     import torch
 
     from stmm_core.interfaces import GraphContext
+    from stmm_core.pipeline.covariates import model_covariates
     from stmm_core.pipeline.minibatch import make_partitions, partition_plan, train_partitioned
 
     plan = partition_plan(fusion, model)
     hops = plan.hops if hops is None else int(hops)
     n = int(gene.shape[0])
+    n_cov = len(model_covariates(model))
+    if covariates is None and n_cov:
+        covariates = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, n_cov)).astype(np.float32))
     params = [p for p in list(fusion.parameters()) + list(model.parameters()) if p.requires_grad]
     fusion.train()
     model.train()
@@ -71,7 +76,8 @@ def compare_partition_step(
     ei = np.asarray(edge_index)
     xy = np.asarray(coords, dtype=np.float64)
     ctx = GraphContext(edge_index=torch.as_tensor(ei, dtype=torch.long), n_nodes=n,
-                       distances=torch.from_numpy(np.linalg.norm(xy[ei[0]] - xy[ei[1]], axis=1).astype(np.float32)))
+                       distances=torch.from_numpy(np.linalg.norm(xy[ei[0]] - xy[ei[1]], axis=1).astype(np.float32)),
+                       covariates=covariates)
     torch.manual_seed(seed)
     terms = model.loss(model(fusion(img, gene, ctx), ctx), target)
     terms["loss"].backward()
@@ -80,6 +86,9 @@ def compare_partition_step(
 
     # partitions, through the real trainer (one epoch, accumulated, no optimiser step)
     parts = make_partitions(coords, edge_index, n, partition_size, hops)
+    if covariates is not None:
+        for pt in parts:
+            pt.ctx.covariates = covariates.index_select(0, torch.from_numpy(pt.nodes))
     torch.manual_seed(seed)
     hist = train_partitioned(fusion, model, img, gene, target, parts, _NoStep(params), params, epochs=1,
                              grad_clip=None, accumulate=True, seed=seed, lr=0.0, plan=plan)
