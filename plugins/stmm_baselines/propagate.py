@@ -9,8 +9,6 @@ through the clustering. It is the simplest model that uses position, the baselin
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
@@ -29,24 +27,9 @@ def mean_adjacency(ctx: GraphContext) -> Tensor:
     cached = ctx.cache.get("propagate.mean_adj")
     if cached is not None:
         return cached
-    n = ctx.n_nodes
-    ei = ctx.edge_index.to(dtype=torch.long)
-    keep = ei[0] != ei[1]
-    loops = torch.arange(n, device=ei.device, dtype=torch.long)
-    row = torch.cat([ei[1][keep], loops])
-    col = torch.cat([ei[0][keep], loops])
-    key = torch.unique(row * n + col)  # coalesced, sorted by (row, col)
-    row, col = key // n, key % n
-    if ctx.degree is not None:
-        deg = ctx.degree.to(device=ei.device, dtype=torch.float32).reshape(-1)
-    else:
-        deg = (torch.bincount(row, minlength=n) - 1).to(torch.float32)
-    crow = torch.zeros(n + 1, dtype=torch.long, device=ei.device)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-        adj = torch.sparse_csr_tensor(crow, col, (1.0 / (deg + 1.0))[row], (n, n), dtype=torch.float32,
-                                      device=ei.device, check_invariants=False)
+    from stmm_core.adjacency import mean_adjacency as build
+
+    adj = build(ctx.edge_index, ctx.n_nodes, ctx.degree)
     ctx.cache["propagate.mean_adj"] = adj
     return adj
 

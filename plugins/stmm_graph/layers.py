@@ -11,7 +11,6 @@ PyG is imported only when a GAT or SAGE layer is built.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
 import torch
@@ -42,19 +41,10 @@ def build_adj_norm(
         float32 sparse CSR ``(N, N)`` with row = target, column = source and degree counted at the target,
         so ``adj @ x`` equals PyG ``GCNConv`` propagation (for a symmetric graph it is the symmetric matrix).
     """
-    ei = edge_index.to(dtype=torch.long)
-    device = ei.device
-    src, dst = ei[0], ei[1]
-    keep = src != dst
-    loops = torch.arange(n, device=device, dtype=torch.long)
-    row = torch.cat([dst[keep], loops])
-    col = torch.cat([src[keep], loops])
-    key = torch.unique(row * n + col)  # coalesced and sorted by (row, col)
-    row, col = key // n, key % n
-    counts = torch.bincount(row, minlength=n)
-    given = None if degree is None else degree.to(device=device, dtype=torch.float32).reshape(-1)
-    if given is not None and given.numel() != n:
-        raise ValueError(f"degree has {given.numel()} entries for {n} nodes")
+    from stmm_core.adjacency import csr_from_structure, given_degree, self_loop_structure
+
+    row, col, counts = self_loop_structure(edge_index, n)
+    given = given_degree(degree, n, row.device)
     if self_loops == "graphst":
         deg = (counts - 1).to(torch.float32) if given is None else given  # every row holds exactly one self loop
         dinv = torch.where(deg > 0, deg.clamp_min(1.0).pow(-0.5), torch.zeros_like(deg))
@@ -62,13 +52,7 @@ def build_adj_norm(
     else:
         dinv = (counts.to(torch.float32) if given is None else given + 1.0).pow(-0.5)
         val = dinv[row] * dinv[col]
-    crow = torch.zeros(n + 1, dtype=torch.long, device=device)
-    crow[1:] = torch.cumsum(counts, 0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
-        return torch.sparse_csr_tensor(
-            crow, col, val, (n, n), dtype=torch.float32, device=device, check_invariants=False
-        )
+    return csr_from_structure(counts, col, val, n)
 
 
 def graph_context(graph: SpatialGraph, device: torch.device | str = "cpu", adj: bool = True) -> GraphContext:
