@@ -29,9 +29,14 @@ Fifth round (the same saved-fit layout; ``--set 'graph.decoder_covariates=["log_
 
     .venv/bin/python benchmarks/consensus_round4.py embdepth   --work $W --sections 151676 151510
     .venv/bin/python benchmarks/consensus_round4.py localdepth --work $W --sections 151510 151676
+    .venv/bin/python benchmarks/consensus_round4.py families   --work $W --sections 151675 151676 151510
 
 * ``embdepth``: for every saved-fit folder of the recipe (``RECIPE`` and ``RECIPE@HASH8``), how much of the log
   library size a linear map of each saved embedding explains (R²), beside the fit's ARI.
+* ``families``: the seeds' solution families (average linkage on 1 − pairwise ARI, cut at ``--cut``), each
+  family's size, ARI and the ARI of the vote of its members; then, for every 5-seed set drawable from the
+  saved seeds (all C(15, 5) = 3003), which family holds the plurality, and what a rule that always returned the
+  vote of the *plurality* family or of the *best* family present (an oracle) would score: mean and sd over sets.
 * ``localdepth``: the training-free baseline on features with only the *local* part of depth regressed out (log
   library minus its mean over 1, 3 or 8 hops of the graph), against no removal and the total.
 
@@ -170,30 +175,53 @@ def anchor(args: argparse.Namespace) -> None:
                   flush=True)
 
 
-def depth(args: argparse.Namespace) -> None:
-    import anndata as ad
-    import scanpy as sc
-    import scipy.sparse as sp
-    import torch
-
+def _baseline_inputs(sec: str) -> dict:
+    """The training-free baseline's ingredients on one section: spec, section, K, truth, log library, features."""
     from consensus_dlpfc import _label_column, _section_path
-    from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.refine import refine_labels
     from stmm_core.pipeline.run import load_section, resolve_n_domains
     from stmm_core.pipeline_base import build_component
     from stmm_core.recipes import get_recipe
     from stmm_core.spec import parse_spec
     from stmm_genes.hvg import _counts
-    from stmm_graph.layers import graph_context
 
     spec = parse_spec(get_recipe(BASELINE)["spec"])
+    section = load_section(_section_path(sec))
+    col = _label_column(sec)
+    counts = _counts(section)
+    return {"spec": spec, "section": section, "k": resolve_n_domains(section, None, col),
+            "truth": section.obs[col].to_numpy(), "counts": counts,
+            "lib": np.log(np.asarray(counts.sum(1)).ravel()),
+            "x": np.asarray(build_component(spec, "gene").fit(section).transform(section), dtype=np.float64),
+            "graph": build_component(spec, "builder").build(section.coords)}
+
+
+def _baseline_aris(inp: dict, feats: np.ndarray, seeds: int) -> list[float]:
+    """The baseline's graph model, mixture (clustering seeds 0…seeds-1) and refinement on ``feats``: the ARIs."""
+    import torch
+
+    from stmm_core.metrics import clustering_scores
+    from stmm_core.pipeline.refine import refine_labels
+    from stmm_core.pipeline_base import build_component
+    from stmm_graph.layers import graph_context
+
+    spec, section = inp["spec"], inp["section"]
+    model = build_component(spec, "graph")
+    model.setup(feats.shape[1], feats.shape[1], len(feats))
+    ctx = graph_context(inp["graph"], adj=False)
+    emb = model(torch.from_numpy(np.asarray(feats, dtype=np.float32)), ctx).clustered().numpy()
+    task = build_component(spec, "task")
+    return [clustering_scores(inp["truth"], refine_labels(section.coords, task.run(emb, inp["k"], s), 7))["ari"]
+            for s in range(seeds)]
+
+
+def depth(args: argparse.Namespace) -> None:
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+
     for sec in args.sections:
-        section = load_section(_section_path(sec))
-        col = _label_column(sec)
-        k, truth = resolve_n_domains(section, None, col), section.obs[col].to_numpy()
-        counts = _counts(section)
-        lib = np.log(np.asarray(counts.sum(1)).ravel())
-        x = np.asarray(build_component(spec, "gene").fit(section).transform(section), dtype=np.float64)
+        inp = _baseline_inputs(sec)
+        counts, lib, x = inp["counts"], inp["lib"], inp["x"]
         corr = sorted((abs(np.corrcoef(x[:, i], lib)[0, 1]) for i in range(x.shape[1])), reverse=True)
         print(f"## {sec}: median library size {np.exp(np.median(lib)):.0f}; |corr(PC, log library)|, largest 3: "
               f"{' '.join(f'{c:.2f}' for c in corr[:3])}")
@@ -210,15 +238,10 @@ def depth(args: argparse.Namespace) -> None:
         adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
         sc.experimental.pp.normalize_pearson_residuals(adata)
         sc.pp.pca(adata, n_comps=30, random_state=0)
-        ctx = graph_context(build_component(spec, "builder").build(section.coords), adj=False)
         for name, feats in (("recipe's features", x),
                             ("log library regressed out", x - design @ np.linalg.lstsq(design, x, rcond=None)[0]),
                             ("analytic Pearson residuals (scanpy)", adata.obsm["X_pca"])):
-            model = build_component(spec, "graph")
-            model.setup(feats.shape[1], feats.shape[1], len(feats))
-            emb = model(torch.from_numpy(np.asarray(feats, dtype=np.float32)), ctx).clustered().numpy()
-            task = build_component(spec, "task")
-            a = [clustering_scores(truth, refine_labels(section.coords, task.run(emb, k, s), 7))["ari"] for s in range(4)]
+            a = _baseline_aris(inp, feats, 4)
             print(f"| {sec} | {BASELINE} on {name} | {np.mean(a):.3f} ± {np.std(a, ddof=1):.3f} (clustering seeds 0-3) |",
                   flush=True)
 
@@ -268,30 +291,13 @@ def embdepth(args: argparse.Namespace) -> None:
 
 def localdepth(args: argparse.Namespace) -> None:
     import scipy.sparse as sp
-    import torch
 
-    from consensus_dlpfc import _label_column, _section_path
-    from stmm_core.metrics import clustering_scores
-    from stmm_core.pipeline.refine import refine_labels
-    from stmm_core.pipeline.run import load_section, resolve_n_domains
-    from stmm_core.pipeline_base import build_component
-    from stmm_core.recipes import get_recipe
-    from stmm_core.spec import parse_spec
-    from stmm_genes.hvg import _counts
-    from stmm_graph.layers import graph_context
-
-    spec = parse_spec(get_recipe(BASELINE)["spec"])
     for sec in args.sections:
-        section = load_section(_section_path(sec))
-        col = _label_column(sec)
-        k, truth = resolve_n_domains(section, None, col), section.obs[col].to_numpy()
-        lib = np.log(np.asarray(_counts(section).sum(1)).ravel())
-        x = np.asarray(build_component(spec, "gene").fit(section).transform(section), dtype=np.float64)
-        graph = build_component(spec, "builder").build(section.coords)
-        n, ei = len(lib), graph.edge_index
+        inp = _baseline_inputs(sec)
+        lib, x, ei = inp["lib"], inp["x"], inp["graph"].edge_index
+        n = len(lib)
         adj = sp.csr_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(n, n)) + sp.eye(n)
         mean_op = sp.diags(1.0 / np.asarray(adj.sum(1)).ravel()) @ adj  # row-normalised (A + I)
-        ctx = graph_context(graph, adj=False)
         variants: list[tuple[str, np.ndarray | None]] = [("none", None), ("total log library", lib)]
         for hops in (1, 3, 8):
             smooth = lib
@@ -303,25 +309,68 @@ def localdepth(args: argparse.Namespace) -> None:
             if cov is not None:
                 design = np.stack([np.ones_like(cov), cov], 1)
                 feats = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
-            model = build_component(spec, "graph")
-            model.setup(feats.shape[1], feats.shape[1], n)
-            emb = model(torch.from_numpy(feats.astype(np.float32)), ctx).clustered().numpy()
-            task = build_component(spec, "task")
-            a = [clustering_scores(truth, refine_labels(section.coords, task.run(emb, k, s), 7))["ari"] for s in range(3)]
+            a = _baseline_aris(inp, feats, 3)
             print(f"| {sec} | {name} | {np.mean(a):.3f} ± {np.std(a, ddof=1):.3f} (clustering seeds 0-2) |", flush=True)
+
+
+def families(args: argparse.Namespace) -> None:
+    from itertools import combinations
+
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from stmm_core.pipeline.consensus import consensus_labels
+
+    for sec in args.sections:
+        runs = _load(args.work, RECIPE, sec)
+        seeds = sorted(runs)
+        truth = runs[seeds[0]]["truth"]
+        lab = {s: runs[s]["labels"] for s in seeds}
+        score = {s: float(runs[s]["ari"]) for s in seeds}
+        d = np.array([[0.0 if a == b else 1.0 - ari(lab[a], lab[b]) for b in seeds] for a in seeds])
+        fam_of = dict(zip(seeds, fcluster(linkage(squareform(d, checks=False), "average"), t=1.0 - args.cut,
+                                          criterion="distance")))
+        fams = sorted(set(fam_of.values()), key=lambda f: -np.mean([score[s] for s in seeds if fam_of[s] == f]))
+        vote = {}
+        print(f"## {sec}: {len(seeds)} seeds, single ARI {np.mean(list(score.values())):.3f} ± "
+              f"{np.std(list(score.values()), ddof=1):.3f}; families (pairwise ARI cut {args.cut}), best first:")
+        for i, f in enumerate(fams):
+            members = [s for s in seeds if fam_of[s] == f]
+            vote[f] = ari(truth, consensus_labels([lab[s] for s in members]).labels)
+            print(f"| {sec} | family {i} | seeds {members} | {len(members)} | ARI {np.mean([score[s] for s in members]):.3f} "
+                  f"| vote of its members {vote[f]:.3f} |")
+        plural, oracle, has_best = [], [], 0
+        for subset in combinations(seeds, 5):
+            count = {f: sum(fam_of[s] == f for s in subset) for f in fams}
+            top = max(count.values())
+            # plurality family; ties go to the family whose members' mean ARI is lower (the pessimistic reading)
+            tied = [f for f in fams if count[f] == top]
+            plural.append(vote[tied[-1]])
+            present = [f for f in fams if count[f] > 0]
+            oracle.append(vote[present[0]])
+            has_best += count[fams[0]] > 0
+        sd = np.std(list(score.values()), ddof=1)
+        p, o = np.array(plural), np.array(oracle)
+        print(f"| {sec} | all {len(plural)} 5-seed sets | plurality family's vote {p.mean():.3f} ± {p.std():.3f} "
+              f"(ratio {p.std() / sd:.2f}) | best family present (oracle) {o.mean():.3f} ± {o.std():.3f} "
+              f"(ratio {o.std() / sd:.2f}) | sets holding a seed of the best family {has_best / len(plural):.2f} |",
+              flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("hcinit", "refstart", "anchor", "depth", "posthoc", "embdepth", "localdepth"):
+    for name in ("hcinit", "refstart", "anchor", "depth", "posthoc", "embdepth", "localdepth", "families"):
         p = sub.add_parser(name)
         p.add_argument("--sections", nargs="+", default=["151676", "151510", "151675"])
         p.add_argument("--work", type=Path, required=True)
     sub.choices["depth"].add_argument("--seeds", nargs="+", type=int, default=[3, 0])
+    sub.choices["families"].add_argument("--cut", type=float, default=0.8,
+                                         help="seeds with average pairwise ARI above this form one family")
     args = ap.parse_args()
     {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc,
-     "embdepth": embdepth, "localdepth": localdepth}[args.cmd](args)
+     "embdepth": embdepth, "localdepth": localdepth, "families": families}[args.cmd](args)
 
 
 if __name__ == "__main__":
