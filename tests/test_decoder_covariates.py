@@ -51,6 +51,7 @@ def test_the_option_is_off_and_out_of_the_spec_by_default():
 
     assert "decoder_covariates" not in VGAEParams().model_dump()  # published specs keep their hash
     assert VGAEParams(decoder_covariates=["log_library"]).model_dump()["decoder_covariates"] == ["log_library"]
+    assert VGAEParams(decoder_covariates="log_library").decoder_covariates == ["log_library"]  # --set NAME
     with pytest.raises(ValueError):
         VGAEParams(decoder_covariates=["batch"])
 

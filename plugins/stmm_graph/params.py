@@ -78,6 +78,12 @@ class VGAEParams(BaseModel):
         "encode them (scVI-style); log_library = the spot's standardised log total counts",
     )
 
+    @field_validator("decoder_covariates", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        # --set graph.decoder_covariates=log_library: one name is a list of one
+        return [v] if isinstance(v, str) else v
+
     @model_serializer(mode="wrap")
     def _drop_new_defaults(self, handler: Any) -> dict[str, Any]:
         # left out at its default, so specs published before the setting keep their hash
