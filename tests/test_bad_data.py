@@ -137,6 +137,25 @@ def test_non_integer_counts_are_a_recorded_warning(world, capsys, tmp_path):
     assert any("non-integer" in w and "--counts-layer" in w for w in metrics["warnings"])
 
 
+def test_normalised_x_beside_a_counts_layer_is_refused_and_the_advice_works(world, capsys, tmp_path):
+    """X log-normalised while layers['counts'] holds the counts: refused naming --counts-layer counts (a silent
+    run on X scored ARI 0.45 against 0.75 on the counts); the advised flag works, and --counts-layer X keeps X."""
+    import scipy.sparse as sp
+
+    a = world["adata"].copy()
+    a.layers["counts"] = a.X.copy()
+    a.X = sp.csr_matrix(np.log1p(np.asarray(a.X.todense() if sp.issparse(a.X) else a.X, dtype=np.float32)))
+    data = _section("h5ad", tmp_path, a, "lognorm")
+    msg = refused(capsys, ["fit", str(world["spec"]), *data, "-o", str(tmp_path / "o"), "-k", "3", *FAST],
+                  "--counts-layer counts")
+    assert "--counts-layer X" in msg
+    for layer, warned in (("counts", False), ("X", True)):  # X kept on request: the result carries the warning
+        out = tmp_path / f"o-{layer}"
+        assert main(["fit", str(world["spec"]), *data, "--counts-layer", layer, "-o", str(out), "-k", "3", *FAST]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert any("non-integer" in w for w in metrics.get("warnings", [])) is warned
+
+
 def test_domains_found_differ_from_k_is_said(world, capsys, tmp_path):
     from stmm_graph_fusion.run import summary_lines
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +212,12 @@ def test_identity_graph_model_returns_its_input():
     (["benchmark", "domainz"], "unknown benchmark suite 'domainz' (did you mean 'domains'?)"),
     (["benchmark", "domains", "--datasets", "dlpfc-99"], "unknown dataset 'dlpfc-99'"),
     (["benchmark", "domains", "--format", "xml"], "--format 'xml'"),
+    (["benchmark", "domains", "--datasets", "dlpfc-99"], "--datasets"),
+    (["benchmark", "domains", "-p", "expression-gmm,expression-gmm+consensus0"], "+consensus0 needs 2…100 seeds"),
+    (["benchmark", "domains", "-p", "expression-gmm+consensus101"], "+consensus101 needs 2…100 seeds"),
+    (["benchmark", "domains", "-p", "expression-gmm+consensusX"], "RECIPE+consensusN"),
+    (["benchmark", "domains", "-p", "expression-gmm+consensus2-bogus"], "RECIPE+consensusN"),
+    (["benchmark", "domains", "-p", "magic+consensus2"], "family has no consensus domains"),
 ])
 def test_cli_bad_names_give_one_clear_error(argv, needle, capsys):
     from stmm_core.cli.main import main
@@ -218,6 +225,36 @@ def test_cli_bad_names_give_one_clear_error(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+
+
+def test_two_datasets_with_one_file_name_both_run(section_paths, tmp_path):
+    """A/sec.h5ad and B/sec.h5ad are two datasets (the second named sec_2); one path given twice runs once."""
+    import shutil
+
+    from stmm_core.benchmark.datasets import select
+
+    _, no_img = section_paths
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(no_img, tmp_path / sub / "sec.h5ad")
+    a, b = str(tmp_path / "A" / "sec.h5ad"), str(tmp_path / "B" / "sec.h5ad")
+    picked = select([a, b, a], [], label="domain")
+    assert [d.name for d in picked] == ["sec", "sec_2"]
+    assert [d.path for d in picked] == [str(Path(a).resolve()), str(Path(b).resolve())]
+
+
+def test_benchmark_refuses_a_folder_of_other_files(section_paths, capsys, tmp_path):
+    from stmm_core.cli.main import main
+
+    _, no_img = section_paths
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["benchmark", "domains", "-p", "expression-gmm", "-d", str(no_img), "--label", "domain",
+                 "--seeds", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds other files and no benchmark results" in err and "-o" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_cli_markdown_output(section_paths, capsys, tmp_path):

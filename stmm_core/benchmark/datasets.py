@@ -212,14 +212,22 @@ def select(items: list[str] | None, default: list[str], label: str | None = None
 
             close = difflib.get_close_matches(item, list(BUILTIN), n=2, cutoff=0.5)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise DataError(f"unknown dataset {item!r}{hint}; registered: {', '.join(BUILTIN)}, or give a path "
-                            "to an .h5ad")
-    seen: set[str] = set()
+            raise DataError(f"--datasets: unknown dataset {item!r}{hint}; registered: {', '.join(BUILTIN)}, or give "
+                            "a path to an .h5ad")
+    # the same dataset given twice runs once; two different files with one name (A/sec.h5ad, B/sec.h5ad) both
+    # run, the later one named sec_2 (as 'stmm run --data' names its sections)
+    by_name: dict[str, str] = {}
     unique = []
     for d in out:
-        if d.name not in seen:
-            seen.add(d.name)
-            unique.append(d)
+        if by_name.get(d.name) == d.path:
+            continue
+        if d.name in by_name:
+            i = 2
+            while f"{d.name}_{i}" in by_name:
+                i += 1
+            d = d.model_copy(update={"name": f"{d.name}_{i}"})
+        by_name[d.name] = d.path
+        unique.append(d)
     if label is not None:
         unique = [d if d.label else d.model_copy(update={"label": label}) for d in unique]
     return unique

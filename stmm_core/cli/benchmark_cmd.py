@@ -135,12 +135,33 @@ def check_pipeline_names(items: Optional[list[str]]) -> None:
         if item.endswith(".json") or Path(item).exists() or any(ch in item for ch in "*?["):
             continue
         m = _CONSENSUS.fullmatch(item)
+        if m is None and "+consensus" in item:
+            raise StmmError(f"--pipelines {item!r}: a consensus row is RECIPE+consensusN or RECIPE+consensusN-MODE "
+                            "with N seeds (2…100) and MODE vote, embedding or coassoc, e.g. "
+                            "stereomm-expression+consensus5-coassoc")
         name = m.group(1) if m else item
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
             raise StmmError(f"--pipelines {item!r}: no recipe named {name!r}; {hint}(recipes: 'stmm list --kind "
                             "recipe'; a spec file ends in .json)")
+        if m is not None:
+            _check_consensus_row(item, name, int(m.group(2)))
+
+
+def _check_consensus_row(item: str, recipe: str, n: int) -> None:
+    """``RECIPE+consensusN``: N seeds in 2…100, and a recipe whose family fits consensus domains."""
+    from stmm_core.errors import StmmError
+    from stmm_core.family import get_family
+    from stmm_core.recipes import get_recipe
+
+    if not 2 <= n <= 100:
+        raise StmmError(f"--pipelines {item!r}: +consensus{n} needs 2…100 seeds (1 would be the recipe's own row: "
+                        f"-p {recipe})")
+    family = get_recipe(recipe)["spec"].get("pipeline")
+    if family is not None and "consensus" not in get_family(family).fit_options:
+        raise StmmError(f"--pipelines {item!r}: the {family!r} pipeline family has no consensus domains; "
+                        f"benchmark -p {recipe} instead")
 
 
 def benchmark(
@@ -212,6 +233,10 @@ def benchmark(
         if any((output / name).is_file() for name in ("manifest.json", "spec.json")):
             raise StmmError(f"-o {output} is a run folder (it holds a saved pipeline), not a benchmark folder; give a "
                             "new folder, or one of earlier benchmark results, with -o")
+        if output.is_dir() and any(output.iterdir()) and not (
+                (output / "results").is_dir() or (output / "RESULTS.md").is_file()):
+            raise StmmError(f"-o {output} holds other files and no benchmark results (results/, RESULTS.md); give a "
+                            "new or empty folder, or one of earlier benchmark results, with -o")
 
     command = "stmm benchmark " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"stmm benchmark {suite}"
     outcome = run_benchmark(suite, pipelines=chosen, datasets=data, seeds=seeds,

@@ -80,7 +80,8 @@ COORDS = typer.Option(None, "--coords", help="Spot positions for a counts table 
                                              "obsm['spatial']): a table with columns id, x, y in full-resolution px, "
                                              "or a Space Ranger spatial/ folder.")
 COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Where an .h5ad keeps its raw counts when X is "
-                                                        "normalised: a layers[] name, or 'raw' for adata.raw.")
+                                                        "normalised: a layers[] name, 'raw' for adata.raw, or 'X' to take X "
+                                                        "as it is.")
 BIN_SIZE = typer.Option(None, "--bin-size", help="Visium HD (Space Ranger 3 binned_outputs/): bin side in µm, 2, 8 "
                                                   "or 16 (default 8). Stereo-seq .gem: bin side in DNB (default 50).")
 REGION = typer.Option(None, "--region", metavar="X0,Y0,X1,Y1", help="Visium HD: read only the bins inside this "

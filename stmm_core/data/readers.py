@@ -99,15 +99,38 @@ def _looks_like_counts(m: Any) -> bool:
     return bool(np.all(d == np.round(d)))
 
 
+def _layer_looks_like_counts(layer: Any) -> bool:
+    """A layer with non-negative integer values in its first 100k stored entries (dense or sparse)."""
+    import scipy.sparse as sp
+
+    try:
+        d = layer.data[: 100_000] if sp.issparse(layer) else np.asarray(layer).ravel()[: 100_000]
+        d = np.asarray(d, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    d = d[np.isfinite(d)]
+    return bool(d.size and np.all(d >= 0) and np.all(d == np.round(d)) and np.any(d > 0))
+
+
 def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path: Path) -> Any:
     """CSR float32 counts from ``layers[counts_layer]``, ``adata.raw`` (``counts_layer="raw"``) or ``X``.
 
-    Without ``counts_layer`` we use ``X`` and never guess from ``adata.raw``: if ``X`` holds non-integer
-    values (it looks normalised) a warning says to pass ``counts_layer=`` (a layer name, or ``"raw"``).
+    Without ``counts_layer`` we use ``X`` and never guess: if ``X`` holds non-integer values (it looks
+    normalised) while a layer or ``adata.raw`` holds integer counts, the read is refused with the flag that picks
+    them (``--counts-layer NAME``, or ``--counts-layer X`` to keep ``X``); with no such alternative a warning says
+    so. ``counts_layer="X"`` takes ``X`` as it is, without the check.
     """
-    if counts_layer is None:
+    if counts_layer is None or (counts_layer == "X" and "X" not in adata.layers):
         m = _to_csr(adata.X, f"{path}: X")
-        if m.nnz and not _looks_like_counts(m):
+        if counts_layer is None and m.nnz and not _looks_like_counts(m):
+            found = [name for name in adata.layers if _layer_looks_like_counts(adata.layers[name])]
+            if adata.raw is not None and adata.raw.n_vars and _layer_looks_like_counts(adata.raw.X):
+                found.append("raw")
+            if found:
+                raise DataError(
+                    f"{path}: X has non-integer values (normalised?) but {', '.join(repr(f) for f in found)} "
+                    f"{'holds' if len(found) == 1 else 'hold'} integer counts; pass --counts-layer {found[0]} "
+                    "(or --counts-layer X to use X as it is)")
             hint = "a layer name" + (f" (layers: {', '.join(adata.layers)})" if len(adata.layers) else "")
             hint += " or 'raw' (adata.raw is present)" if adata.raw is not None else ""
             warnings.warn(
@@ -125,7 +148,7 @@ def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path:
             raise DataError(f"{path}: adata.raw lacks {len(missing)} genes of var_names (e.g. {missing[0]!r})")
         cols = raw.var_names.get_indexer(adata.var_names)
         return _to_csr(raw.X, f"{path}: raw.X")[:, cols]
-    known = list(adata.layers) + (["raw"] if adata.raw is not None else [])
+    known = list(adata.layers) + (["raw"] if adata.raw is not None else []) + ["X"]
     raise DataError(
         f"{path}: --counts-layer {counts_layer!r} not found; available: {', '.join(known) or 'none (leave --counts-layer out to use X)'}"
     )
