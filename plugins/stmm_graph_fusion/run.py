@@ -54,7 +54,8 @@ def fit_to_dir(
     from stmm_core.seeding import configure_threads, resolve_device
 
     t0 = time.perf_counter()
-    out_dir = check_output_dir(out_dir, overwrite=overwrite)
+    out_dir = check_output_dir(out_dir, overwrite=overwrite,
+                               inputs=[data] if isinstance(data, (str, Path)) else list(data))
     if zarr:  # fail before the fit when the optional extra is missing
         from stmm_core.data.spatialdata_io import _require
 
@@ -83,6 +84,12 @@ def fit_to_dir(
             if batch_correct not in (None, "none"):
                 raise StmmError("--batch-correct corrects between sections: give several sections with --data A B …")
             data = paths[0]
+            if image is not None and spec.components.get("image") is None:
+                import warnings
+
+                warnings.warn(f"--image {image}: this pipeline ({spec.recipe or 'spec'}) has no image encoder, so "
+                              "the image only backs the plots; compose one with an image encoder (e.g. the recipe "
+                              "stereomm) to fuse it", stacklevel=2)
             load = {"data": data, "image": image, "scale": scale, "coords": coords, "counts_layer": counts_layer,
                     "bin_size": bin_size, "region": region}
             fit_kw = {}

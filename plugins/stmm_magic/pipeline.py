@@ -190,7 +190,7 @@ def fit_magic(
         raise StmmError(f"--stage must be 1 or 2, got {stage}")
     from stmm_core.pipeline.outputs import check_output_dir
 
-    out_dir = check_output_dir(out_dir, overwrite=overwrite, resume=stage == 2)
+    out_dir = check_output_dir(out_dir, overwrite=overwrite, resume=stage == 2, inputs=list(data))
     dev = resolve_device(device)
     threads = configure_threads()  # STMM_THREADS (1 is fastest on an oversubscribed machine)
     distributed = dist_ctx.init(dev)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)

@@ -163,7 +163,8 @@ def check_reachable(s: HubSettings, timeout: float = 3.0) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise HubAccessError(f"cannot reach {s.endpoint} (network unreachable: {reason}); connect to the network, "
-                             "or pass --offline to use a pipeline already in the local Hub cache") from None
+                             "or use a pipeline already in the local Hub cache: --offline (stmm pull / predict / embed) or "
+                             "HF_HUB_OFFLINE=1 before any stmm command") from None
 
 
 def pull(ref: str, out_dir: str | Path | None = None, *, offline: bool | None = None, allow_pickle: bool = False,

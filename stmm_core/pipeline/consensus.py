@@ -19,7 +19,15 @@ import numpy as np
 
 
 def consensus_seeds(seed: int, n: int) -> list[int]:
-    """The single-fit seeds behind consensus seed *seed* with *n* members: ``seed*n … seed*n + n - 1``."""
+    """The single-fit seeds behind consensus seed *seed* with *n* members: ``seed*n … seed*n + n - 1``.
+
+    Raises :class:`~stmm_core.errors.StmmError` naming ``--seed`` and ``--consensus`` when the last one would pass
+    the largest seed (2**32 - 1)."""
+    from stmm_core.errors import StmmError
+
+    if n > 1 and seed * n + n - 1 > 2**32 - 1:
+        raise StmmError(f"--seed {seed} with --consensus {n} fits seeds {seed}×{n} … {seed}×{n}+{n - 1}, past the "
+                        f"largest seed {2**32 - 1}; use --seed at most {(2**32 - n) // n}")
     return [seed * n + i for i in range(n)] if n > 1 else [seed]
 
 

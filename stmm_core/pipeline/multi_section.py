@@ -225,7 +225,13 @@ def prepare_sections(spec: Any, paths: Sequence[Any], *, image: Any = None, scal
         raise StmmError("--image/--scale/--coords apply to one section; with several --data sections give files "
                         "that carry their own positions and images (.h5ad or Space Ranger folders)")
     loads = [{"data": p, "counts_layer": counts_layer} for p in paths]
-    sections = [load_section(**kw) for kw in loads]
+    try:
+        sections = [load_section(**kw) for kw in loads]
+    except StmmError as exc:
+        if "--coords" not in str(exc):
+            raise
+        raise type(exc)(f"{exc}. With several --data sections --coords is not taken: store the positions in each "
+                        "file (obsm['spatial']), or fit the section alone") from None
     section = combine_sections(sections)
     n_cross = cross_section_edges(spec, section)
     if n_cross:  # pragma: no cover - the side-by-side layout makes this impossible; a guard, not a code path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -35,12 +35,50 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def check_output_dir(out_dir: str | Path, flag: str = "-o", overwrite: bool = False, resume: bool = False) -> Path:
+def check_output_dir(out_dir: str | Path, flag: str = "-o", overwrite: bool = False, resume: bool = False,
+                     inputs: "Sequence[str | Path]" = ()) -> Path:
     """Fail early (before any data is read) when *out_dir* cannot become this run's folder: see
-    :func:`stmm_core.atomic.check_output` (writable, empty or an earlier run with ``--overwrite``)."""
+    :func:`stmm_core.atomic.check_output` (writable, empty or an earlier run with ``--overwrite``). *inputs*: the
+    ``--data`` paths; one inside an existing *out_dir* is refused, since the run replaces that folder whole."""
     from stmm_core.atomic import check_output
+    from stmm_core.errors import StmmError
 
-    return check_output(out_dir, flag=flag, kind="dir", overwrite=overwrite, resume=resume)
+    path = check_output(out_dir, flag=flag, kind="dir", overwrite=overwrite, resume=resume)
+    if path.is_dir() and not resume:
+        root = path.resolve()
+        for item in inputs:
+            where = Path(str(item)).expanduser().resolve()
+            if where == root or where.is_relative_to(root):
+                raise StmmError(f"--data {item} lies inside {flag} {out_dir}, which this run replaces whole; copy the "
+                                f"input out of that folder first, or give another {flag}")
+    return path
+
+
+def _array_bytes(adata: Any) -> int:
+    """Bytes of the arrays an AnnData writes (X, layers, obsm, obsp; sparse: data + indices + indptr)."""
+    import scipy.sparse as sp
+
+    def size(a: Any) -> int:
+        if sp.issparse(a):
+            return int(a.data.nbytes + a.indices.nbytes + a.indptr.nbytes)
+        return int(getattr(a, "nbytes", 0))
+
+    arrays = [adata.X, *adata.layers.values(), *adata.obsm.values(), *adata.obsp.values()]
+    return sum(size(a) for a in arrays if a is not None) + int(adata.obs.memory_usage(deep=True).sum())
+
+
+def check_free_space(folder: Path, need_bytes: int, out_dir: Path, flag: str = "-o") -> None:
+    """Refuse, before writing, a disk without room for about *need_bytes* (+ 20 % and 8 MB for plots and
+    metadata): a full disk part-way through an HDF5 write ends in a flood of h5py errors, not one message."""
+    import shutil
+
+    need = int(need_bytes * 1.2) + (8 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        from stmm_core.errors import StmmError
+
+        raise StmmError(f"{flag} {out_dir}: {free / 2**20:.1f} MB free on that disk, and this run's files need about "
+                        f"{need / 2**20:.1f} MB; free space there or give {flag} a folder on another disk")
 
 
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
@@ -67,6 +105,8 @@ def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: d
         from stmm_core.pipeline.run_extras import add_extras_to_adata
 
         add_extras_to_adata(adata, result)  # consensus confidence, per-seed labels, marker genes
+        check_free_space(stage, _array_bytes(adata) + sum(int(v.numel()) * v.element_size()
+                                                          for v in result.state_dict.values()), out_dir)
         adata.write_h5ad(stage / "result.h5ad")
         if zarr:
             from stmm_core.data.spatialdata_io import ZARR_RESULT, write_result_zarr

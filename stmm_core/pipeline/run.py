@@ -40,6 +40,28 @@ def load_section(data: str | Path, image: str | Path | None = None, scale: float
     return filter_section(section, drop_genes=not keep_genes)
 
 
+def _check_shared_label_names(truth: "np.ndarray", mask: "np.ndarray", ids: "np.ndarray", names: list[str],
+                              labels: str, flag: str) -> None:
+    """Several sections, K taken from their labels: two sections with no label name in common are refused (K from
+    the union would count every domain twice); partly different names are a warning."""
+    import warnings
+
+    sets = [{str(c) for c in truth[mask & (ids == i)]} for i in range(len(names))]
+    union = set().union(*sets)
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            if not sets[i] & sets[j]:
+                raise DataError(
+                    f"{flag} {labels!r}: sections {names[i]!r} and {names[j]!r} share no label name "
+                    f"({', '.join(sorted(sets[i])[:5])} vs {', '.join(sorted(sets[j])[:5])}), so K from all their "
+                    f"labels ({len(union)}) would count each domain twice; give --n-domains K, or labels that use "
+                    "the same names in every section")
+    odd = [f"{n} lacks {', '.join(sorted(union - s_)[:5])}" for n, s_ in zip(names, sets) if union - s_]
+    if odd:
+        warnings.warn(f"{flag} {labels!r}: K = {len(union)} from the label names of all sections; " + "; ".join(odd),
+                      stacklevel=3)
+
+
 def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: str | None,
                       flag: str = "--labels") -> int | str | None:
     """K from ``--n-domains`` (a number, or ``"auto"``: chosen after training by
@@ -66,9 +88,12 @@ def resolve_n_domains(section: "Section", n_domains: int | str | None, labels: s
                             f"of domain labels to {flag}")
         ids = section.meta.get("section_ids")
         if ids is not None and "section" in section.obs:  # several --data sections: each is scored on its own
-            for i, name in enumerate(section.obs["section"].cat.categories):
+            names = list(section.obs["section"].cat.categories)
+            for i, name in enumerate(names):
                 check_truth(truth[np.asarray(ids) == i], f"{flag} {labels!r} in section {name!r}",
                             "give sections that all carry that column, or " + fix)
+            if n_domains is None:  # K from the union of the sections' label names: they must mean the same
+                _check_shared_label_names(truth, mask, np.asarray(ids), names, labels, flag)
     if n_domains is not None:
         if n_domains == "auto":
             return n_domains
