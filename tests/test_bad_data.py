@@ -223,11 +223,8 @@ def test_suggested_fixes_for_counts_and_labels_work(world, capsys, tmp_path):
     a.write_h5ad(p)
     spec = str(world["spec"])
     out = tmp_path / "o"
-    assert main(["fit", spec, "--data", str(p), "-o", str(out), "-k", "3", *FAST]) == 0
-    warned = _json.loads((out / "metrics.json").read_text())["warnings"]
-    assert any("--counts-layer" in w for w in warned)
-    assert main(["fit", spec, "--data", str(p), "--counts-layer", "counts", "-o", str(out), "--overwrite", "-k", "3",
-                 *FAST]) == 0
+    refused(capsys, ["fit", spec, "--data", str(p), "-o", str(out), "-k", "3", *FAST], "--counts-layer counts")
+    assert main(["fit", spec, "--data", str(p), "--counts-layer", "counts", "-o", str(out), "-k", "3", *FAST]) == 0
     assert not _json.loads((out / "metrics.json").read_text()).get("warnings")
     msg = refused(capsys, ["fit", spec, "--data", str(p), "--counts-layer", "counts", "--labels", "one",
                            "-o", str(tmp_path / "o2"), *FAST], "--n-domains")
