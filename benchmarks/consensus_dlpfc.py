@@ -65,8 +65,28 @@ def _spec(args: argparse.Namespace):
 
 
 def _folder(args: argparse.Namespace) -> str:
-    """``RECIPE`` for the recipe's own spec, ``RECIPE@HASH8`` when ``--set`` changed it (saved fits never mix)."""
-    return args.recipe + (f"@{_spec(args).hash()[:8]}" if args.set else "")
+    """``RECIPE`` for the recipe's own spec, ``RECIPE@HASH8`` when ``--set`` changed it (saved fits never mix),
+    ``…+shared`` with ``--shared-genes``."""
+    return (args.recipe + (f"@{_spec(args).hash()[:8]}" if args.set else "")
+            + ("+shared" if getattr(args, "shared_genes", False) else ""))
+
+
+def _restrict_to_shared_genes(sections: dict) -> dict:
+    """Each section restricted to the genes all of them hold (the gene set a joint ``--data A B`` fit uses)."""
+    import dataclasses
+
+    shared = None
+    for sec in sections.values():
+        names = set(map(str, sec.gene_names))
+        shared = names if shared is None else shared & names
+    out = {}
+    for name, sec in sections.items():
+        keep = np.flatnonzero(np.isin(np.asarray(sec.gene_names).astype(str), sorted(shared)))
+        out[name] = dataclasses.replace(
+            sec, counts=sec.counts[:, keep].tocsr(), gene_names=sec.gene_names[keep],
+            gene_symbols=None if sec.gene_symbols is None else sec.gene_symbols[keep], adata=None)
+        print(f"{name}: {len(keep)} shared genes of {sec.n_genes}", flush=True)
+    return out
 
 
 def fit(args: argparse.Namespace) -> None:
@@ -78,6 +98,8 @@ def fit(args: argparse.Namespace) -> None:
     configure_threads()
     base = _spec(args)
     sections = {s: load_section(_section_path(s)) for s in args.sections}
+    if args.shared_genes:
+        sections = _restrict_to_shared_genes(sections)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     for seed in (seeds[::-1] if args.reverse else seeds):  # a second process can work from the other end
         for name, section in sections.items():
@@ -250,6 +272,11 @@ def main() -> None:
     sub.choices["fit"].add_argument("--seeds", type=int, default=15)
     sub.choices["fit"].add_argument("--seed-start", type=int, default=0)
     sub.choices["fit"].add_argument("--reverse", action="store_true", help="last seed first")
+    for name in ("fit", "table", "bootstrap", "pairs"):
+        sub.choices[name].add_argument(
+            "--shared-genes", action="store_true",
+            help="restrict every section to the genes all --sections hold (the genes of a joint fit); fits go to "
+                 "RECIPE+shared")
     sub.choices["table"].add_argument("--n", type=int, default=5)
     sub.choices["table"].add_argument("--json", type=Path, default=None)
     sub.choices["table"].add_argument("--plots", type=Path, default=None, help="write confidence maps here")

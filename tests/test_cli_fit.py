@@ -194,7 +194,9 @@ def test_counts_table_with_coords_and_counts_layer_from_the_command_line(tmp_pat
     norm.write_h5ad(tmp_path / "norm.h5ad")
     r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "norm.h5ad"), "-o", str(tmp_path / "v"),
                   *fast])
-    assert r.returncode == 0 and "stmm: warning:" in r.stderr and "--counts-layer" in r.stderr, r.stderr
+    # normalised X with the counts in a layer: refused, naming the flag and the layer (nothing written)
+    assert r.returncode == 2 and "--counts-layer counts" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "v").exists()
     r = run_stmm(["run", "stereomm-expression", "--data", str(tmp_path / "norm.h5ad"), "--counts-layer", "counts",
                   "-o", str(tmp_path / "w"), *fast])
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

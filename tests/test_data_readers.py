@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from stmm_core.errors import DataError
 from stmm_core.data.image import ArrayImage, PILImage, TiffImage, open_image, to_rgb_uint8
 from stmm_core.data.readers import read_10x_h5, read_coords_table, read_section, read_spaceranger_spatial
 
@@ -141,8 +142,9 @@ def test_counts_layer_and_raw(tmp_path):
     ad.raw = ad.copy()
     ad.X = sp.csr_matrix(np.log1p(counts.toarray()) + 0.5)
     path = write_h5ad(tmp_path, ad)
-    with pytest.warns(UserWarning, match="counts_layer"):
-        read_section(path)
+    with pytest.raises(DataError, match="'counts', 'raw' hold integer counts; pass --counts-layer counts"):
+        read_section(path)  # normalised X while a layer and raw hold counts: never silently used
+    np.testing.assert_allclose(read_section(path, counts_layer="X").counts.toarray(), ad.X.toarray(), rtol=1e-6)
     for layer in ("counts", "raw"):
         s = read_section(path, counts_layer=layer)
         np.testing.assert_array_equal(s.counts.toarray(), counts.toarray())
