@@ -121,7 +121,13 @@ def plot_domains(section: "Section", labels: np.ndarray, path: Path, truth: Any 
 
     palette = domain_palette(labels, truth)  # the same colours go into result.h5ad and report.html
     panels, colour = palette.panels, palette.colour
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6), squeeze=False)
+    # the height follows the tissue's aspect (sections of a joint fit lie side by side: a wide, low layout)
+    if bg is not None:
+        aspect = bg.shape[0] / max(bg.shape[1], 1)
+    else:
+        aspect = float(np.ptp(xy[:, 1]) or 1.0) / float(np.ptp(xy[:, 0]) or 1.0)
+    height = float(min(8.0, max(3.4, 5.2 * aspect + 0.8)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), height), squeeze=False)
     diam = (section.spot_diameter or 0) * f
     size = max(2.0, min(60.0, (diam * 0.9) ** 2 * (72 / 100) ** 2)) if diam else 8.0
     um = microns_per_px(section)
