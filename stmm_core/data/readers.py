@@ -93,14 +93,19 @@ def _to_csr(x: Any, what: str) -> Any:
     return m
 
 
-def _looks_like_counts(m: Any) -> bool:
-    d = m.data[: 100_000]
-    d = d[np.isfinite(d)]  # NaN/inf are reported by validate_section
+def _integer_valued(d: np.ndarray) -> bool:
+    """Finite entries of *d* all integers (NaN/inf are reported by validate_section)."""
+    d = d[np.isfinite(d)]
     return bool(np.all(d == np.round(d)))
 
 
+def _looks_like_counts(m: Any) -> bool:
+    """Integer values in the first 100k stored entries of CSR ``m``."""
+    return _integer_valued(m.data[: 100_000])
+
+
 def _layer_looks_like_counts(layer: Any) -> bool:
-    """A layer with non-negative integer values in its first 100k stored entries (dense or sparse)."""
+    """A layer (dense or sparse) whose first 100k stored entries are non-negative integers, not all zero."""
     import scipy.sparse as sp
 
     try:
@@ -108,8 +113,7 @@ def _layer_looks_like_counts(layer: Any) -> bool:
         d = np.asarray(d, dtype=np.float64)
     except (TypeError, ValueError):
         return False
-    d = d[np.isfinite(d)]
-    return bool(d.size and np.all(d >= 0) and np.all(d == np.round(d)) and np.any(d > 0))
+    return bool(np.nanmax(d, initial=0.0) > 0 and np.nanmin(d, initial=0.0) >= 0 and _integer_valued(d))
 
 
 def _counts_from_adata(adata: "anndata.AnnData", counts_layer: str | None, path: Path) -> Any:

@@ -259,6 +259,16 @@ def embed_partitioned(
     return out
 
 
+def set_partition_covariates(parts: list[Partition], covariates: "torch.Tensor | None") -> None:
+    """Give each partition (core + halo) its rows of the per-spot decoder covariates ``(N, C)`` (static: once)."""
+    if covariates is None:
+        return
+    import torch
+
+    for pt in parts:
+        pt.ctx.covariates = covariates.index_select(0, torch.from_numpy(pt.nodes).to(covariates.device))
+
+
 def fit_partitioned(
     spec: Any,
     section: Any,
@@ -307,10 +317,7 @@ def fit_partitioned(
                             t_gene.device, rank=graph.rank)
     from stmm_core.pipeline.covariates import context_covariates
 
-    cov = context_covariates(section, model, str(t_gene.device))
-    if cov is not None:  # static per spot: each partition (core + halo) reads its rows once
-        for pt in parts:
-            pt.ctx.covariates = cov.index_select(0, torch.from_numpy(pt.nodes).to(cov.device))
+    set_partition_covariates(parts, context_covariates(section, model, str(t_gene.device)))
     sizes = np.array([pt.n_nodes for pt in parts])
     binfo.update(partitions=len(parts), **plan.describe(), partition_size=tr.partition_size,
                  accumulate=tr.accumulate, max_partition_nodes=int(sizes.max()),

@@ -58,7 +58,8 @@ def compare_partition_step(
 
     from stmm_core.interfaces import GraphContext
     from stmm_core.pipeline.covariates import model_covariates
-    from stmm_core.pipeline.minibatch import make_partitions, partition_plan, train_partitioned
+    from stmm_core.pipeline.minibatch import (make_partitions, partition_plan, set_partition_covariates,
+                                              train_partitioned)
 
     plan = partition_plan(fusion, model)
     hops = plan.hops if hops is None else int(hops)
@@ -86,9 +87,7 @@ def compare_partition_step(
 
     # partitions, through the real trainer (one epoch, accumulated, no optimiser step)
     parts = make_partitions(coords, edge_index, n, partition_size, hops)
-    if covariates is not None:
-        for pt in parts:
-            pt.ctx.covariates = covariates.index_select(0, torch.from_numpy(pt.nodes))
+    set_partition_covariates(parts, covariates)
     torch.manual_seed(seed)
     hist = train_partitioned(fusion, model, img, gene, target, parts, _NoStep(params), params, epochs=1,
                              grad_clip=None, accumulate=True, seed=seed, lr=0.0, plan=plan)
