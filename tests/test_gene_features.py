@@ -269,3 +269,30 @@ def test_regress_depth_removes_depth_and_keeps_the_groups():
     best = max(max(roc_auc_score(groups, x), 1 - roc_auc_score(groups, x)) for x in out[True].T)
     assert best > 0.95
     assert "regress_depth" not in PCAGeneParams().model_dump()  # off: published specs keep their hash
+
+
+def test_moran_prefers_spatially_patterned_genes_over_noisier_ones():
+    """Genes 0-9 follow a left/right split of the tissue (modest fold change); genes 10-19 switch between the same
+    two levels at random spots (the same per-spot variance, but no spatial pattern). Variance-based flavours
+    cannot tell them apart; Moran's I on the spot graph keeps the patterned ones - and the ranking follows the
+    positions, not the row order."""
+    rng = np.random.default_rng(3)
+    side = 40
+    xy = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2).astype(float)
+    n = len(xy)
+    left = xy[:, 0] < side / 2
+    rate = np.full((n, 200), 4.0)
+    rate[:, :10] = np.where(left, 8.0, 2.0)[:, None]
+    rate[:, 10:20] = np.where(rng.permutation(left), 8.0, 2.0)[:, None]
+    counts = rng.poisson(rate).astype(np.float32)
+    genes = [f"G{i:03d}" for i in range(200)]
+    sec = make_section(counts, genes)
+    sec = Section(name="s", obs_names=sec.obs_names, counts=sec.counts, gene_names=sec.gene_names, coords=xy)
+    enc = HVGGeneEncoder(HVGParams(n_top_genes=10, flavor="moran")).fit(sec)
+    assert set(enc.genes) == set(genes[:10])
+    var = HVGGeneEncoder(HVGParams(n_top_genes=20, flavor="variance")).fit(sec)
+    assert set(var.genes) == set(genes[:20])  # both groups are equally variable
+    order = rng.permutation(n)  # same tissue, spots listed in another order
+    shuffled = Section(name="s", obs_names=sec.obs_names[order], counts=sec.counts[order],
+                       gene_names=sec.gene_names, coords=xy[order])
+    assert HVGGeneEncoder(HVGParams(n_top_genes=10, flavor="moran")).fit(shuffled).genes == enc.genes

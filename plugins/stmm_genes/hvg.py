@@ -7,6 +7,8 @@ What changed from StereoMM's RNA features (``seeds-spec.md`` A1):
 * HVGs are ranked with scanpy's ``highly_variable_genes`` (``seurat`` / ``cell_ranger`` normalised dispersion) on
   the log-normalised data, or by plain variance of the log-normalised values (``flavor="variance"``); exactly
   ``n_top_genes`` genes are kept (ties broken by gene order), all of them when the section has fewer;
+  ``flavor="moran"`` ranks them by spatial autocorrelation instead (Moran's I on a 6-NN graph of the spots,
+  :mod:`stmm_genes.moran`);
 * genes are selected **by name** when transforming another section (published: by column position); a section
   lacking fitted genes is a :class:`~stmm_core.errors.DataError`, never a silent misalignment;
 * the z-score statistics are learned once (``fit``) and reused (``transform``), zero-variance genes get std 1
@@ -196,6 +198,10 @@ class HVGGeneEncoder(GeneEncoder):
             from stmm_genes.seurat_v3 import seurat_v3_variances
 
             idx = _top_k(seurat_v3_variances(X), k)
+        elif p.flavor == "moran":  # spatially variable: Moran's I on a 6-NN graph of the spots
+            from stmm_genes.moran import morans_i
+
+            idx = _top_k(morans_i(logn, section.coords), k)
         else:
             idx = self._scanpy_hvg(logn, names, k, p.flavor)
         self.genes = [names[i] for i in idx]

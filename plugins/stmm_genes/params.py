@@ -15,11 +15,12 @@ class HVGParams(BaseModel):
     n_top_genes: int = Field(
         2000, ge=1, le=1_000_000, description="genes kept; all genes are kept when the section has fewer"
     )
-    flavor: Literal["seurat", "cell_ranger", "seurat_v3", "variance"] = Field(
+    flavor: Literal["seurat", "cell_ranger", "seurat_v3", "variance", "moran"] = Field(
         "seurat",
         description="gene ranking: seurat / cell_ranger = scanpy highly_variable_genes (normalised dispersion) "
         "on the log-normalised data; seurat_v3 = variance of the raw counts standardised by a loess fit of "
-        "variance on mean (scanpy's seurat_v3 without scikit-misc); variance = highest variance of the log-normalised values",
+        "variance on mean (scanpy's seurat_v3 without scikit-misc); variance = highest variance of the log-normalised values; "
+        "moran = spatially variable genes, highest Moran's I of the log-normalised values on a 6-NN graph of the spots",
     )
     target_sum: float | None = Field(
         1e4, gt=0, description="counts per spot after library-size normalisation (None = median library size "
