@@ -37,14 +37,24 @@ import numpy as np
 
 
 def _section_path(section: str) -> Path:
+    """A DLPFC section by number, or ``her2st-C1`` … ``her2st-H1`` (pathologist-labelled HER2ST sections, joined
+    from the shared counts, spot files and labels by ``her2st_labelled.py`` into ``$STMM_BENCH_CACHE`` on first
+    use, default ``~/.cache/stmm``)."""
     from stmm_core.benchmark.datasets import data_root
 
+    if section.startswith("her2st-"):
+        from her2st_labelled import build  # type: ignore[import-not-found]  (this folder)
+
+        cache = Path(os.environ.get("STMM_BENCH_CACHE", Path.home() / ".cache" / "stmm")) / "her2st_labelled"
+        return build(section.removeprefix("her2st-"), cache)
     if section == "151510":  # the 500-gene file the recipe defaults were chosen on
         return data_root() / "dlpfc" / "151510_drsc_500genes" / "dlpfc_151510_500genes_lowres.h5ad"
     return data_root() / "dlpfc" / section / f"dlpfc_{section}_5000genes_lowres.h5ad"
 
 
 def _label_column(section: str) -> str:
+    if section.startswith("her2st-"):
+        return "label"
     return "annotation" if section == "151510" else "layer"
 
 

@@ -323,7 +323,7 @@ def families(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.consensus import consensus_labels
 
     for sec in args.sections:
-        runs = _load(args.work, RECIPE, sec)
+        runs = _load(args.work, args.folder or RECIPE, sec)
         seeds = sorted(runs)
         truth = runs[seeds[0]]["truth"]
         lab = {s: runs[s]["labels"] for s in seeds}
@@ -368,6 +368,9 @@ def main() -> None:
     sub.choices["depth"].add_argument("--seeds", nargs="+", type=int, default=[3, 0])
     sub.choices["families"].add_argument("--cut", type=float, default=0.8,
                                          help="seeds with average pairwise ARI above this form one family")
+    sub.choices["families"].add_argument("--folder", default=None,
+                                         help="saved-fit folder under --work (default: the recipe's own, "
+                                         "e.g. stereomm-expression@cb2aa28a for a --set variant)")
     args = ap.parse_args()
     {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc,
      "embdepth": embdepth, "localdepth": localdepth, "families": families}[args.cmd](args)
