@@ -75,10 +75,11 @@ def _spec(args: argparse.Namespace):
 
 
 def _folder(args: argparse.Namespace) -> str:
-    """``RECIPE`` for the recipe's own spec, ``RECIPE@HASH8`` when ``--set`` changed it (saved fits never mix),
-    ``…+shared`` with ``--shared-genes``."""
-    return (args.recipe + (f"@{_spec(args).hash()[:8]}" if args.set else "")
-            + ("+shared" if getattr(args, "shared_genes", False) else ""))
+    """``RECIPE@HASH8`` of the spec the fits use (the recipe with any ``--set``), ``…+shared`` with
+    ``--shared-genes``: fits of different specs never share a folder, even when a recipe's defaults change.
+    (Folders written before the sixth round held the recipe's own spec as plain ``RECIPE``; they were renamed to
+    ``RECIPE@HASH8``.)"""
+    return f"{args.recipe}@{_spec(args).hash()[:8]}" + ("+shared" if getattr(args, "shared_genes", False) else "")
 
 
 def _restrict_to_shared_genes(sections: dict) -> dict:
@@ -135,7 +136,12 @@ def _saved_runs(args: argparse.Namespace, name: str) -> tuple[list[int], dict]:
     """The seeds saved by ``fit`` for one section, and their ``.npz`` files (labels, embedding, scores)."""
     folder = args.work / _folder(args) / name
     seeds = sorted(int(p.stem[4:]) for p in folder.glob("seed*.npz"))
-    return seeds, {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+    runs = {s: np.load(folder / f"seed{s}.npz", allow_pickle=True) for s in seeds}
+    spec = _spec(args)  # each fit saved the hash of the spec with its own train.seed
+    wrong = [s for s in seeds if str(runs[s]["spec_hash"]) != spec.with_overrides({"train.seed": s}).hash()]
+    if wrong:
+        raise SystemExit(f"{folder}: seeds {wrong} were fitted with another spec than {spec.hash()[:12]}")
+    return seeds, runs
 
 
 def table(args: argparse.Namespace) -> None:

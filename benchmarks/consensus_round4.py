@@ -51,6 +51,11 @@ from pathlib import Path
 import numpy as np
 
 RECIPE, BASELINE = "stereomm-expression", "expression-smooth-gmm"
+#: The rounds these analyses belong to (fourth, fifth) used the recipes before the sixth round's switch to Seurat v3
+#: HVGs; their saved fits live in ``RECIPE@770f3e08`` and ``BASELINE@e30e979e`` (``consensus_dlpfc.py fit --set
+#: gene.flavor=seurat``), and the baseline computed here uses that spec too.
+OLD_SPEC = {"gene.flavor": "seurat"}
+RECIPE_FITS, BASELINE_FITS = "stereomm-expression@770f3e08", "expression-smooth-gmm@e30e979e"
 
 
 def _load(work: Path, recipe: str, section: str) -> dict[int, dict]:
@@ -104,7 +109,7 @@ def hcinit(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.refine import refine_labels
 
     for sec in args.sections:
-        runs, coords = _load(args.work, RECIPE, sec), _coords(sec)
+        runs, coords = _load(args.work, RECIPE_FITS, sec), _coords(sec)
         truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
         saved = np.array([float(r["ari"]) for r in runs.values()])
         print(f"## {sec}: saved single seeds {saved.mean():.3f} ± {saved.std(ddof=1):.3f}")
@@ -123,7 +128,7 @@ def refstart(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.refine import refine_labels
 
     for sec in args.sections:
-        runs, base, coords = _load(args.work, RECIPE, sec), _load(args.work, BASELINE, sec), _coords(sec)
+        runs, base, coords = _load(args.work, RECIPE_FITS, sec), _load(args.work, BASELINE_FITS, sec), _coords(sec)
         truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
         saved = np.array([float(r["ari"]) for r in runs.values()])
         single = np.array([ari(truth, refine_labels(coords, _mixture(r["embedding"], k, 0, base[0]["labels"]), 7))
@@ -144,7 +149,7 @@ def anchor(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.consensus_coassoc import consensus_coassoc
 
     for sec in args.sections:
-        runs, base, coords = _load(args.work, RECIPE, sec), _load(args.work, BASELINE, sec), _coords(sec)
+        runs, base, coords = _load(args.work, RECIPE_FITS, sec), _load(args.work, BASELINE_FITS, sec), _coords(sec)
         truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
         single = np.array([float(r["ari"]) for r in runs.values()])
 
@@ -184,7 +189,7 @@ def _baseline_inputs(sec: str) -> dict:
     from stmm_core.spec import parse_spec
     from stmm_genes.hvg import _counts
 
-    spec = parse_spec(get_recipe(BASELINE)["spec"])
+    spec = parse_spec(get_recipe(BASELINE)["spec"]).with_overrides(OLD_SPEC)
     section = load_section(_section_path(sec))
     col = _label_column(sec)
     counts = _counts(section)
@@ -225,7 +230,7 @@ def depth(args: argparse.Namespace) -> None:
         corr = sorted((abs(np.corrcoef(x[:, i], lib)[0, 1]) for i in range(x.shape[1])), reverse=True)
         print(f"## {sec}: median library size {np.exp(np.median(lib)):.0f}; |corr(PC, log library)|, largest 3: "
               f"{' '.join(f'{c:.2f}' for c in corr[:3])}")
-        runs = _load(args.work, RECIPE, sec)
+        runs = _load(args.work, RECIPE_FITS, sec)
         for s in args.seeds:
             lab = runs[s]["labels"]
             print(f"seed {s} (ARI {float(runs[s]['ari']):.3f}), per domain: spots, median library, top layers: " + "; ".join(
@@ -260,7 +265,7 @@ def posthoc(args: argparse.Namespace) -> None:
     for sec in args.sections:
         section = load_section(_section_path(sec))
         library = np.asarray(_counts(section).sum(1)).ravel()
-        runs = _load(args.work, RECIPE, sec)
+        runs = _load(args.work, RECIPE_FITS, sec)
         truth, k = runs[0]["truth"], len(np.unique(runs[0]["labels"]))
         a = np.array([ari(truth, refine_labels(section.coords, _mixture(
             _regress_out_depth(r["embedding"], library), k, s, None), 7)) for s, r in runs.items()])
@@ -323,7 +328,7 @@ def families(args: argparse.Namespace) -> None:
     from stmm_core.pipeline.consensus import consensus_labels
 
     for sec in args.sections:
-        runs = _load(args.work, args.folder or RECIPE, sec)
+        runs = _load(args.work, args.folder or RECIPE_FITS, sec)
         seeds = sorted(runs)
         truth = runs[seeds[0]]["truth"]
         lab = {s: runs[s]["labels"] for s in seeds}
@@ -370,7 +375,7 @@ def main() -> None:
                                          help="seeds with average pairwise ARI above this form one family")
     sub.choices["families"].add_argument("--folder", default=None,
                                          help="saved-fit folder under --work (default: the recipe's own, "
-                                         "e.g. stereomm-expression@cb2aa28a for a --set variant)")
+                                         "e.g. stereomm-expression@cb2aa28a for the current recipe; default: the fourth round's fits, " + RECIPE_FITS + ")")
     args = ap.parse_args()
     {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc,
      "embdepth": embdepth, "localdepth": localdepth, "families": families}[args.cmd](args)

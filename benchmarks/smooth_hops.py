@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["151676", "151510", "151675"])
     ap.add_argument("--hops", nargs="+", type=int, default=[0, 1, 2, 3, 5, 8])
     ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--flavor", default="seurat", help="gene.flavor of the features (seurat: as when hops was chosen)")
     args = ap.parse_args()
 
     import torch
@@ -37,7 +38,9 @@ def main() -> None:
     from stmm_graph.layers import graph_context
 
     configure_threads()
-    base = parse_spec(get_recipe("expression-smooth-gmm")["spec"])
+    # the recipe's spec as of the fourth round, when hops was chosen (Seurat-dispersion HVGs; the recipe switched
+    # to Seurat v3 in the sixth round): --flavor seurat_v3 for today's features
+    base = parse_spec(get_recipe("expression-smooth-gmm")["spec"]).with_overrides({"gene.flavor": args.flavor})
     for name in args.sections:
         section = load_section(_section_path(name))
         col = _label_column(name)
