@@ -163,6 +163,23 @@ def test_loess_is_exact_on_a_quadratic_and_smooths_noise():
     assert np.isfinite(ties).all()
 
 
+def test_loess_compiled_and_numpy_paths_agree():
+    """The numba kernel (used when numba imports) and the numpy block path compute the same local fits, also
+    for windows of tied x (rank-deficient normal equations) and all-equal windows."""
+    import stmm_genes.seurat_v3 as v3
+
+    if v3._numba_kernel() is None:
+        pytest.skip("numba not importable: only the numpy path exists")
+    rng = np.random.default_rng(2)
+    for x in (rng.normal(size=700), np.repeat([0.0, 1.0, 2.0, 3.0], 40), np.zeros(30)):
+        x = np.sort(x)
+        y = np.cos(x) + 0.1 * rng.normal(size=x.size)
+        q = int(min(x.size, max(3, np.floor(0.3 * x.size))))
+        lo = np.array([min(max(0, i - q // 2), x.size - q) for i in range(x.size)], dtype=np.int64)
+        np.testing.assert_allclose(v3._numba_kernel()(x, y, lo, q), v3._windows_numpy(x, y, lo, q),
+                                   rtol=1e-9, atol=1e-9)
+
+
 def test_seurat_v3_agrees_with_scanpy_on_dlpfc(shared_data):
     """Against scanpy + scikit-misc (when installed) on the real 5000-gene DLPFC section: the same top 3000 up
     to a few genes at the cut-off (measured 2995 of 3000)."""
