@@ -117,6 +117,30 @@ def test_duplicate_spot_ids_name_the_unique_ids_flag(world, capsys, tmp_path, mo
     refused(capsys, ["embed", str(world["run"]), "--data", dup, "-o", str(tmp_path / "e2.h5ad")], "--unique-ids")
 
 
+def test_duplicate_gene_names_name_the_unique_ids_flag(world, capsys, tmp_path, monkeypatch):
+    """Before: 'gene names must be unique … (var_names_make_unique)': a data-side fix, no flag."""
+    monkeypatch.delenv("STMM_UNIQUE_IDS", raising=False)
+
+    def dup_genes(a) -> None:
+        names = list(a.var_names)
+        names[1] = names[4] = names[0]
+        a.var_names = names
+
+    dup = _h5ad(world, tmp_path, "dupg", dup_genes)
+    refused(capsys, ["fit", str(world["spec"]), "--data", dup, "-o", str(tmp_path / "o"), *FAST],
+            "pass --unique-ids")
+    assert not (tmp_path / "o").exists()
+    out = tmp_path / "ok"
+    assert main(["fit", str(world["spec"]), "--data", dup, "-o", str(out), *FAST, "--unique-ids"]) == 0
+    import anndata
+
+    genes = list(anndata.read_h5ad(out / "result.h5ad").var_names)
+    first = world["adata"].var_names[0]
+    assert len(set(genes)) == len(genes)  # kept as separate genes, renamed (not summed)
+    assert {first, f"{first}-1", f"{first}-2"} <= set(genes)
+    assert "STMM_UNIQUE_IDS" not in os.environ
+
+
 # --------------------------------------------------------------------------------- one section given twice
 def test_the_same_section_twice_is_refused(world, capsys, tmp_path):
     """Before: exit 0, one section fitted as two (its spots twice in the joint graph)."""

@@ -103,7 +103,11 @@ def test_duplicate_gene_names(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = write_h5ad(tmp_path, ad)
-    raises(r"duplicate gene names .*'GENE'.*var_names_make_unique", read_section, path)
+    raises(r"duplicate gene names .*'GENE'.*--unique-ids", read_section, path)
+    with pytest.warns(UserWarning, match="repeated gene names made unique"):
+        section = read_section(path, unique_ids=True)
+    assert list(section.gene_names[:3]) == ["GENE", "GENE-1", "GENE-2"]
+    assert list(section.adata.var_names[:3]) == ["GENE", "GENE-1", "GENE-2"]
 
 
 def test_coords_table_problems(tmp_path):

@@ -86,7 +86,7 @@ def _gene_names(section: "Section") -> list[str]:
         dup = [g for g, c in collections.Counter(names).items() if c > 1]
         raise DataError(
             f"section {section.name!r}: {len(dup)} gene names are duplicated (e.g. {', '.join(dup[:3])}); "
-            "make them unique (AnnData.var_names_make_unique())"
+            "make them unique (AnnData.var_names_make_unique(); the CLI readers: --unique-ids)"
         )
     return names
 

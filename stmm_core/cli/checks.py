@@ -47,7 +47,7 @@ def device(value: Any) -> Any:
 
 
 def unique_ids(value: bool) -> bool:
-    """``--unique-ids``: the data readers make repeated spot ids unique (``STMM_UNIQUE_IDS=1`` for this command and
+    """``--unique-ids``: the data readers make repeated spot ids and gene names unique (``STMM_UNIQUE_IDS=1`` for this command and
     the processes it starts; :func:`stmm_core.cli.main.main` restores the variable afterwards)."""
     import os
 
@@ -57,5 +57,5 @@ def unique_ids(value: bool) -> bool:
 
 
 UNIQUE_IDS = typer.Option(False, "--unique-ids", callback=unique_ids,
-                          help="Make repeated spot ids unique (-1, -2, … appended to the repeats) instead of refusing "
-                               "them; not for ids joined to --coords by id.")
+                          help="Make repeated spot ids and gene names unique (-1, -2, … appended to the repeats) "
+                               "instead of refusing them; not for spot ids joined to --coords by id.")

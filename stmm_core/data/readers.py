@@ -484,18 +484,41 @@ def _coords_info(coords: Any, scale_given: bool = False) -> SpatialInfo:
 UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
 
 
-def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | None) -> "pd.Index":
-    """*ids* with repeats made unique (``--unique-ids``), or one :class:`DataError` saying how to fix them."""
+def _wants_unique(wanted: bool | None) -> bool:
     import os
 
+    if wanted is None:
+        return os.environ.get(UNIQUE_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
+    return bool(wanted)
+
+
+def _unique_genes(genes: "pd.Index", where: Path, *, wanted: bool | None) -> "pd.Index":
+    """Gene names with repeats made unique (``--unique-ids``; anndata's ``var_names_make_unique``), or one
+    :class:`DataError` saying how to fix them. Repeats are kept as separate genes (``A``, ``A-1``), not summed."""
+    dup = genes[genes.duplicated(keep=False)]
+    what = f"{where}: {dup.nunique()} duplicate gene names ({len(dup)} entries, e.g. {dup[0]!r})"
+    if not _wants_unique(wanted):
+        raise DataError(f"{what}; gene names must be unique: pass --unique-ids to append -1, -2, … to the repeats "
+                        "(Python: unique_ids=True; anndata's var_names_make_unique), or use Ensembl ids")
+    from anndata.utils import make_index_unique
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = make_index_unique(genes.copy(), join="-")
+    first = int(np.flatnonzero(genes.duplicated())[0])
+    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated gene names made unique (--unique-ids), e.g. "
+                  f"{genes[first]!r} -> {out[first]!r}", stacklevel=3)
+    return out
+
+
+def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | None) -> "pd.Index":
+    """*ids* with repeats made unique (``--unique-ids``), or one :class:`DataError` saying how to fix them."""
     dup = ids[ids.duplicated(keep=False)]
     what = f"{where}: {dup.nunique()} duplicate spot ids ({len(dup)} entries, e.g. {dup[0]!r})"
     if joined:  # each id was looked up in a positions table: a repeated id got the first match's position
         raise DataError(f"{what}; spots are joined to their positions by id, so the ids must be unique in the counts "
                         "file (fix them there: --unique-ids cannot tell which position belongs to which repeat)")
-    if wanted is None:
-        wanted = os.environ.get(UNIQUE_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
-    if not wanted:
+    if not _wants_unique(wanted):
         raise DataError(f"{what}; spot ids must be unique: pass --unique-ids to append -1, -2, … to the repeats "
                         "(Python: unique_ids=True), or prefix them with the sample in the file")
     from anndata.utils import make_index_unique
@@ -605,8 +628,9 @@ def read_section(
             Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
         region: Visium HD only: ``(x0, y0, x1, y1)`` or ``"x0,y0,x1,y1"`` in full-resolution px; only bins inside
             are read (the way to fit 2 µm bins, see :mod:`stmm_core.data.visium_hd`).
-        unique_ids: make repeated spot ids unique (``-1``, ``-2``, … appended to the repeats, as anndata's
-            ``obs_names_make_unique``) instead of refusing them; default: ``$STMM_UNIQUE_IDS`` (``--unique-ids``).
+        unique_ids: make repeated spot ids and gene names unique (``-1``, ``-2``, … appended to the repeats, as
+            anndata's ``obs_names_make_unique`` / ``var_names_make_unique``) instead of refusing them; default:
+            ``$STMM_UNIQUE_IDS`` (``--unique-ids``).
             Not for ids joined to positions by id (a counts table, ``coords=``): those must be unique in the file.
 
     Returns:
@@ -679,6 +703,13 @@ def read_section(
     obs = ld.obs.copy()
     obs.index = obs_names
     var = ld.var
+    genes = pd.Index(var.index.astype(str))
+    if genes.has_duplicates:
+        genes = _unique_genes(genes, p, wanted=unique_ids)
+        var = var.copy()
+        var.index = genes
+        if adata is not None:
+            adata.var_names = genes
     if adata is None:
         var = var.copy()
         var.index = var.index.astype(str)

@@ -138,7 +138,8 @@ def validate_section(section: Section, *, need_image: bool = False) -> Section:
     _duplicates(section.obs_names, "spot ids", where, "spot ids must be unique (prefix them with the sample, or "
                 "read the file with --unique-ids; Python: read_section(..., unique_ids=True))")
     _duplicates(section.gene_names, "gene names", where,
-                "gene names must be unique: use Ensembl ids or make them unique (var_names_make_unique)")
+                "gene names must be unique: read the file with --unique-ids (Python: read_section(..., "
+                "unique_ids=True)), use Ensembl ids, or make them unique (var_names_make_unique)")
     data = counts.data
     bad_vals = ~np.isfinite(data) | (data < 0)
     if bad_vals.any():
