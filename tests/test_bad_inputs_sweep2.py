@@ -141,6 +141,28 @@ def test_duplicate_gene_names_name_the_unique_ids_flag(world, capsys, tmp_path, 
     assert "STMM_UNIQUE_IDS" not in os.environ
 
 
+def test_benchmark_takes_unique_ids_for_repeated_gene_names(tmp_path, capsys, monkeypatch):
+    """Before: the failed row said 'pass --unique-ids', which `stmm benchmark` did not accept."""
+    import warnings
+
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    monkeypatch.delenv("STMM_UNIQUE_IDS", raising=False)
+    a = make_synthetic_adata(n_spots=90, n_genes=40, n_domains=3, seed=1)
+    names = list(a.var_names)
+    names[1] = names[0]
+    a.var_names = names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.write_h5ad(tmp_path / "dup.h5ad")
+    args = ["benchmark", "domains", "-p", "expression-gmm", "-d", str(tmp_path / "dup.h5ad"), "--label", "domain",
+            "--seeds", "1", "--work", str(tmp_path / "w")]
+    assert main([*args, "-o", str(tmp_path / "o1")]) != 0
+    assert "pass --unique-ids" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "o2"), "--unique-ids"]) == 0
+    assert "STMM_UNIQUE_IDS" not in os.environ
+
+
 # --------------------------------------------------------------------------------- one section given twice
 def test_the_same_section_twice_is_refused(world, capsys, tmp_path):
     """Before: exit 0, one section fitted as two (its spots twice in the joint graph)."""

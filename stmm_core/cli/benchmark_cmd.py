@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import typer
 
+from stmm_core.cli import checks
+
 
 def _split(items: Optional[list[str]], flag: str = "") -> Optional[list[str]]:
     """Repeated options and comma-separated lists both work: ``--pipelines a,b --pipelines c``. An option given
@@ -189,6 +191,7 @@ def benchmark(
                                              help="[PIPELINE:]component.param=value (repeatable)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     list_datasets: bool = typer.Option(False, "--list-datasets", help="Print the registered datasets and exit."),
+    unique_ids: bool = checks.UNIQUE_IDS,
 ) -> None:
     """Run every pipeline against the baselines on the same data; a failed run stays in the table."""
     from stmm_core.errors import StmmError
