@@ -480,7 +480,8 @@ def _coords_info(coords: Any, scale_given: bool = False) -> SpatialInfo:
     return SpatialInfo(positions=read_coords_table(p))
 
 
-#: ``STMM_UNIQUE_IDS=1`` (set by ``--unique-ids``): readers make repeated spot ids unique instead of refusing them.
+#: ``STMM_UNIQUE_IDS=1`` (set by ``--unique-ids``): readers make repeated spot ids and gene names unique instead of
+#: refusing them.
 UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
 
 
