@@ -313,3 +313,18 @@ def test_moran_prefers_spatially_patterned_genes_over_noisier_ones():
     shuffled = Section(name="s", obs_names=sec.obs_names[order], counts=sec.counts[order],
                        gene_names=sec.gene_names, coords=xy[order])
     assert HVGGeneEncoder(HVGParams(n_top_genes=10, flavor="moran")).fit(shuffled).genes == enc.genes
+
+
+def test_loess_falls_back_to_numpy_when_the_compiled_kernel_fails(monkeypatch):
+    """A machine where numba cannot compile or cache gets the numpy path, not an error."""
+    import stmm_genes.seurat_v3 as v3
+
+    x = np.random.default_rng(3).normal(size=300)
+    want = v3.loess_1d(x, np.sin(x))
+
+    def broken(*args):
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(v3, "_KERNEL", [broken])
+    np.testing.assert_allclose(v3.loess_1d(x, np.sin(x)), want, rtol=1e-9, atol=1e-9)
+    assert v3._KERNEL == [None]

@@ -45,10 +45,14 @@ def loess_1d(x: np.ndarray, y: np.ndarray, span: float = 0.3) -> np.ndarray:
         while left + q < n and xs[i] - xs[left] > xs[left + q] - xs[i]:
             left += 1
         lo[i] = left
+    fitted = None
     kernel = _numba_kernel()
     if kernel is not None:
-        fitted = kernel(xs, ys, lo, q)
-    else:
+        try:
+            fitted = kernel(xs, ys, lo, q)
+        except Exception:  # numba could not compile or cache here (e.g. no writable cache): the numpy path
+            _KERNEL[:] = [None]
+    if fitted is None:
         fitted = _windows_numpy(xs, ys, lo, q)
     out = np.empty(n)
     out[order] = fitted
