@@ -1,9 +1,9 @@
 """Compare saved single-seed fits of several specs, section by section (Welch interval of each against the first).
 
     .venv/bin/python benchmarks/compare_fits.py --work W --sections 151676 151675 \
-        --folders stereomm-expression stereomm-expression@cb2aa28a
+        --folders stereomm-expression@770f3e08 stereomm-expression@cb2aa28a
 
-``--folders`` are sub-folders of ``--work`` written by ``consensus_dlpfc.py fit`` (``RECIPE`` or ``RECIPE@HASH8``);
+``--folders`` are sub-folders of ``--work`` written by ``consensus_dlpfc.py fit`` (``RECIPE@HASH8``);
 the first is the reference. Each row: seeds found, ARI mean ± sd (min–max), and the difference of means to the
 reference with its Welch 95 % interval (scipy's t distribution with Welch–Satterthwaite degrees of freedom).
 Only seeds present in a folder count; nothing is refitted.

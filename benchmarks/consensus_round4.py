@@ -374,8 +374,8 @@ def main() -> None:
     sub.choices["families"].add_argument("--cut", type=float, default=0.8,
                                          help="seeds with average pairwise ARI above this form one family")
     sub.choices["families"].add_argument("--folder", default=None,
-                                         help="saved-fit folder under --work (default: the recipe's own, "
-                                         "e.g. stereomm-expression@cb2aa28a for the current recipe; default: the fourth round's fits, " + RECIPE_FITS + ")")
+                                         help="saved-fit folder under --work, e.g. stereomm-expression@cb2aa28a "
+                                         "for the current recipe (default: the fourth round's fits, " + RECIPE_FITS + ")")
     args = ap.parse_args()
     {"hcinit": hcinit, "refstart": refstart, "anchor": anchor, "depth": depth, "posthoc": posthoc,
      "embdepth": embdepth, "localdepth": localdepth, "families": families}[args.cmd](args)

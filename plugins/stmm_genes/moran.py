@@ -6,7 +6,9 @@ that vary *between tissue regions* are preferred to genes whose variance is spot
 scanpy's ``scanpy.metrics.morans_i`` (a pinned dependency; numba-accelerated, sparse-aware), on a symmetric binary
 k-NN graph of the spot positions built with scikit-learn. Why a k-NN graph and not the recipe's spatial graph: the
 gene encoder is fitted before (and independently of) the graph builder, and k-NN needs no radius in a coordinate
-unit that differs between platforms.
+unit that differs between platforms. Why not ``stmm_core.pipeline.image_weight.morans_i`` (the image weight's
+statistic): it takes dense ``(N, k)`` values for a few principal components; here it is thousands of sparse gene
+columns, which scanpy handles without densifying.
 """
 
 from __future__ import annotations

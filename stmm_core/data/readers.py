@@ -493,6 +493,19 @@ def _wants_unique(wanted: bool | None) -> bool:
     return bool(wanted)
 
 
+def _made_unique(index: "pd.Index", dup: "pd.Index", where: Path, what: str) -> "pd.Index":
+    """*index* with ``-1``, ``-2``, … appended to its repeats (anndata's ``make_index_unique``), and one warning."""
+    from anndata.utils import make_index_unique
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's note on suffix collisions: they are resolved all the same
+        out = make_index_unique(index.copy(), join="-")
+    first = int(np.flatnonzero(index.duplicated())[0])
+    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated {what} made unique (--unique-ids), e.g. "
+                  f"{index[first]!r} -> {out[first]!r}", stacklevel=4)
+    return out
+
+
 def _unique_genes(genes: "pd.Index", where: Path, *, wanted: bool | None) -> "pd.Index":
     """Gene names with repeats made unique (``--unique-ids``; anndata's ``var_names_make_unique``), or one
     :class:`DataError` saying how to fix them. Repeats are kept as separate genes (``A``, ``A-1``), not summed."""
@@ -501,15 +514,7 @@ def _unique_genes(genes: "pd.Index", where: Path, *, wanted: bool | None) -> "pd
     if not _wants_unique(wanted):
         raise DataError(f"{what}; gene names must be unique: pass --unique-ids to append -1, -2, … to the repeats "
                         "(Python: unique_ids=True; anndata's var_names_make_unique), or use Ensembl ids")
-    from anndata.utils import make_index_unique
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = make_index_unique(genes.copy(), join="-")
-    first = int(np.flatnonzero(genes.duplicated())[0])
-    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated gene names made unique (--unique-ids), e.g. "
-                  f"{genes[first]!r} -> {out[first]!r}", stacklevel=3)
-    return out
+    return _made_unique(genes, dup, where, "gene names")
 
 
 def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | None) -> "pd.Index":
@@ -522,15 +527,7 @@ def _unique_ids(ids: "pd.Index", where: Path, *, joined: bool, wanted: bool | No
     if not _wants_unique(wanted):
         raise DataError(f"{what}; spot ids must be unique: pass --unique-ids to append -1, -2, … to the repeats "
                         "(Python: unique_ids=True), or prefix them with the sample in the file")
-    from anndata.utils import make_index_unique
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # anndata's note on suffix collisions: they are resolved all the same
-        out = make_index_unique(ids.copy(), join="-")
-    first = int(np.flatnonzero(ids.duplicated())[0])
-    warnings.warn(f"{where}: {len(dup) - dup.nunique()} repeated spot ids made unique (--unique-ids), e.g. "
-                  f"{ids[first]!r} -> {out[first]!r}", stacklevel=3)
-    return out
+    return _made_unique(ids, dup, where, "spot ids")
 
 
 # ------------------------------------------------------------------------------------------- main
