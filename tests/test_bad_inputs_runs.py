@@ -58,6 +58,25 @@ def test_a_full_disk_is_one_message_before_writing(world, capsys, tmp_path, monk
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_full_disk_is_said_before_the_fit_starts(world, capsys, tmp_path, monkeypatch):
+    """The room check runs after reading and before training: the fit itself is never entered."""
+    from collections import namedtuple
+
+    import stmm_graph_fusion.fit as gf_fit
+
+    def no_fit(*a, **k):
+        raise AssertionError("the fit started although the disk cannot hold the result")
+
+    monkeypatch.setattr(gf_fit, "fit_graph_fusion", no_fit)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 64 << 10))
+    out = tmp_path / "deeper" / "o"
+    msg = refused(capsys, ["fit", str(world["spec"]), *world["good"]["h5ad"], "-k", "3", "-o", str(out), *FAST],
+                  "MB free on that disk")
+    assert "give -o a folder on another disk" in msg
+    assert not out.exists()
+
+
 def test_an_image_the_pipeline_does_not_encode_is_said(world, capsys, tmp_path):
     from stmm_core.cli.compose_cmd import compose_spec
 

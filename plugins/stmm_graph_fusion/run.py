@@ -109,6 +109,9 @@ def fit_to_dir(
                 warnings.warn(f"the stored image is not used (this pipeline has no image encoder): {exc}",
                               stacklevel=2)
     read_s = time.perf_counter() - t_read
+    from stmm_core.pipeline.outputs import check_room_before_fit
+
+    check_room_before_fit(out_dir, section)  # a full disk is said now, not after the fit
     from stmm_core.faults import point
 
     point("read")

@@ -81,6 +81,22 @@ def check_free_space(folder: Path, need_bytes: int, out_dir: Path, flag: str = "
                         f"{need / 2**20:.1f} MB; free space there or give {flag} a folder on another disk")
 
 
+def check_room_before_fit(out_dir: Path, section: "Section", flag: str = "-o") -> None:
+    """Refuse, before the fit starts, an output disk that cannot hold even the section's own arrays (result.h5ad
+    carries them): a user learns about a full disk in a second, not after the fit. The exact size is checked
+    again before writing (:func:`write_run`)."""
+    folder = Path(out_dir).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    adata = getattr(section, "adata", None)
+    if adata is not None:
+        need = _array_bytes(adata)
+    else:
+        c = section.counts
+        need = int(c.data.nbytes + c.indices.nbytes + c.indptr.nbytes)
+    check_free_space(folder, need, Path(out_dir), flag)
+
+
 def write_run(out_dir: Path, section: "Section", result: "FitResult", metrics: dict[str, Any],
               label_column: str | None = None, zarr: bool = False) -> list[Path]:
     """Write the run folder; returns the files written. ``zarr``: also result.zarr (SpatialData)."""
