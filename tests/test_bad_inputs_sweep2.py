@@ -163,6 +163,36 @@ def test_benchmark_takes_unique_ids_for_repeated_gene_names(tmp_path, capsys, mo
     assert "STMM_UNIQUE_IDS" not in os.environ
 
 
+def test_benchmark_takes_counts_layer_for_normalised_x(tmp_path, capsys, monkeypatch):
+    """Before: a file with log-normalised X and counts in layers['counts'] failed its row with 'use
+    --counts-layer', which `stmm benchmark` did not accept."""
+    import warnings
+
+    import scipy.sparse as sp
+
+    from stmm_core.testing.synthetic import make_synthetic_adata
+
+    monkeypatch.delenv("STMM_COUNTS_LAYER", raising=False)
+    a = make_synthetic_adata(n_spots=90, n_genes=40, n_domains=3, seed=1)
+    counts = sp.csr_matrix(a.X, dtype=np.float32)
+    a.layers["counts"] = counts.copy()
+    lib = np.asarray(counts.sum(axis=1)).ravel()
+    a.X = sp.csr_matrix(np.log1p(counts.toarray() / lib[:, None] * 1e4), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.write_h5ad(tmp_path / "norm.h5ad")
+    args = ["benchmark", "domains", "-p", "expression-gmm", "-d", str(tmp_path / "norm.h5ad"), "--label", "domain",
+            "--seeds", "1", "--work", str(tmp_path / "w"), "-f", "json"]
+    assert main([*args, "-o", str(tmp_path / "o1")]) != 0
+    assert "--counts-layer" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "o2"), "--counts-layer", "counts"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert row["status"] == "ok", row
+    assert "STMM_COUNTS_LAYER" not in os.environ
+    assert main([*args, "-o", str(tmp_path / "o3"), "--counts-layer", "nope"]) != 0  # a failed row, as any
+    assert "--counts-layer 'nope' not found; available: counts" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------- one section given twice
 def test_the_same_section_twice_is_refused(world, capsys, tmp_path):
     """Before: exit 0, one section fitted as two (its spots twice in the joint graph)."""

@@ -192,6 +192,9 @@ def benchmark(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     list_datasets: bool = typer.Option(False, "--list-datasets", help="Print the registered datasets and exit."),
     unique_ids: bool = checks.UNIQUE_IDS,
+    counts_layer: Optional[str] = typer.Option(None, "--counts-layer", callback=checks.counts_layer_for_all,
+                                               help="Every .h5ad dataset's raw counts are in layers[NAME] (raw: "
+                                                    "adata.raw) instead of X."),
 ) -> None:
     """Run every pipeline against the baselines on the same data; a failed run stays in the table."""
     from stmm_core.errors import StmmError

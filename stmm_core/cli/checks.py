@@ -56,6 +56,18 @@ def unique_ids(value: bool) -> bool:
     return value
 
 
+def counts_layer_for_all(value: str | None) -> str | None:
+    """``stmm benchmark --counts-layer NAME``: every dataset the command reads takes its counts from
+    ``layers[NAME]`` (``STMM_COUNTS_LAYER`` for this command and the processes it starts; restored afterwards)."""
+    import os
+
+    if value is not None:
+        if not value.strip():
+            raise typer.BadParameter("give a layer name (e.g. counts), raw for adata.raw, or X")
+        os.environ["STMM_COUNTS_LAYER"] = value
+    return value
+
+
 UNIQUE_IDS = typer.Option(False, "--unique-ids", callback=unique_ids,
                           help="Make repeated spot ids and gene names unique (-1, -2, … appended to the repeats) "
                                "instead of refusing them; not for spot ids joined to --coords by id.")

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     command = plain_help(typer.main.get_command(app))
     import os
 
-    unique_before = os.environ.get("STMM_UNIQUE_IDS")  # --unique-ids sets it for this command only
+    # --unique-ids / benchmark --counts-layer set these for this command only
+    env_before = {k: os.environ.get(k) for k in ("STMM_UNIQUE_IDS", "STMM_COUNTS_LAYER")}
     try:
         from stmm_core.env import check_environment
 
@@ -177,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("stmm: error: out of memory; try a smaller tile input size, fewer genes, or a GPU", err=True)
         return 3
     finally:
-        if unique_before is None:
-            os.environ.pop("STMM_UNIQUE_IDS", None)
-        else:
-            os.environ["STMM_UNIQUE_IDS"] = unique_before
+        for key, before in env_before.items():
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
     return int(rv) if isinstance(rv, int) else 0
 
 

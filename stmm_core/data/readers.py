@@ -19,6 +19,7 @@ Every problem a user can fix raises :class:`~stmm_core.errors.DataError` with on
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -480,6 +481,10 @@ def _coords_info(coords: Any, scale_given: bool = False) -> SpatialInfo:
     return SpatialInfo(positions=read_coords_table(p))
 
 
+#: ``STMM_COUNTS_LAYER=NAME`` (set by ``stmm benchmark --counts-layer``): the default ``counts_layer`` of
+#: :func:`read_section` for this command and the processes it starts.
+COUNTS_LAYER_ENV = "STMM_COUNTS_LAYER"
+
 #: ``STMM_UNIQUE_IDS=1`` (set by ``--unique-ids``): readers make repeated spot ids and gene names unique instead of
 #: refusing them.
 UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
@@ -620,7 +625,8 @@ def read_section(
         scale: full-res px → image px factor for ``image`` (or to override the stored one).
         spot_diameter: spot diameter in full-res px (overrides the stored value).
         library_id: which ``uns["spatial"]`` library to use when there are several.
-        counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``.
+        counts_layer: use ``layers[counts_layer]`` (or ``"raw"`` for ``adata.raw``) instead of ``X``; default:
+            ``$STMM_COUNTS_LAYER`` (``stmm benchmark --counts-layer``), else ``X``.
         validate: run :func:`~stmm_core.data.validate.validate_section` before returning.
         bin_size: Stereo-seq GEM input (``.gem``/``.gem.gz``): bin side in DNB (default 50, i.e. bin50);
             Visium HD (a Space Ranger 3 folder with ``binned_outputs/``): bin side in µm, 2, 8 or 16 (default 8).
@@ -640,6 +646,8 @@ def read_section(
     from stmm_core.data.visium_hd import is_visium_hd
 
     p = _exists(Path(path).expanduser(), "data path")
+    if counts_layer is None:  # `stmm benchmark --counts-layer` sets it for every dataset the command reads
+        counts_layer = os.environ.get(COUNTS_LAYER_ENV) or None
     if region is not None and not is_visium_hd(p):
         raise DataError(f"--region applies to Visium HD folders (binned_outputs/); {p} is not one")
     if bin_size is not None and not (p.name.lower().endswith((".gem", ".gem.gz")) or is_visium_hd(p)):
