@@ -491,8 +491,6 @@ UNIQUE_IDS_ENV = "STMM_UNIQUE_IDS"
 
 
 def _wants_unique(wanted: bool | None) -> bool:
-    import os
-
     if wanted is None:
         return os.environ.get(UNIQUE_IDS_ENV, "").strip().lower() in ("1", "true", "yes")
     return bool(wanted)
