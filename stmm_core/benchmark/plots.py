@@ -74,8 +74,7 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
                 xs.append(x)
                 ys.append(s.mean)
                 es.append(s.sd or 0.0)
-            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=3, color=cmap(i % 10),
-                   label=p if xs else f"{p} (failed)", error_kw={"elinewidth": 1})
+            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=3, color=cmap(i % 10), error_kw={"elinewidth": 1})
             for x in failed:
                 ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7, color="firebrick")
         chance_drawn = False
@@ -93,7 +92,9 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set_title(ds, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    axes[0][-1].legend(handles=_legend_handles(rows, pipes, cmap, chance_drawn_any=any(
+        ax.get_legend_handles_labels()[1] for ax in axes[0])), loc="center left", bbox_to_anchor=(1.0, 0.5),
+        fontsize=8, frameon=False)
     seeds = ", ".join(map(str, result.seeds))
     fig.suptitle(f"{title} (mean ± sd; seed(s) {seeds})", fontsize=11)
     fig.tight_layout()
@@ -103,6 +104,21 @@ def bar_chart(result: BenchmarkResult, metrics: list[str], path: Path, title: st
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _legend_handles(rows: list[Any], pipes: list[str], cmap: Any, chance_drawn_any: bool) -> list[Any]:
+    """One entry per pipeline over *all* panels, in its bar colour; "(failed)" only for a pipeline with no
+    successful row anywhere (a pipeline that was not run on the last panel's dataset is not a failure)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = []
+    for i, p in enumerate(pipes):
+        ok = any(s.pipeline == p and s.mean is not None for s in rows)
+        handles.append(Patch(color=cmap(i % 10), label=p if ok else f"{p} (failed)"))
+    if chance_drawn_any:
+        handles.append(Line2D([], [], color="black", linestyle="dashed", linewidth=1, label="chance level"))
+    return handles
 
 
 def stage_bars(result: BenchmarkResult, stages: list[str], path: Path) -> Path | None:

@@ -193,7 +193,7 @@ def benchmark(
     list_datasets: bool = typer.Option(False, "--list-datasets", help="Print the registered datasets and exit."),
     unique_ids: bool = checks.UNIQUE_IDS,
     counts_layer: Optional[str] = typer.Option(None, "--counts-layer", callback=checks.counts_layer_for_all,
-                                               help="Every .h5ad dataset's raw counts are in layers[NAME] (raw: "
+                                               help="Every .h5ad dataset's raw counts are in layers[LAYER] (raw: "
                                                     "adata.raw) instead of X."),
 ) -> None:
     """Run every pipeline against the baselines on the same data; a failed run stays in the table."""
